@@ -1,0 +1,6 @@
+"""Lightning callbacks: sample grids, RNG state in checkpoints, step timing."""
+
+from fundus2ffa.callbacks.rng_state import RNGState
+from fundus2ffa.callbacks.samples import SampleGrid
+
+__all__ = ["RNGState", "SampleGrid"]

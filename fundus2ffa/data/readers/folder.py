@@ -1,0 +1,176 @@
+"""A generic paired layout for user data: two folders matched by file stem, or a CSV manifest.
+
+This is the layout to convert any private CF/FFA set into (e.g. the HRA set of Li et al. 2020,
+reference_spec section 2.1, which is not public): either
+
+    root/cf/<name>.<ext>    colour fundus photographs
+    root/ffa/<name>.<ext>   the angiogram of the same eye, same <name>
+
+or a CSV manifest with columns ``cf`` and ``ffa`` (paths relative to the CSV's folder) and optional
+``id`` (default: the CF file name without extension), ``category`` (splits are stratified by it),
+``group`` (patient or eye: no split divides it) and ``split`` (train/val/test, to fix the split
+instead of drawing it).
+"""
+
+import csv
+from pathlib import Path
+
+from fundus2ffa.data.io import list_images
+from fundus2ffa.data.readers.base import PairReader
+from fundus2ffa.data.records import PairRecord
+from fundus2ffa.data.splits import SPLITS
+from fundus2ffa.errors import ConfigError, DataError
+
+MANIFEST_REQUIRED = ("cf", "ffa")
+MANIFEST_OPTIONAL = ("id", "category", "group", "split")
+
+
+class PairedFolder(PairReader):
+    """CF/FFA pairs from ``root/<cf_dir>`` + ``root/<ffa_dir>`` (matched by stem) or from a CSV manifest.
+
+    Args:
+        root: folder holding ``cf_dir`` and ``ffa_dir``; with a relative ``manifest``, the folder it is in.
+        cf_dir, ffa_dir: names of the two sub-folders of ``root``.
+        manifest: CSV file with columns cf, ffa [, id, category, group, split]; when set, the sub-folders
+            are not scanned. Rows name image paths relative to the CSV's own folder.
+        allow_grey_cf, ffa_channel, resize_ffa_to_cf: see :class:`PairReader`.
+    """
+
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        cf_dir: str = "cf",
+        ffa_dir: str = "ffa",
+        manifest: str | Path | None = None,
+        allow_grey_cf: bool = False,
+        ffa_channel: str = "luma",
+        resize_ffa_to_cf: bool = False,
+    ):
+        super().__init__(allow_grey_cf=allow_grey_cf, ffa_channel=ffa_channel, resize_ffa_to_cf=resize_ffa_to_cf)
+        if root is None and manifest is None:
+            raise ConfigError(
+                "PairedFolder needs data.reader.root (a folder with cf/ and ffa/ sub-folders) or "
+                "data.reader.manifest (a CSV with cf and ffa columns); neither is set."
+            )
+        self.root = Path(root) if root is not None else None
+        self.cf_dir, self.ffa_dir = cf_dir, ffa_dir
+        self.manifest = None
+        if manifest is not None:
+            manifest = Path(manifest)
+            self.manifest = self.root / manifest if self.root is not None and not manifest.is_absolute() else manifest
+
+    def records(self) -> list[PairRecord]:
+        return self._manifest_records() if self.manifest is not None else self._folder_records()
+
+    def _folder_records(self) -> list[PairRecord]:
+        if not self.root.is_dir():
+            raise DataError(
+                f"data folder not found: {self.root}. Set data.reader.root to the folder that holds "
+                f"'{self.cf_dir}/' and '{self.ffa_dir}/'."
+            )
+        for sub in (self.cf_dir, self.ffa_dir):
+            if not (self.root / sub).is_dir():
+                raise DataError(
+                    f"no '{sub}/' folder in {self.root}. The paired layout is root/{self.cf_dir}/* and "
+                    f"root/{self.ffa_dir}/* matched by file name; rename the folders, set data.reader.cf_dir / "
+                    "data.reader.ffa_dir, or list the pairs in a CSV (data.reader.manifest)."
+                )
+        cf_by_stem = _by_stem(list_images(self.root / self.cf_dir))
+        ffa_by_stem = _by_stem(list_images(self.root / self.ffa_dir))
+        for stems, partners, partner_dir, kind in (
+            (cf_by_stem, ffa_by_stem, self.ffa_dir, "CF"),
+            (ffa_by_stem, cf_by_stem, self.cf_dir, "FFA"),
+        ):
+            for stem, path in stems.items():
+                if stem not in partners:
+                    raise DataError(
+                        f"{kind} {path} has no partner: expected {self.root / partner_dir}/{stem}.<png|jpg|...> "
+                        "with the same file name. Add the partner image or remove this one."
+                    )
+        return [PairRecord(id=stem, cf=cf_by_stem[stem], ffa=ffa_by_stem[stem]) for stem in sorted(cf_by_stem)]
+
+    def _manifest_records(self) -> list[PairRecord]:
+        manifest = self.manifest
+        if not manifest.is_file():
+            raise DataError(
+                f"pair manifest not found: {manifest}. Set data.reader.manifest to a CSV file with columns "
+                f"{', '.join(MANIFEST_REQUIRED)} (paths relative to the CSV's folder)."
+            )
+        with manifest.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            allowed = MANIFEST_REQUIRED + MANIFEST_OPTIONAL
+            unknown = [c for c in columns if c not in allowed]
+            if unknown:
+                raise DataError(
+                    f"pair manifest {manifest} has unknown columns {unknown}; allowed columns are "
+                    f"{', '.join(allowed)} (cf and ffa required). Rename or drop them."
+                )
+            missing = [c for c in MANIFEST_REQUIRED if c not in columns]
+            if missing:
+                raise DataError(
+                    f"pair manifest {manifest} lacks the column(s) {missing}; its header must name cf and ffa "
+                    f"(optional: {', '.join(MANIFEST_OPTIONAL)})."
+                )
+            rows = [(reader.line_num, row) for row in reader]
+        records: list[PairRecord] = []
+        seen: dict[str, int] = {}
+        for line, cells in rows:
+            where = f"pair manifest {manifest} line {line}"
+            if None in cells:  # csv.DictReader's key for cells beyond the header
+                raise DataError(f"{where} has more cells than the header has columns; remove the extra cells.")
+            row = {column.strip(): (value or "").strip() for column, value in cells.items()}
+            if not any(row.values()):
+                continue
+            paths = {}
+            for column in MANIFEST_REQUIRED:
+                if not row.get(column):
+                    raise DataError(
+                        f"{where}: empty '{column}' cell; give the image path relative to {manifest.parent}."
+                    )
+                path = Path(row[column])
+                path = path if path.is_absolute() else manifest.parent / path
+                if not path.is_file():
+                    raise DataError(
+                        f"{where}: {column} image {path} not found. Paths are relative to the manifest's folder "
+                        f"{manifest.parent}; fix the path or remove the row."
+                    )
+                paths[column] = path
+            split = row.get("split", "")
+            if split and split not in SPLITS:
+                raise DataError(
+                    f"{where}: split {split!r} is not one of {', '.join(SPLITS)}; fix it or leave it empty."
+                )
+            pair_id = row.get("id") or paths["cf"].stem
+            if pair_id in seen:
+                raise DataError(
+                    f"{where}: pair id {pair_id!r} already used on line {seen[pair_id]}; ids (by default the CF "
+                    "file name without extension) must be unique: fill the id column."
+                )
+            seen[pair_id] = line
+            records.append(
+                PairRecord(
+                    id=pair_id,
+                    cf=paths["cf"],
+                    ffa=paths["ffa"],
+                    category=row.get("category", ""),
+                    group=row.get("group", ""),
+                    split=split,
+                )
+            )
+        if not records:
+            raise DataError(f"pair manifest {manifest} has no rows; add one row per CF/FFA pair.")
+        return records
+
+
+def _by_stem(files: list[Path]) -> dict[str, Path]:
+    """File stem -> path, refusing two images with one stem (a.png and a.jpg): the pairing would be ambiguous."""
+    by_stem: dict[str, Path] = {}
+    for path in files:
+        if path.stem in by_stem:
+            raise DataError(
+                f"{by_stem[path.stem]} and {path} share the name {path.stem!r}, so the pairing is ambiguous; "
+                "remove or rename one of them."
+            )
+        by_stem[path.stem] = path
+    return by_stem

@@ -1,0 +1,111 @@
+"""Train/val/test splits in which no group (patient or eye) appears in two splits.
+
+Stratified by category (Li et al. 2020, reference_spec section 2.1: 20 % of each category held out):
+the groups of each category are shuffled with a seed derived from ``seed`` and the category, laid end
+to end category after category, and dealt split labels from one evenly interleaved sequence with
+exactly the target count of each split. So each split has its target size over all categories, and each
+category is split in the given proportions up to rounding (less than two groups off per split).
+Rounding each category on its own instead would put every small category entirely into train and could
+leave val or test empty however many groups there are.
+"""
+
+import math
+import random
+from collections import defaultdict
+
+from fundus2ffa.data.records import PairRecord
+from fundus2ffa.errors import ConfigError, DataError
+
+SPLITS = ("train", "val", "test")
+
+
+def split_records(
+    records: list[PairRecord], fractions: dict[str, float], seed: int = 0, stratify: bool = True
+) -> dict[str, list[PairRecord]]:
+    """Split records into ``fractions`` (keys among train/val/test, non-negative, summing to 1) by group.
+
+    Every split with a positive fraction gets at least one group when there are enough groups. The
+    result depends only on the records, the fractions and ``seed`` (not on the record order). Returns
+    all three keys, records in their given order within each split.
+    """
+    unknown = set(fractions) - set(SPLITS)
+    if unknown:
+        raise ConfigError(f"data.split has unknown keys {sorted(unknown)}; use train, val and test.")
+    negative = {name: value for name, value in fractions.items() if value < 0}
+    if negative:
+        raise ConfigError(f"data.split fractions must not be negative, got {negative}.")
+    total = sum(fractions.values())
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
+        raise ConfigError(f"data.split fractions must sum to 1, got {dict(fractions)} (sum {total}).")
+
+    groups_by_category: dict[str, list[str]] = defaultdict(list)
+    seen: set[str] = set()
+    for record in records:
+        if record.split_group not in seen:
+            seen.add(record.split_group)
+            groups_by_category[record.category if stratify else ""].append(record.split_group)
+    ordered_groups = []
+    for category in sorted(groups_by_category):
+        groups = sorted(groups_by_category[category])
+        random.Random(f"{seed}/{category}").shuffle(groups)
+        ordered_groups += groups
+
+    names = [name for name in SPLITS if fractions.get(name, 0) > 0]
+    counts = _allocate(len(ordered_groups), [fractions[name] for name in names])
+    assignment = {group: names[i] for group, i in zip(ordered_groups, _interleave(counts))}
+    out: dict[str, list[PairRecord]] = {name: [] for name in SPLITS}
+    for record in records:
+        out[assignment[record.split_group]].append(record)
+    return out
+
+
+def records_by_split(records: list[PairRecord]) -> dict[str, list[PairRecord]]:
+    """The split a layout fixes itself (:attr:`PairRecord.split`: a manifest column, UWF train/test folders).
+
+    Every record must carry a split; a layout that fixes some but not all is refused rather than guessed.
+    """
+    missing = [r.id for r in records if not r.split]
+    if missing:
+        raise DataError(
+            f"{len(missing)} pair(s) have no split (e.g. {missing[:3]}) while the data is read with its own "
+            "split; fill the split column for every pair, or draw the split instead (data.split fractions)."
+        )
+    out: dict[str, list[PairRecord]] = {name: [] for name in SPLITS}
+    for record in records:
+        if record.split not in out:
+            raise DataError(f"pair {record.id!r} has split {record.split!r}; use one of {', '.join(SPLITS)}.")
+        out[record.split].append(record)
+    return out
+
+
+def _allocate(n: int, fractions: list[float]) -> list[int]:
+    """Largest-remainder allocation of n items, at least one per split when n allows."""
+    raw = [f * n for f in fractions]
+    counts = [int(math.floor(x)) for x in raw]
+    order = sorted(range(len(raw)), key=lambda i: raw[i] - counts[i], reverse=True)
+    for i in order[: n - sum(counts)]:
+        counts[i] += 1
+    if n >= len(counts):
+        for i, c in enumerate(counts):
+            if c == 0:
+                donor = max(range(len(counts)), key=lambda j: counts[j])
+                counts[donor] -= 1
+                counts[i] += 1
+    return counts
+
+
+def _interleave(counts: list[int]) -> list[int]:
+    """A sequence holding index i exactly counts[i] times, spread evenly (smooth weighted round robin).
+
+    Every prefix holds each index in proportion to its count to within one, so any stretch of it (the
+    groups of one category) does to within two.
+    """
+    total = sum(counts)
+    credit = [0] * len(counts)
+    sequence = []
+    for _ in range(total):
+        credit = [c + w for c, w in zip(credit, counts)]
+        chosen = max(range(len(counts)), key=lambda i: credit[i])
+        credit[chosen] -= total
+        sequence.append(chosen)
+    return sequence

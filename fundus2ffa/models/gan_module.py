@@ -1,0 +1,133 @@
+"""What every GAN training procedure here shares: manual optimisation, epoch-counted LR schedules,
+image-quality evaluation and the ``translate`` call used by sample grids and prediction.
+
+Subclasses (one per training procedure, not per paper; conventions.md) build their networks from the
+configs they are given and implement ``training_step`` and ``translate``. Everything a module is built
+from is stored in its hyperparameters, so ``Module.load_from_checkpoint(path)`` rebuilds it.
+"""
+
+import inspect
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from fundus2ffa.metrics.image import MetricTable, image_quality
+from fundus2ffa.models.schedules import constant_then_linear_decay
+
+
+class GANModule(L.LightningModule):
+    """Base of the GAN LightningModules.
+
+    Args (common to subclasses):
+        optimizer_g / optimizer_d: ``_partial_`` optimizer configs (Adam 2e-4, betas (0.5, 0.999) in every paper here).
+        schedule: {constant_epochs, decay_epochs} of the linear-decay policy, stepped at epoch end.
+        metrics: {quantize: bool}; quantize evaluates on 8-bit images as saved files are.
+        compile: torch.compile the networks (never the LightningModule; conventions.md).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+        self._tables: dict[str, MetricTable] = {}
+
+    # ----------------------------------------------------------------- building
+    def store_hparams(self) -> None:
+        """Save the caller's constructor arguments as plain containers.
+
+        Plain dicts (not DictConfig) keep checkpoints loadable with ``torch.load(weights_only=True)``
+        and let ``load_from_checkpoint`` rebuild the module from the checkpoint alone.
+        """
+        frame = inspect.currentframe().f_back
+        args = inspect.getargvalues(frame)
+        values = {name: args.locals[name] for name in args.args if name != "self"}
+        plain = {
+            k: OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
+            for k, v in values.items()
+        }
+        self.save_hyperparameters(plain, logger=False)
+
+    @staticmethod
+    def build(config):
+        """Instantiate a net or loss from its config (None stays None)."""
+        return None if config is None else instantiate(config)
+
+    def maybe_compile(self, module):
+        if self.hparams.get("compile", False) and module is not None:
+            return torch.compile(module)
+        return module
+
+    def make_optimizer(self, config, params):
+        """An optimizer over ``params`` from a config such as {_target_: torch.optim.Adam, lr: ...}."""
+        return instantiate(config, _partial_=True)(params)
+
+    def make_schedulers(self, optimizers: list) -> list:
+        schedule = self.hparams.get("schedule") or {}
+        return [
+            constant_then_linear_decay(opt, int(schedule.get("constant_epochs", 100)), int(schedule.get("decay_epochs", 100)))
+            for opt in optimizers
+        ]
+
+    def on_train_epoch_start(self) -> None:
+        """Set every learning rate from the current epoch.
+
+        The schedule is a pure function of the epoch, applied at epoch start rather than stepped at
+        epoch end: a checkpoint is written before ``on_train_epoch_end`` runs, and a stepped scheduler
+        would then resume one epoch behind.
+        """
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            scheduler.last_epoch = self.current_epoch
+            for group, lr in zip(scheduler.optimizer.param_groups, scheduler.get_lr()):
+                group["lr"] = lr
+            scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record the class so ``task=predict`` can rebuild the module from the checkpoint alone."""
+        checkpoint["fundus2ffa_target"] = f"{type(self).__module__}.{type(self).__qualname__}"
+
+    # ----------------------------------------------------------------- inference
+    def translate(self, cf: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        """CF N x 3 x H x W in [-1, 1] -> generated FFA N x 1 x H x W in [-1, 1]."""
+        raise NotImplementedError
+
+    def predict_step(self, batch, batch_idx: int):
+        return self.translate(batch["cf"])
+
+    # ----------------------------------------------------------------- evaluation
+    def _eval_step(self, stage: str, batch) -> None:
+        fake = self.translate(batch["cf"])
+        scores = image_quality(fake, batch["ffa"], batch.get("fov"), quantize=self.hparams.get("metrics", {}).get("quantize", True))
+        self._tables.setdefault(stage, MetricTable()).add(batch["id"], batch.get("category"), scores)
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        table = self._tables.pop(stage, MetricTable())
+        rows = table.gathered()
+        self.eval_rows = getattr(self, "eval_rows", {})
+        self.eval_rows[stage] = rows
+        for key, value in MetricTable.aggregate(rows).items():
+            # every rank holds the gathered value, so no further reduction is needed
+            self.log(f"{stage}/{key}", value, prog_bar=key in ("psnr", "ssim"), sync_dist=False, rank_zero_only=False)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # ----------------------------------------------------------------- logging
+    def log_terms(self, prefix: str, terms: dict[str, torch.Tensor], batch_size: int) -> None:
+        """Log ``train/<prefix>_<name>`` for every term (unweighted values)."""
+        self.log_dict(
+            {f"train/{prefix}_{name}": value.detach() for name, value in terms.items()},
+            on_step=True, on_epoch=True, batch_size=batch_size,
+        )

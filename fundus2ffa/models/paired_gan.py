@@ -1,0 +1,122 @@
+"""One generator, one (multi-scale) discriminator, a weighted sum of named losses: the training
+procedure shared by pix2pix, pix2pixHD and the saliency cGAN of Li et al. (2020), which differ only in
+their configs (conventions.md: a paper's family is a config composition, not a copy).
+"""
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from fundus2ffa.errors import ConfigError
+from fundus2ffa.losses.adversarial import AdversarialLoss
+from fundus2ffa.losses.base import LossInputs
+from fundus2ffa.models.gan_module import GANModule
+
+UPDATE_ORDERS = ("d_first", "g_first")
+
+
+class PairedGAN(GANModule):
+    """Paired CF -> FFA translation with a conditional discriminator on concat(CF, FFA).
+
+    Args:
+        generator: net config (``_target_``), CF 3 channels -> FFA 1 channel.
+        discriminator: net config, or None for a generator trained by its pixel losses only.
+        losses: mapping name -> loss-term config. The term named ``gan`` must be an
+            :class:`AdversarialLoss`; it also gives the discriminator its objective.
+        optimizer_g, optimizer_d: ``_partial_`` optimizer configs.
+        schedule: {constant_epochs, decay_epochs}.
+        update_order: d_first (pix2pix: D then G on the same fake) | g_first (pix2pixHD: G then D).
+        conditional: the discriminator sees concat(CF, FFA) (pix2pix) rather than the FFA alone.
+        metrics: {quantize}; compile: torch.compile G and D.
+    """
+
+    def __init__(
+        self,
+        generator: DictConfig,
+        discriminator: DictConfig | None,
+        losses: DictConfig,
+        optimizer_g: DictConfig,
+        optimizer_d: DictConfig | None = None,
+        schedule: DictConfig | None = None,
+        update_order: str = "d_first",
+        conditional: bool = True,
+        metrics: DictConfig | None = None,
+        compile: bool = False,
+    ):
+        super().__init__()
+        if update_order not in UPDATE_ORDERS:
+            raise ConfigError(f"model.update_order must be one of {'|'.join(UPDATE_ORDERS)}, got {update_order!r}")
+        self.store_hparams()
+        self.generator = self.maybe_compile(self.build(generator))
+        self.discriminator = self.maybe_compile(self.build(discriminator))
+        self.losses = nn.ModuleDict({name: self.build(cfg) for name, cfg in (losses or {}).items() if cfg is not None})
+        self.gan = self.losses["gan"] if "gan" in self.losses else None
+        if self.discriminator is not None and not isinstance(self.gan, AdversarialLoss):
+            raise ConfigError(
+                "a model with a discriminator needs an adversarial loss named 'gan' in its losses "
+                "(add loss=gan to the loss list, or set discriminator=null for a generator-only model)"
+            )
+        if self.discriminator is None and self.gan is not None and self.gan.active:
+            raise ConfigError("loss.gan has a non-zero weight but the model has no discriminator; set loss.gan.weight=0 or choose a discriminator")
+        self.active_terms = [name for name, term in self.losses.items() if term.active]
+
+    # ----------------------------------------------------------------- nets
+    def translate(self, cf: torch.Tensor) -> torch.Tensor:
+        return self.generator(cf)
+
+    def discriminate(self, cf: torch.Tensor, ffa: torch.Tensor) -> list[list[torch.Tensor]]:
+        return self.discriminator(torch.cat([cf, ffa], 1) if self.hparams.conditional else ffa)
+
+    def configure_optimizers(self):
+        opt_g = self.make_optimizer(self.hparams.optimizer_g, self.generator.parameters())
+        optimizers = [opt_g]
+        if self.discriminator is not None:
+            optimizers.append(self.make_optimizer(self.hparams.optimizer_d, self.discriminator.parameters()))
+        return optimizers, self.make_schedulers(optimizers)
+
+    # ----------------------------------------------------------------- training
+    def _discriminator_step(self, opt_d, cf, real, fake, batch_size: int) -> None:
+        self.toggle_optimizer(opt_d)
+        terms = self.gan.discriminator_terms(self.discriminate(cf, real), self.discriminate(cf, fake.detach()))
+        loss = 0.5 * (terms["real"] + terms["fake"])
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+        self.log_terms("d", {**terms, "total": loss}, batch_size)
+
+    def _generator_step(self, opt_g, batch, fake, batch_size: int) -> None:
+        self.toggle_optimizer(opt_g)
+        cf, real = batch["cf"], batch["ffa"]
+        inputs = LossInputs(cf=cf, real=real, fake=fake, fov=batch.get("fov"))
+        terms = {name: self.losses[name] for name in self.active_terms}
+        if self.discriminator is not None and any(t.needs_pred_fake for t in terms.values()):
+            inputs.pred_fake = self.discriminate(cf, fake)
+        if self.discriminator is not None and any(t.needs_pred_real for t in terms.values()):
+            with torch.no_grad():
+                inputs.pred_real = self.discriminate(cf, real)
+        values = {name: term(inputs) for name, term in terms.items()}
+        loss = sum(self.losses[name].weight * value for name, value in values.items())
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+        self.log_terms("g", {**values, "total": loss}, batch_size)
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        opt_g = optimizers[0]
+        cf, real = batch["cf"], batch["ffa"]
+        batch_size = cf.shape[0]
+        fake = self.generator(cf)
+        if self.discriminator is None:
+            self._generator_step(opt_g, batch, fake, batch_size)
+            return
+        opt_d = optimizers[1]
+        if self.hparams.update_order == "d_first":
+            self._discriminator_step(opt_d, cf, real, fake, batch_size)
+            self._generator_step(opt_g, batch, fake, batch_size)
+        else:
+            self._generator_step(opt_g, batch, fake, batch_size)
+            self._discriminator_step(opt_d, cf, real, fake, batch_size)

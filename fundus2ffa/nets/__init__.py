@@ -1,0 +1,1 @@
+"""Plain nn.Modules: generators, discriminators and their blocks. No training logic, no Hydra."""

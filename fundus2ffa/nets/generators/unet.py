@@ -1,0 +1,86 @@
+"""U-Net generator of pix2pix (Isola et al. 2017; reference_spec section 5).
+
+``num_downs`` stride-2 4x4 convolutions halve the image down to 1x1 (8 for 256 px, 9 for 512 px);
+the decoder mirrors them with transposed convolutions and concatenates the encoder feature of the
+same resolution (skip connection). Dropout 0.5 in the innermost 8ngf decoder stages is pix2pix's
+only source of noise.
+"""
+
+import torch
+from torch import nn
+
+from fundus2ffa.nets.init import init_weights
+from fundus2ffa.nets.norm import conv_bias, norm_layer
+
+
+class UNetGenerator(nn.Module):
+    """pix2pix ``unet_256`` (num_downs=8) / ``unet_512`` (num_downs=9).
+
+    Args:
+        in_channels: input channels (3 for a colour fundus photograph).
+        out_channels: output channels (1 for FFA).
+        num_downs: number of stride-2 downsamplings; the input side must be divisible by 2**num_downs.
+        ngf: width of the first layer; widths double up to 8*ngf.
+        norm: batch | instance | none.
+        use_dropout: dropout 0.5 in the intermediate 8*ngf decoder stages (pix2pix default True).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 1,
+        num_downs: int = 8,
+        ngf: int = 64,
+        norm: str = "batch",
+        use_dropout: bool = True,
+        init_type: str = "normal",
+        init_gain: float = 0.02,
+    ):
+        super().__init__()
+        if num_downs < 5:
+            raise ValueError(f"num_downs must be at least 5 (pix2pix layout), got {num_downs}")
+        self.num_downs = num_downs
+        norm_fn, bias = norm_layer(norm), conv_bias(norm)
+        widths = [ngf, ngf * 2, ngf * 4] + [ngf * 8] * (num_downs - 3)
+        innermost = num_downs - 1
+
+        self.down = nn.ModuleList()
+        for i, width in enumerate(widths):
+            cin = in_channels if i == 0 else widths[i - 1]
+            if i == 0:
+                layers = [nn.Conv2d(cin, width, 4, 2, 1, bias=bias)]
+            elif i == innermost:
+                layers = [nn.LeakyReLU(0.2), nn.Conv2d(cin, width, 4, 2, 1, bias=bias)]
+            else:
+                layers = [nn.LeakyReLU(0.2), nn.Conv2d(cin, width, 4, 2, 1, bias=bias), norm_fn(width)]
+            self.down.append(nn.Sequential(*layers))
+
+        self.up = nn.ModuleList()
+        for i, width in enumerate(widths):
+            cin = width if i == innermost else width * 2
+            if i == 0:
+                layers = [nn.ReLU(), nn.ConvTranspose2d(cin, out_channels, 4, 2, 1), nn.Tanh()]
+            else:
+                cout = widths[i - 1]
+                layers = [nn.ReLU(), nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=bias), norm_fn(cout)]
+                # pix2pix puts dropout in the 8ngf blocks between the innermost and the widening ones.
+                if use_dropout and 3 <= i < innermost:
+                    layers.append(nn.Dropout(0.5))
+            self.up.append(nn.Sequential(*layers))
+        init_weights(self, init_type, init_gain)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        side = 2**self.num_downs
+        if x.shape[-1] % side or x.shape[-2] % side:
+            raise ValueError(
+                f"UNetGenerator with num_downs={self.num_downs} needs H and W divisible by {side}, got "
+                f"{tuple(x.shape[-2:])}; set data.image_size to a multiple of {side} or use generator=unet_512/resnet_9blocks"
+            )
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+        y = self.up[-1](skips[-1])
+        for i in range(self.num_downs - 2, -1, -1):
+            y = self.up[i](torch.cat([y, skips[i]], dim=1))
+        return y
