@@ -55,7 +55,7 @@ def test_shapes_dtypes_and_phases():
     assert eye.cf.shape == (96, 96, 3) and eye.cf.dtype == np.uint8
     assert eye.frames.shape == (3, 96, 96) and eye.frames.dtype == np.uint8
     assert eye.times.tolist() == list(DEFAULT_TIMES) and eye.phases == list(PHASES)
-    assert eye.late is eye.frames[-1] or np.array_equal(eye.late, eye.frames[-1])
+    assert np.array_equal(eye.late, eye.frames[-1])
     assert set(eye.masks) == set(MASK_NAMES)
     for mask in eye.masks.values():
         assert mask.shape == (96, 96) and mask.dtype == np.uint8 and mask.max() <= 1
@@ -86,8 +86,10 @@ def test_non_square_and_other_sizes_depict_the_same_eye():
     other_eye = synthesize_eye(3, 256)
     same_error = np.abs(shrunk.astype(int) - square.cf).mean()
     assert same_error < 5 and same_error < 0.5 * np.abs(other_eye.cf.astype(int) - square.cf).mean()
-    masks_cf = wide.masks["fov"].astype(bool)
-    assert wide.cf[~masks_cf].max() == 0 and wide.cf[masks_cf][:, 1].min() > 11  # Fundus2Video FOV threshold
+    # An anti-aliased edge one pixel wide; the Fundus2Video FOV threshold (green > 11, section 1.3) holds inside.
+    fov = wide.masks["fov"]
+    assert wide.cf[cv2.dilate(fov, np.ones((3, 3), np.uint8)) == 0].max() == 0
+    assert wide.cf[cv2.erode(fov, np.ones((3, 3), np.uint8)) > 0][:, 1].min() > 11
 
 
 def test_haemorrhages_block_fluorescence_in_every_frame(abnormal_eyes):
@@ -138,13 +140,13 @@ def test_vessels_fill_arteries_first_then_veins_then_fade(abnormal_eyes):
 def test_disc_stains_and_cf_anatomy(abnormal_eyes):
     for eye in abnormal_eyes:
         disc, background = eye.masks["optic_disc"].astype(bool), _background(eye)
-        vessel = eye.masks["vessel"].astype(bool) & ~disc
-        assert eye.late[disc].mean() > eye.frames[0][disc].mean() + 10
+        vessel = eye.masks["vessel"].astype(bool)
+        assert eye.late[disc & ~vessel].mean() > eye.frames[0][disc & ~vessel].mean() + 20  # staining
         cf = eye.cf.astype(float)
         red, green, blue = (cf[..., i][background].mean() for i in range(3))
         assert red > green > blue  # orange-red fundus
-        assert cf[..., 1][disc].mean() > green + 60  # bright yellowish disc
-        assert cf[..., 1][vessel].mean() < green - 15  # darker vessels
+        assert cf[..., 1][disc & ~vessel].mean() > green + 60  # bright yellowish disc
+        assert cf[..., 1][vessel & ~disc].mean() < green - 15  # darker vessels
         assert cf[..., 0][eye.masks["haemorrhage"].astype(bool)].mean() < red - 40
 
 

@@ -1,0 +1,32 @@
+# fundus2ffa: `make train` and `make test` are the two commands of the README quick start.
+# Each creates .venv (Python 3.11+) with the pinned dependency set on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: install train test bench smoke clean-outputs
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --constraint constraints.txt --editable ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+train: $(STAMP)
+	$(PY) -m fundus2ffa.run $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m fundus2ffa.bench $(ARGS)
+
+smoke: $(STAMP)
+	$(PY) -m fundus2ffa.run debug=smoke $(ARGS)
+
+clean-outputs:
+	rm -rf outputs multirun
