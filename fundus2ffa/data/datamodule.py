@@ -9,6 +9,7 @@ from fundus2ffa.data.dataset import PairedDataset
 from fundus2ffa.data.readers.base import PairReader
 from fundus2ffa.data.splits import split_records
 from fundus2ffa.data.transforms import PairedTransform
+from fundus2ffa.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,8 @@ class PairedDataModule(L.LightningDataModule):
         split: fractions for train/val/test.
         split_seed: seed of the split (independent of the training seed, so seeds share a split).
         train_repeats: passes over each training record per epoch (random crops of large images).
+        verify: decode every image once before training (``header`` reads headers only, for very
+            large datasets).
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class PairedDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         cache: bool = True,
         train_repeats: int = 1,
+        verify: str = "decode",
     ):
         super().__init__()
         self.reader = reader
@@ -53,6 +57,9 @@ class PairedDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers, self.pin_memory, self.cache = num_workers, pin_memory, cache
         self.train_repeats = train_repeats
+        if verify not in ("decode", "header"):
+            raise ConfigError(f"data.verify must be decode or header, got {verify!r}")
+        self.verify = verify
         self.splits: dict | None = None
         self.datasets: dict[str, PairedDataset] = {}
 
@@ -61,7 +68,7 @@ class PairedDataModule(L.LightningDataModule):
         if self.splits is not None:
             return
         records = self.reader.records()
-        self.reader.check(records)
+        self.reader.check(records, decode=self.verify == "decode")
         preset = [r for r in records if getattr(r, "split", "")]
         free = [r for r in records if not getattr(r, "split", "")]
         splits = {"train": [], "val": [], "test": []}

@@ -17,7 +17,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 def _open(path: Path) -> Image.Image:
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"image file not found: {path}. Check the data path (data.root) and that the file exists.")
+        raise DataError(f"image file not found: {path}. Check the data path (data.reader.root) and that the file exists.")
     try:
         image = Image.open(path)
         image.load()
@@ -33,7 +33,7 @@ def image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the header only, with the same errors as :func:`read_image`."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"image file not found: {path}. Check the data path (data.root) and that the file exists.")
+        raise DataError(f"image file not found: {path}. Check the data path (data.reader.root) and that the file exists.")
     try:
         with Image.open(path) as image:
             return image.size
@@ -62,7 +62,7 @@ def read_cf(path: Path, allow_grey: bool = False) -> np.ndarray:
     if not allow_grey and (grey_mode or is_grey(rgb)):
         raise DataError(
             f"colour fundus image {path} is greyscale, but the CF input must be an RGB colour photograph. "
-            "Check that CF and FFA are not swapped for this pair, or set data.allow_grey_cf=true to accept grey input."
+            "Check that CF and FFA are not swapped for this pair, or set data.reader.allow_grey_cf=true to accept grey input."
         )
     return rgb
 
@@ -83,11 +83,11 @@ def list_images(folder: Path) -> list[Path]:
     """Image files directly in ``folder`` sorted by name, or a clear error for a missing/empty folder."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"data folder not found: {folder}. Set data.root to the folder that holds your images.")
+        raise DataError(f"data folder not found: {folder}. Set data.reader.root to the folder that holds your images.")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(
-            f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}. Put the images there or point data.root elsewhere."
+            f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}. Put the images there or point data.reader.root elsewhere."
         )
     return files
 

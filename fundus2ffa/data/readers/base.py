@@ -28,10 +28,12 @@ class PairReader:
     def records(self) -> list[PairRecord]:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def check(self, records: list[PairRecord]) -> None:
-        """Header check of every pair: both files readable and, unless resized, of one size."""
+    def check(self, records: list[PairRecord], decode: bool = True) -> None:
+        """Check every pair before training: both files readable, of one size (unless resized or
+        aligned), and with ``decode`` fully decoded, so a truncated image or a grey CF fails now and
+        not hours into training."""
         if not records:
-            raise DataError(f"{type(self).__name__} found no image pairs; check data.root and the folder layout.")
+            raise DataError(f"{type(self).__name__} found no image pairs; check data.reader.root and the folder layout.")
         for record in records:
             if record.cf is None:
                 continue
@@ -42,6 +44,8 @@ class PairReader:
                     f"{ffa_size[0]}x{ffa_size[1]} (width x height). Register/resize the pair, or set "
                     "data.reader.resize_ffa_to_cf=true to resample the FFA onto the CF grid."
                 )
+            if decode:
+                self.load(record)
 
     def load(self, record: PairRecord) -> PairSample:
         """Decode a pair; an ``affine`` (2x3, CF -> FFA) warps the CF onto the FFA grid."""

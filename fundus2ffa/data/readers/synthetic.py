@@ -66,7 +66,7 @@ class SyntheticPairs(PairReader):
             records.append(PairRecord(id=record_id, category=category, group=record_id))
         return records
 
-    def check(self, records: list[PairRecord]) -> None:
+    def check(self, records: list[PairRecord], decode: bool = False) -> None:
         """Nothing is read from disk: only the record ids are checked to be this reader's own."""
         for record in records:
             self._index(record)
