@@ -21,6 +21,7 @@ import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from fundus2ffa.config import check_config, config_dir, register_resolvers
 from fundus2ffa.errors import ConfigError
@@ -33,6 +34,9 @@ def build(node: DictConfig, key: str, **kwargs):
     """Instantiate ``node``; a constructor that refuses its arguments becomes a ConfigError naming ``key``."""
     try:
         return instantiate(node, **kwargs)
+    except MissingMandatoryValue as exc:
+        missing = getattr(exc, "full_key", "") or key
+        raise ConfigError(f"config value {missing} is not set (???); add {missing}=<value> to the command line") from None
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
         if isinstance(cause, (ConfigError,)) or type(cause).__name__ in ("DataError", "WeightsError"):

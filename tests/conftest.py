@@ -49,3 +49,47 @@ def smoke_cfg(tmp_path):
         return compose_run(["debug=smoke", "data.reader.num_pairs=8", *overrides], tmp_path / "run")
 
     return make
+
+
+def synthetic_pairs(count: int, height: int, width: int, seed: int = 0):
+    """(cf, late ffa, category) triples of synthetic eyes, alternately abnormal and normal."""
+    from fundus2ffa.data.synthetic.retina import synthesize_eye
+
+    pairs = []
+    for i in range(count):
+        eye = synthesize_eye(seed + i, size=height, width=width, abnormal=i % 2 == 0)
+        pairs.append((eye.cf, eye.late, eye.category))
+    return pairs
+
+
+@pytest.fixture(scope="session")
+def isfahan_root(tmp_path_factory) -> Path:
+    """A small synthetic export in the Isfahan MISP layout (4 abnormal + 4 normal pairs, 288x360)."""
+    from fundus2ffa.data.synthetic.isfahan_export import export_isfahan
+
+    root = tmp_path_factory.mktemp("isfahan")
+    pairs = synthetic_pairs(8, 288, 360, seed=100)
+    export_isfahan(root, pairs, quirks=True, alignment=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def paired_folder_root(tmp_path_factory) -> Path:
+    """root/cf/*.png and root/ffa/*.png of 8 synthetic pairs."""
+    from fundus2ffa.data.io import write_png
+
+    root = tmp_path_factory.mktemp("paired")
+    for i, (cf, ffa, _) in enumerate(synthetic_pairs(8, 256, 256, seed=200)):
+        write_png(root / "cf" / f"eye{i:02d}.png", cf)
+        write_png(root / "ffa" / f"eye{i:02d}.png", ffa)
+    return root
+
+
+def data_overrides(name: str, isfahan: Path, paired: Path) -> list[str]:
+    """Overrides that point each data config at test data."""
+    return {
+        "synthetic": ["data=synthetic", "data.reader.num_pairs=8"],
+        "isfahan": ["data=isfahan", f"data.reader.root={isfahan}", "data.num_workers=0", "data.train_repeats=1"],
+        "paired_folder": ["data=paired_folder", f"data.reader.root={paired}", "data.num_workers=0"],
+        "uwf_phases": ["data=uwf_phases", f"data.reader.root={SHARED_DATA / 'uwf_slo_fa_phases'}"],
+    }[name]

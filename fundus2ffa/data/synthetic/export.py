@@ -30,7 +30,11 @@ from fundus2ffa.data.synthetic.retina import ARTERIAL_END_S, PHASES, VENOUS_END_
 
 CSV_NAME = "data.csv"
 CSV_COLUMNS = ("pid_eye", "orgid", "Phase", "level_1", "fa_rigid", "co_rigid", "time_s", "category")
-PHASE_TIME_WINDOWS = {"arterial": (9.0, ARTERIAL_END_S), "venous": (ARTERIAL_END_S, VENOUS_END_S), "late": (VENOUS_END_S, 600.0)}
+PHASE_TIME_WINDOWS = {
+    "arterial": (9.0, ARTERIAL_END_S),
+    "venous": (ARTERIAL_END_S, VENOUS_END_S),
+    "late": (VENOUS_END_S, 600.0),
+}
 """Seconds after injection over which each synthetic phase's frames are spread."""
 PHASE_CODE_ENDS = (("C", 11.0), ("A", 18.0), ("AV", 30.0), ("V", VENOUS_END_S))
 

@@ -25,9 +25,12 @@ depicts the same eye at any size; only pixel noise depends on the size. The same
 give byte-identical arrays. The eye is drawn on the centred square of the shorter side and padded with
 black to non-square sizes (such as the 720x576 of Isfahan MISP).
 
-The Fundus2Video knowledge mask ``|late - first| > 45`` (section 4.2) responds to leakage growth
-(``masks["leakage"]``, see :attr:`SyntheticEye.leakage_frames`) and, when the first frame is arterial
-or venous, also to the fading of filled vessels.
+Which mask is "where the late frame is much brighter than the early frame": ``masks["leakage"]``
+(leakage adds at least :data:`LEAKAGE_LEVEL` = 60 grey levels to the last frame there, while early
+frames have little leakage and the background fades by only ~15 levels). With the default times the
+Fundus2Video knowledge mask ``|late - first| > 45`` (section 4.2) covers about 90 % of it; the
+knowledge mask also holds the filled vessels of the first frame, which fade by the late one.
+``masks["macula"]`` is the darker foveal region (radius 0.12), ``masks["optic_disc"]`` the disc rim.
 """
 
 from dataclasses import dataclass, field
@@ -142,7 +145,6 @@ class _LeakageSite:
 @dataclass
 class _Layout:
     laterality: str
-    rotation: float
     macula: tuple[float, float]
     disc: tuple[float, float]
     disc_radii: tuple[float, float]
@@ -226,8 +228,8 @@ def _layout(seed: int, abnormal: bool | None, laterality: str | None) -> tuple[_
     if abnormal is None:
         abnormal = bool(category_rng.random() < 0.5)
     rng = np.random.default_rng([seed, 1])
-    side = rng.random() < 0.5
-    laterality = laterality or ("OD" if side else "OS")
+    right_eye = rng.random() < 0.5  # drawn even when laterality is forced, to keep the stream aligned
+    laterality = laterality or ("OD" if right_eye else "OS")
     if laterality not in ("OD", "OS"):
         raise ValueError(f"laterality must be 'OD' or 'OS', got {laterality!r}")
     mirror = 1.0 if laterality == "OD" else -1.0
@@ -247,7 +249,6 @@ def _layout(seed: int, abnormal: bool | None, laterality: str | None) -> tuple[_
     red = rng.uniform(198.0, 214.0)
     layout = _Layout(
         laterality=laterality,
-        rotation=rotation,
         macula=macula,
         disc=disc,
         disc_radii=(disc_radius, disc_radius * rng.uniform(1.05, 1.15)),
@@ -282,7 +283,9 @@ def _layout(seed: int, abnormal: bool | None, laterality: str | None) -> tuple[_
     return layout, "abnormal" if abnormal else "normal"
 
 
-def _posterior_pole_point(rng: np.random.Generator, layout: _Layout, near: float, far: float) -> tuple[float, float]:
+def _posterior_pole_point(
+    rng: np.random.Generator, layout: _Layout, near: float, far: float
+) -> tuple[float, float]:
     """A point at distance [near, far] from the fovea, inside the field of view and off the disc."""
     mx, my = layout.macula
     dx, dy = layout.disc
@@ -305,10 +308,12 @@ def _add_lesions(rng: np.random.Generator, layout: _Layout) -> None:
         layout.leakage_sites.append(site)
         for _ in range(rng.integers(3, 9)):
             angle, radius = rng.uniform(0.0, 2.0 * pi), late_sigma * rng.uniform(2.0, 2.8)
-            layout.exudates.append((cx + radius * cos(angle), cy + radius * sin(angle), rng.uniform(0.006, 0.014)))
+            spot = (cx + radius * cos(angle), cy + radius * sin(angle), rng.uniform(0.006, 0.014))
+            layout.exudates.append(spot)
         for _ in range(rng.integers(1, 4)):
             angle, radius = rng.uniform(0.0, 2.0 * pi), late_sigma * rng.uniform(0.8, 2.0)
-            layout.microaneurysms.append((cx + radius * cos(angle), cy + radius * sin(angle), rng.uniform(0.008, 0.013)))
+            dot = (cx + radius * cos(angle), cy + radius * sin(angle), rng.uniform(0.008, 0.013))
+            layout.microaneurysms.append(dot)
     for _ in range(rng.integers(3, 12)):
         layout.microaneurysms.append((*_posterior_pole_point(rng, layout, 0.08, 0.6), rng.uniform(0.008, 0.013)))
     for _ in range(rng.integers(0, 6)):
@@ -317,15 +322,18 @@ def _add_lesions(rng: np.random.Generator, layout: _Layout) -> None:
         for _ in range(50):
             cx, cy = _posterior_pole_point(rng, layout, 0.12, 0.7)
             size = rng.uniform(0.018, 0.045)
-            clear = all(hypot(cx - s.center[0], cy - s.center[1]) > 3.0 * s.late_sigma + 2.0 * size for s in layout.leakage_sites)
-            if clear:
+            if all(
+                hypot(cx - site.center[0], cy - site.center[1]) > 3.0 * site.late_sigma + 2.0 * size
+                for site in layout.leakage_sites
+            ):
                 break
         else:
             continue
         blot = []
         for _ in range(rng.integers(1, 4)):
             ox, oy = rng.uniform(-0.6, 0.6, size=2) * size
-            blot.append((cx + ox, cy + oy, size * rng.uniform(0.6, 1.0), size * rng.uniform(0.4, 0.8), rng.uniform(0.0, 180.0)))
+            axes = size * rng.uniform(0.6, 1.0), size * rng.uniform(0.4, 0.8)
+            blot.append((cx + ox, cy + oy, *axes, rng.uniform(0.0, 180.0)))
         layout.haemorrhages.append(blot)
 
 
@@ -377,7 +385,7 @@ def _draw_vessels(grid: _Grid, vessels: list[_Vessel], kind: str, core: bool = F
         if core:
             pixel_widths = np.where(pixel_widths >= 2.5, 0.45 * pixel_widths, pixel_widths)
         thickness = np.maximum(1, np.round(pixel_widths)).astype(int)
-        level = np.where(pixel_widths < 1.0, np.round(255 * pixel_widths / 32) * 32, 255).astype(int)
+        level = np.where(pixel_widths < 1.0, np.minimum(255, np.round(255 * pixel_widths / 32) * 32), 255).astype(int)
         keys = list(zip(thickness[:-1].tolist(), level[:-1].tolist()))
         fixed = grid.to_fixed(vessel.points)
         start = 0
@@ -440,7 +448,7 @@ def _leakage_field(grid: _Grid, layout: _Layout, shape: np.ndarray, time_s: floa
             sigma = site.early_sigma + (site.late_sigma - site.early_sigma) * growth
             peak = site.peak * growth
         centre_px = (np.asarray(site.center) * grid.unit + grid.unit - 0.5).astype(np.float64)
-        reach = 4.0 * site.late_sigma * grid.unit
+        reach = 5.0 * site.late_sigma * grid.unit  # the Gaussian is below 0.5 grey levels beyond
         x0, y0 = (max(0, int(c - reach)) for c in centre_px)
         x1, y1 = (min(grid.side, int(c + reach) + 2) for c in centre_px)
         if x0 >= x1 or y0 >= y1:
@@ -464,8 +472,9 @@ def synthesize_eye(
 
     Args:
         seed: non-negative; the eye (geometry, colours, lesions, noise) is a pure function of it.
-        size: image height; also the width unless ``width`` is given (e.g. 576 with width 720).
-        times: frame times in seconds, in any order (frames keep that order); default
+        size: image height; also the width unless ``width`` is given.
+        width: image width for non-square images (e.g. size 576, width 720 as Isfahan MISP).
+        times: frame times in seconds after injection (sorted: frames come in time order); default
             :data:`DEFAULT_TIMES`, one arterial, one venous and one late frame.
         abnormal: with lesions or not; None lets the seed decide (about half the seeds).
         laterality: "OD" or "OS" to force which eye; None lets the seed decide.
@@ -475,7 +484,7 @@ def synthesize_eye(
     height, width = int(size), int(width if width is not None else size)
     if min(height, width) < 16:
         raise ValueError(f"image size {height}x{width} is too small (at least 16 pixels a side)")
-    times_s = np.asarray(DEFAULT_TIMES if times is None else times, np.float64).reshape(-1)
+    times_s = np.sort(np.asarray(DEFAULT_TIMES if times is None else times, np.float64).reshape(-1))
     if times_s.size == 0 or not np.all(np.isfinite(times_s)) or times_s.min() < 0:
         raise ValueError(f"times must be one or more non-negative seconds after injection, got {times_s.tolist()}")
     layout, category = _layout(seed, abnormal, laterality)
@@ -483,8 +492,8 @@ def synthesize_eye(
 
     # Anatomy and lesion coverages shared by the CF and every FFA frame.
     soft = max(0.5, 0.004 * grid.unit)
-    fov = _smoothstep((FOV_RADIUS - np.sqrt(grid.squared_distance((0.0, 0.0)))) * grid.unit + 0.5)
     radius_sq = grid.squared_distance((0.0, 0.0))
+    fov = _smoothstep((FOV_RADIUS - np.sqrt(radius_sq)) * grid.unit + 0.5)  # anti-aliased edge, 1 px
     macula_sq = grid.squared_distance(layout.macula)
     macula = np.exp(-macula_sq / (2.0 * 0.13**2))
     fovea = np.exp(-macula_sq / (2.0 * 0.035**2))
@@ -561,32 +570,51 @@ def _pad(image: np.ndarray, pad: tuple[int, int, int, int]) -> np.ndarray:
     return cv2.copyMakeBorder(image, *pad, cv2.BORDER_CONSTANT, value=0)
 
 
-def _noise(shape: tuple[int, ...], *stream: int) -> np.ndarray:
-    """Pixel noise of one image, seeded by (eye, size, image) so that a frame does not depend on the others."""
-    return np.random.default_rng(list(stream)).standard_normal(shape, dtype=np.float32)
+def _noise(shape: tuple[int, ...], std: float, *stream: int) -> np.ndarray:
+    """Uniform pixel noise of standard deviation ``std`` (uniform: five times faster to draw than
+    Gaussian), seeded by (eye, size, image) so that a frame does not depend on the others."""
+    noise = np.random.default_rng(list(stream)).random(shape, dtype=np.float32)
+    noise -= 0.5
+    noise *= std * 12.0**0.5
+    return noise
 
 
-def _lerp(image: np.ndarray, target, alpha: np.ndarray) -> np.ndarray:
-    return image + (target - image) * alpha
+def _blend(image: np.ndarray, target, alpha: np.ndarray) -> None:
+    """``image += (target - image) * alpha`` in place, only over the bounding box where ``alpha > 0``
+    (most layers are small: disc, lesions). ``target``: a scalar, an RGB colour or an H x W array."""
+    x, y, w, h = cv2.boundingRect((alpha > 0).view(np.uint8))
+    if w == 0:
+        return
+    region = image[y : y + h, x : x + w]
+    weight = alpha[y : y + h, x : x + w]
+    if isinstance(target, np.ndarray) and target.shape[:2] == image.shape[:2]:
+        target = target[y : y + h, x : x + w]
+    region += (target - region) * (weight[..., None] if image.ndim == 3 else weight)
 
 
 def _render_cf(layout, seed, grid, fov, radius_sq, macula, fovea, disc, cup, pigment, illumination,
                artery, vein, microaneurysm, haemorrhage, exudate, oedema) -> np.ndarray:
     """Colour fundus: orange-red fundus, darker macula, yellowish disc, dark-red vessels and lesions."""
-    shade = (illumination * (1.0 - 0.3 * radius_sq * radius_sq))[..., None]
-    cf = layout.fundus_rgb * (1.0 + 0.05 * pigment)[..., None]
-    cf = cf * (1.0 - macula[..., None] * np.array([0.25, 0.38, 0.3], np.float32))
-    cf = cf * (1.0 - 0.2 * fovea)[..., None]
-    cf = _lerp(cf, _DISC_RGB, disc[..., None])
-    cf = _lerp(cf, _CUP_RGB, (disc * cup)[..., None])
-    cf = _lerp(cf, _OEDEMA_RGB, 0.35 * oedema[..., None])
-    cf = _lerp(cf, _VEIN_RGB, vein[..., None])
-    cf = _lerp(cf, _ARTERY_RGB, artery[..., None])
-    cf = _lerp(cf, _EXUDATE_RGB, exudate[..., None])
-    cf = _lerp(cf, _HAEMORRHAGE_RGB, haemorrhage[..., None])
-    cf = _lerp(cf, _MICROANEURYSM_RGB, microaneurysm[..., None])
-    cf = cf * shade + 2.0 * _noise(cf.shape, seed, grid.side, 1)
-    return np.clip(cf * fov[..., None] + 0.5, 0.0, 255.0).astype(np.uint8)
+    gain = (1.0 + 0.05 * pigment) * (1.0 - 0.2 * fovea)
+    cf = layout.fundus_rgb * gain[..., None]
+    cf *= 1.0 - macula[..., None] * np.array([0.25, 0.38, 0.3], np.float32)
+    _blend(cf, _DISC_RGB, disc)
+    _blend(cf, _CUP_RGB, disc * cup)
+    _blend(cf, _OEDEMA_RGB, 0.35 * oedema)
+    _blend(cf, _VEIN_RGB, vein)
+    _blend(cf, _ARTERY_RGB, artery)
+    _blend(cf, _EXUDATE_RGB, exudate)
+    _blend(cf, _HAEMORRHAGE_RGB, haemorrhage)
+    _blend(cf, _MICROANEURYSM_RGB, microaneurysm)
+    cf *= (illumination * (1.0 - 0.3 * radius_sq * radius_sq))[..., None]
+    cf += _noise(cf.shape, 2.0, seed, grid.side, 1)
+    cf *= fov[..., None]
+    return _to_uint8(cf)
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    image += 0.5
+    return np.clip(image, 0.0, 255.0, out=image).astype(np.uint8)
 
 
 def _render_ffa(layout, seed, grid, time_s, fov, radius_sq, macula, fovea, disc, cup, pigment, ffa_texture,
@@ -612,11 +640,12 @@ def _render_ffa(layout, seed, grid, time_s, fov, radius_sq, macula, fovea, disc,
     disc_level = arterial_fill * (125.0 + 70.0 * staining)
 
     ffa = flush * (1.0 - 0.5 * macula - 0.25 * fovea) * (1.0 - 0.06 * pigment + 0.03 * ffa_texture)
-    ffa = _lerp(ffa, disc_level * (1.0 + 0.15 * staining * cup), disc)
-    ffa = _lerp(ffa, vessel_level(venous_fill), vein)
-    ffa = _lerp(ffa, vessel_level(arterial_fill), laminar * vein_edge)
-    ffa = _lerp(ffa, vessel_level(arterial_fill), artery)
-    ffa = _lerp(ffa, 205.0 * _sigmoid(time_s, 13.0, 2.0) * (0.75 + 0.25 * washout), microaneurysm)
+    _blend(ffa, disc_level * (1.0 + 0.15 * staining * cup), disc)
+    _blend(ffa, vessel_level(venous_fill), vein)
+    _blend(ffa, vessel_level(arterial_fill), laminar * vein_edge)
+    _blend(ffa, vessel_level(arterial_fill), artery)
+    _blend(ffa, 205.0 * _sigmoid(time_s, 13.0, 2.0) * (0.75 + 0.25 * washout), microaneurysm)
     ffa = (ffa + leakage) * (1.0 - 0.85 * haemorrhage) * (1.0 - 0.12 * exudate)
-    ffa = ffa * (1.0 - 0.25 * radius_sq * radius_sq) + 2.5 * _noise(ffa.shape, seed, grid.side, 2, int(round(time_s * 1000)))
-    return np.clip(ffa * fov + 0.5, 0.0, 255.0).astype(np.uint8)
+    ffa *= 1.0 - 0.25 * radius_sq * radius_sq
+    ffa += _noise(ffa.shape, 2.5, seed, grid.side, 2, int(round(time_s * 1000)))
+    return _to_uint8(ffa * fov)
