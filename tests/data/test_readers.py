@@ -132,15 +132,16 @@ def test_pair_size_mismatch_fails_check_unless_resampled(paired_root):
     assert resampling.load(resampling.records()[1]).ffa.shape == (HEIGHT, WIDTH)
 
 
-def test_grey_cf_fails_at_load(paired_root):
+def test_grey_cf_fails_before_training(paired_root):
     Image.fromarray(eye("abnormal", 2)[1]).save(paired_root / "cf" / "eye2.png")  # an angiogram as CF
     reader = PairedFolder(root=paired_root)
     records = reader.records()
-    reader.check(records)  # headers are fine: the content is what is wrong
-    with pytest.raises(DataError) as error:
-        reader.load(records[1])
-    message = str(error.value)
-    assert "cf/eye2.png is greyscale" in message and "not swapped" in message and "allow_grey_cf" in message
+    reader.check(records, decode=False)  # headers are fine: the content is what is wrong
+    for call in (lambda: reader.check(records), lambda: reader.load(records[1])):
+        with pytest.raises(DataError) as error:
+            call()
+        message = str(error.value)
+        assert "cf/eye2.png is greyscale" in message and "not swapped" in message and "allow_grey_cf" in message
     assert PairedFolder(root=paired_root, allow_grey_cf=True).load(records[1]).cf.shape == (HEIGHT, WIDTH, 3)
 
 

@@ -49,7 +49,7 @@ def phase_code(time_s: float) -> str:
 
 def _frame_times(seed: int, frames_per_phase: int) -> np.ndarray:
     """Increasing frame times: each phase window cut into ``frames_per_phase`` equal slots, one jittered
-    frame per slot (in milliseconds, as written to the CSV)."""
+    frame per slot, rounded to the millisecond as written to the CSV."""
     rng = np.random.default_rng([seed, 3])
     times = []
     for phase in PHASES:
@@ -69,8 +69,8 @@ def export_video_csv(
 ) -> Path:
     """Draw ``num_eyes`` synthetic eyes with FA videos and write them under ``root``; return the CSV path.
 
-    Eye ``i`` is ``synthesize_eye(eye_seed(seed, i), ...)`` at the frame times of that eye (about
-    ``frames_per_phase`` in each of arterial, venous and late), with its lesions decided by the seed.
+    Eye ``i`` is ``synthesize_eye(eye_seed(seed, i), ...)`` at its own frame times
+    (``frames_per_phase`` in each of arterial, venous and late), with its lesions decided by the seed.
     It belongs to patient ``i % patients``, as the right eye (OD) for the first ``patients`` eyes and
     the left eye (OS) after; ``patients`` defaults to half the eyes (rounded up), so most patients have
     both eyes, as in the GroupShuffleSplit-by-patient of section 4.2.
