@@ -35,7 +35,7 @@ class PairedDataset(Dataset):
         self._cached: dict[int, PairSample] = {}
 
     def __len__(self) -> int:
-        return len(self.records) * self.repeats
+        return len(self.records) * self.repeats * self.transform.num_views
 
     def sample(self, index: int) -> PairSample:
         """The decoded pair of record ``index`` with its ``fov`` mask, before any transform."""
@@ -49,12 +49,14 @@ class PairedDataset(Dataset):
         return sample
 
     def __getitem__(self, index: int) -> dict:
+        views = self.transform.num_views
+        view, index = index % views, index // views
         record_index = index % len(self.records)
         # Per-sample seed from torch's RNG: reproducible under seed_everything(workers=True). Only
         # random transforms draw one, so evaluation never moves the training RNG stream.
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if self.transform.is_random else 0
         sample = self.sample(record_index)
-        item = self.transform(sample, seed)
-        item["id"] = sample.id
+        item = self.transform(sample, seed, view)
+        item["id"] = sample.id if views == 1 else f"{sample.id}#{view}"
         item["category"] = sample.category
         return item
