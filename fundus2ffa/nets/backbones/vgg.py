@@ -1,0 +1,117 @@
+"""VGG19 convolutional trunk (Simonyan & Zisserman 2015) with named layers, and its weight sources.
+
+The layer indices match torchvision's ``vgg19().features`` (conv1_1 is index 0, relu5_4 index 35), so
+torchvision's and timm's ImageNet state dicts load directly. Names follow SRGAN: ``conv{i}_{j}`` and
+``relu{i}_{j}`` are the j-th convolution (and its ReLU) before the i-th max-pool; Li et al.'s phi_{5,4}
+is ``relu5_4``.
+
+Weights (never silently random): a local file, ``torchvision`` or ``timm`` (downloads, needs the
+internet or a warm cache), or ``random`` when explicitly asked for (tests).
+"""
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fundus2ffa.errors import WeightsError
+
+log = logging.getLogger(__name__)
+
+_STAGES = (2, 2, 4, 4, 4)  # convolutions per stage in VGG19
+
+
+def _layer_names() -> list[str]:
+    names = []
+    for stage, convs in enumerate(_STAGES, start=1):
+        for j in range(1, convs + 1):
+            names += [f"conv{stage}_{j}", f"relu{stage}_{j}"]
+        names.append(f"pool{stage}")
+    return names
+
+
+VGG19_LAYERS = tuple(_layer_names())
+
+WEIGHTS_HELP = (
+    "set it to a local VGG19 ImageNet file (torchvision's vgg19-dcbb9e9d.pth, or any state dict with "
+    "features.<i>.weight keys), or to `torchvision` / `timm` to download them (needs the internet once; "
+    "they are cached), or to `random` for tests only. Offline users can copy the file from a machine "
+    "with internet access."
+)
+
+
+class VGG19Features(nn.Module):
+    """VGG19 ``features`` up to the deepest of ``layers``; ``forward`` returns {name: activation}."""
+
+    def __init__(self, layers: list[str] | tuple[str, ...]):
+        super().__init__()
+        unknown = [name for name in layers if name not in VGG19_LAYERS]
+        if unknown:
+            raise ValueError(f"unknown VGG19 layers {unknown}; choose from {', '.join(VGG19_LAYERS)}")
+        self.layers = tuple(layers)
+        depth = max(VGG19_LAYERS.index(name) for name in layers) + 1
+        modules, channels = [], 3
+        for name in VGG19_LAYERS[:depth]:
+            if name.startswith("conv"):
+                stage = int(name[4])
+                width = min(64 * 2 ** (stage - 1), 512)
+                modules.append(nn.Conv2d(channels, width, 3, padding=1))
+                channels = width
+            elif name.startswith("relu"):
+                modules.append(nn.ReLU(inplace=False))
+            else:
+                modules.append(nn.MaxPool2d(2, 2))
+        self.features = nn.Sequential(*modules)
+        self._wanted = {VGG19_LAYERS.index(name): name for name in layers}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {}
+        for index, module in enumerate(self.features):
+            x = module(x)
+            if index in self._wanted:
+                out[self._wanted[index]] = x
+        return out
+
+
+def _state_dict_from_file(path: Path) -> dict:
+    if not path.is_file():
+        raise WeightsError(f"VGG19 weights file {path} does not exist; {WEIGHTS_HELP}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    return state
+
+
+def _download(source: str) -> dict:
+    try:
+        if source == "torchvision":
+            from torchvision.models import VGG19_Weights, vgg19
+
+            return vgg19(weights=VGG19_Weights.IMAGENET1K_V1).state_dict()
+        import timm
+
+        return timm.create_model("vgg19.tv_in1k", pretrained=True).state_dict()
+    except Exception as exc:  # network errors come in many types
+        raise WeightsError(f"could not get VGG19 weights from {source} ({exc.__class__.__name__}: {exc}); {WEIGHTS_HELP}") from exc
+
+
+def load_vgg19(layers, weights: str | None, config_key: str = "pretrained.vgg19") -> VGG19Features:
+    """A frozen, eval-mode :class:`VGG19Features` with weights from ``weights``."""
+    if weights in (None, "", "null"):
+        raise WeightsError(f"{config_key} is not set: {WEIGHTS_HELP}")
+    net = VGG19Features(layers)
+    if weights == "random":
+        log.warning("VGG19 perceptual backbone has RANDOM weights (%s=random): use only for tests", config_key)
+    else:
+        state = _download(weights) if weights in ("torchvision", "timm") else _state_dict_from_file(Path(weights).expanduser())
+        features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        own = net.features.state_dict()
+        missing = [k for k in own if k not in features]
+        if missing:
+            raise WeightsError(f"{weights} is not a VGG19 state dict (missing features.{missing[0]}, ...); {WEIGHTS_HELP}")
+        net.features.load_state_dict({k: features[k] for k in own})
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net

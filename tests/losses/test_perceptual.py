@@ -1,0 +1,69 @@
+"""The perceptual loss: explicit weight sources, torchvision-compatible VGG19, frozen and not checkpointed."""
+
+import pytest
+import torch
+from torchvision.models import vgg19
+
+from fundus2ffa.errors import WeightsError
+from fundus2ffa.losses.base import LossInputs
+from fundus2ffa.losses.perceptual import PerceptualLoss
+
+
+@pytest.fixture(scope="module")
+def vgg_file(tmp_path_factory):
+    """A torchvision-format VGG19 state dict (random init; the format is what matters here)."""
+    torch.manual_seed(0)
+    net = vgg19(weights=None)
+    path = tmp_path_factory.mktemp("vgg") / "vgg19.pth"
+    torch.save(net.state_dict(), path)
+    return path, net
+
+
+def test_missing_weights_name_every_way_to_get_them(tmp_path):
+    for weights, expected in ((None, "pretrained.vgg19 is not set"), (str(tmp_path / "nope.pth"), "does not exist")):
+        with pytest.raises(WeightsError) as error:
+            PerceptualLoss(weights=weights)
+        message = str(error.value)
+        assert expected in message
+        assert "vgg19-dcbb9e9d.pth" in message and "torchvision" in message and "timm" in message and "random" in message
+
+
+def test_a_weight_zero_ablation_needs_no_weights():
+    assert PerceptualLoss(weight=0.0, weights=None).backbone is None
+
+
+def test_features_match_torchvision_vgg19(vgg_file):
+    path, reference = vgg_file
+    loss = PerceptualLoss(layers=["relu1_1", "relu3_4", "relu5_4"], weights=str(path))
+    x = torch.randn(1, 3, 64, 64)
+    ours = loss.backbone(x)
+    reference = reference.features.eval()
+    expected = {"relu1_1": reference[:2](x), "relu3_4": reference[:18](x), "relu5_4": reference[:36](x)}
+    for name, value in expected.items():
+        torch.testing.assert_close(ours[name], value)
+
+
+def test_backbone_is_frozen_unregistered_and_follows_the_module(vgg_file):
+    path, _ = vgg_file
+    loss = PerceptualLoss(weights=str(path))
+    assert not list(loss.parameters()) and not loss.state_dict()
+    assert all(not p.requires_grad for p in loss.backbone.parameters())
+    loss.to(torch.float64)
+    assert next(loss.backbone.parameters()).dtype == torch.float64
+
+
+def test_loss_decreases_when_optimising_an_image_towards_the_target(vgg_file):
+    path, _ = vgg_file
+    loss = PerceptualLoss(weight=1.0, layers=["relu2_2"], weights=str(path))
+    torch.manual_seed(1)
+    real = torch.rand(1, 1, 32, 32) * 2 - 1
+    fake = torch.zeros(1, 1, 32, 32, requires_grad=True)
+    optimiser = torch.optim.Adam([fake], lr=0.05)
+    values = []
+    for _ in range(30):
+        value = loss(LossInputs(cf=real, real=real, fake=fake))
+        optimiser.zero_grad()
+        value.backward()
+        optimiser.step()
+        values.append(value.item())
+    assert values[-1] < 0.5 * values[0]
