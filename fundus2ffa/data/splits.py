@@ -12,6 +12,7 @@ leave val or test empty however many groups there are.
 import math
 import random
 from collections import defaultdict
+from typing import Protocol, TypeVar
 
 from fundus2ffa.data.records import PairRecord
 from fundus2ffa.errors import ConfigError, DataError
@@ -19,10 +20,26 @@ from fundus2ffa.errors import ConfigError, DataError
 SPLITS = ("train", "val", "test")
 
 
+class Splittable(Protocol):
+    """What :func:`split_records` needs of a record: its group (patient or eye) and its category."""
+
+    @property
+    def split_group(self) -> str: ...
+
+    @property
+    def category(self) -> str: ...
+
+
+R = TypeVar("R", bound=Splittable)
+
+
 def split_records(
-    records: list[PairRecord], fractions: dict[str, float], seed: int = 0, stratify: bool = True
-) -> dict[str, list[PairRecord]]:
+    records: list[R], fractions: dict[str, float], seed: int = 0, stratify: bool = True
+) -> dict[str, list[R]]:
     """Split records into ``fractions`` (keys among train/val/test, non-negative, summing to 1) by group.
+
+    Any record with ``split_group`` and ``category`` works: :class:`PairRecord` (still pairs) and
+    :class:`~fundus2ffa.data.video.records.VideoRecord` (videos, grouped by patient).
 
     Every split with a positive fraction gets at least one group when there are enough groups. The
     result depends only on the records, the fractions and ``seed`` (not on the record order). Returns
@@ -53,7 +70,7 @@ def split_records(
     names = [name for name in SPLITS if fractions.get(name, 0) > 0]
     counts = _allocate(len(ordered_groups), [fractions[name] for name in names])
     assignment = {group: names[i] for group, i in zip(ordered_groups, _interleave(counts))}
-    out: dict[str, list[PairRecord]] = {name: [] for name in SPLITS}
+    out: dict[str, list[R]] = {name: [] for name in SPLITS}
     for record in records:
         out[assignment[record.split_group]].append(record)
     return out

@@ -1,7 +1,9 @@
 """Field-of-view mask of a fundus image (reference_spec section 1.3).
 
 Fundus2Video's recipe: threshold the CF green channel (> 11 on uint8), AND with (green > 2) of every
-given FA frame, keep the largest 8-connected component, dilate once with an 11x11 cross, fill holes.
+given FA frame, keep the largest 8-connected component, dilate once with an 11x11 cross, fill holes
+(:func:`fov_mask`, steps 1-5); then zero every image outside the mask, crop to its bounding box and
+resize to w x w (:func:`fov_crop`, step 6).
 The field of view is computed, never assumed circular: ultra-widefield images and burned-in
 annotation boxes break that assumption (../shared/data/README.md).
 """
@@ -46,3 +48,41 @@ def disc_mask(height: int, width: int) -> np.ndarray:
     yy, xx = np.mgrid[0:height, 0:width]
     cy, cx, radius = (height - 1) / 2.0, (width - 1) / 2.0, width / 2.0
     return (((yy - cy) ** 2 + (xx - cx) ** 2) <= radius**2).astype(np.uint8)
+
+
+def fov_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the mask's bounding box, ends exclusive; ValueError for an empty mask."""
+    x, y, w, h = cv2.boundingRect((np.asarray(mask) > 0).astype(np.uint8))
+    if w == 0 or h == 0:
+        raise ValueError("the field-of-view mask is empty: nothing to crop to")
+    return y, y + h, x, x + w
+
+
+def fov_crop(
+    image: np.ndarray,
+    mask: np.ndarray,
+    size: int | None = 512,
+    bbox: tuple[int, int, int, int] | None = None,
+    interpolation: int = cv2.INTER_LINEAR,
+) -> np.ndarray:
+    """Section 1.3 step 6: zero ``image`` outside ``mask``, crop to the mask's bounding box, resize to
+    ``size`` x ``size`` (cv2 bilinear by default, as Fundus2Video; ``cv2.INTER_NEAREST`` for masks).
+
+    ``image``: H x W or H x W x C (any C up to OpenCV's 512, e.g. a T x H x W video moved to H x W x T),
+    same H x W as ``mask``. ``size`` None keeps the cropped size. The box is stretched to a square, as in
+    the code (the aspect ratio of a non-circular field of view, e.g. ultra-widefield, is not kept).
+    ``bbox`` (from :func:`fov_bbox`) saves recomputing it for every image of a sample.
+    """
+    mask = np.asarray(mask)
+    if image.shape[:2] != mask.shape[:2]:
+        raise ValueError(f"fov_crop: image {image.shape[:2]} and mask {mask.shape[:2]} differ in size")
+    top, bottom, left, right = fov_bbox(mask) if bbox is None else bbox
+    inside = mask[top:bottom, left:right] > 0
+    cropped = image[top:bottom, left:right]
+    cropped = cropped * (inside[..., None] if cropped.ndim == 3 else inside).astype(cropped.dtype)
+    if size is None:
+        return np.ascontiguousarray(cropped)
+    resized = cv2.resize(cropped, (int(size), int(size)), interpolation=interpolation)
+    if cropped.ndim == 3 and resized.ndim == 2:  # OpenCV drops a single channel
+        resized = resized[..., None]
+    return resized

@@ -1,0 +1,326 @@
+"""Fundus2Angio's training procedure (Kamran et al., ISVC 2020; reference_spec 3.5, pitfalls A2, A3, A7):
+a coarse and a fine generator, four PatchGAN discriminators, and an alternating schedule of 19
+separate optimiser steps per iteration.
+
+One ``training_step`` is one iteration of the official Keras loop:
+
+1. Discriminator phase, ``d_rounds`` (2) times, each on its own random batch: Lanczos-halve CF and FFA,
+   predict fake_256 and the coarse feature with G_coarse and fake_512 with G_fine, then eight separate
+   Adam steps: for each of d1_fine, d2_fine, d1_coarse, d2_coarse, one step on real -> 1 and one on
+   fake -> 0 (LSGAN).
+2. G_coarse supervised step on a new batch: cache the coarse feature *before* the update (no gradient),
+   then one Adam step on MSE(G_coarse(CF_256), FFA_256).
+3. G_fine supervised step on the same batch (``fine_new_batch=true``: a new one, as the paper says):
+   one Adam step on MSE(G_fine(CF_512, cached feature), FFA_512).
+4. Joint step on that batch, discriminators frozen: both generators take one Adam step on
+   ``gan.weight * sum of the 4 LSGAN terms + mse.weight * (MSE_coarse + MSE_fine)`` (Keras loss weights
+   [1, 1, 1, 1, 10, 10]). G_fine gets the cached feature as a constant input, so no gradient from the
+   fine losses reaches G_coarse (the code; ``coarse_feature_grad=true`` feeds the live feature instead).
+
+Keras quirks kept (A2): the generators are updated by three independent Adam states (``opt_gc_sup``,
+``opt_gf_sup``, ``opt_g_joint``) and every discriminator has its own. ``keras_bn_inference`` (a default
+this module derives from Keras' semantics, not stated in the spec): Keras' ``predict`` runs BatchNorm
+in inference mode, so the fakes of step 1 and the cached feature of step 2 use the generators' running
+statistics, and a frozen Keras BatchNorm (the discriminators inside the compiled GAN model of step 4)
+also runs in inference mode and keeps its statistics; false uses batch statistics everywhere (the
+PyTorch habit).
+
+Batches: the Keras loop draws each of its random batches itself. Here the data loader supplies them:
+a loader batch of ``k * B`` samples is split into ``k`` batches of B, ``k = d_rounds + 1`` (+1 with
+``fine_new_batch``), so the isfahan_fundus2angio data config loads 12 = 3 x 4 (the paper's batch of 4).
+A loader batch smaller than ``k`` (the batch-1 data configs) is reused for every draw, with a warning.
+
+Training inputs must have sides divisible by 8 (halving, then G_coarse's two downsamplings); the
+coarse level runs at half the input size, so 512 crops give the paper's 256/512 pair and the 256 px
+synthetic retina a 128/256 one. ``translate`` accepts any size: it reflection-pads to a multiple of 8.
+"""
+
+import contextlib
+import logging
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+
+from fundus2ffa.errors import ConfigError, DataError
+from fundus2ffa.losses.adversarial import AdversarialLoss
+from fundus2ffa.losses.base import LossInputs
+from fundus2ffa.models.gan_module import GANModule
+from fundus2ffa.nets.resample import lanczos_halve
+
+log = logging.getLogger(__name__)
+
+LANCZOS_MODES = ("float", "uint8")
+MULTIPLE = 8  # halving x two stride-2 downsamplings of G_coarse
+
+
+@contextlib.contextmanager
+def inference_mode_bn(module: nn.Module, enabled: bool = True):
+    """Run ``module`` in eval mode (BatchNorm on running statistics, which stay untouched), then restore
+    every submodule's previous mode."""
+    if not enabled:
+        yield
+        return
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module):
+    """Parameters of ``module`` do not require grad inside the block (restored afterwards)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+class CoarseFineGAN(GANModule):
+    """Fundus2Angio's coarse/fine GAN and its alternating training schedule (reference_spec 3.5).
+
+    Args:
+        generator: config of a :class:`~fundus2ffa.nets.generators.fundus2angio.CoarseFineGenerator`
+            (anything with ``coarse(x) -> (image, feature)`` and ``fine(x, feature) -> image``).
+        discriminator: config of a
+            :class:`~fundus2ffa.nets.discriminators.fundus2angio.Fundus2AngioDiscriminators`.
+        losses: {gan: AdversarialLoss (mode lsgan, labels 1/0: the code; fake_label=-1 is the paper's
+            equation, A7), mse: MSE (weight 10)}; no other terms.
+        optimizer_g / optimizer_d: ``_partial_`` optimizer configs; one instance per generator
+            optimiser (3) and per discriminator (4).
+        schedule: {constant_epochs: 100, decay_epochs: 0}: the paper trains at a constant rate.
+        d_rounds: discriminator phases per iteration (2).
+        fine_new_batch: G_fine's supervised (and the joint) step on a new batch (paper) instead of
+            G_coarse's batch (code, default).
+        coarse_feature_grad: let the joint step back-propagate the fine losses into G_coarse through a
+            live coarse feature (false: the cached constant, as the code).
+        keras_bn_inference: BatchNorm in inference mode where Keras has it (see the module docstring).
+        lanczos: float (the code: tf.image.resize on [-1, 1] floats) | uint8 (the halved real images
+            rounded to 8-bit levels, as the SZU reproduction's PIL path on uint8 gives).
+        metrics: {quantize}; compile: torch.compile the networks.
+    """
+
+    def __init__(
+        self,
+        generator: DictConfig,
+        discriminator: DictConfig,
+        losses: DictConfig,
+        optimizer_g: DictConfig,
+        optimizer_d: DictConfig,
+        schedule: DictConfig | None = None,
+        d_rounds: int = 2,
+        fine_new_batch: bool = False,
+        coarse_feature_grad: bool = False,
+        keras_bn_inference: bool = True,
+        lanczos: str = "float",
+        metrics: DictConfig | None = None,
+        compile: bool = False,
+    ):
+        super().__init__()
+        if lanczos not in LANCZOS_MODES:
+            raise ConfigError(f"model.lanczos must be one of {'|'.join(LANCZOS_MODES)}, got {lanczos!r}")
+        if int(d_rounds) < 1:
+            raise ConfigError(f"model.d_rounds must be at least 1, got {d_rounds}")
+        if discriminator is None:
+            raise ConfigError("model=fundus2angio needs its discriminators; set discriminator=fundus2angio")
+        self.store_hparams()
+        self.generator = self.build(generator)
+        self.discriminator = self.build(discriminator)
+        for attr in ("coarse", "fine"):
+            if not hasattr(self.generator, attr):
+                raise ConfigError(
+                    f"CoarseFineGAN needs a coarse/fine generator (generator=fundus2angio); "
+                    f"{type(self.generator).__name__} has no '{attr}'"
+                )
+        if not hasattr(self.discriminator, "discriminate"):
+            raise ConfigError(
+                f"CoarseFineGAN needs the four Fundus2Angio discriminators (discriminator=fundus2angio), "
+                f"got {type(self.discriminator).__name__}"
+            )
+        self.losses = nn.ModuleDict({name: self.build(cfg) for name, cfg in (losses or {}).items() if cfg is not None})
+        extra = sorted(set(self.losses) - {"gan", "mse"})
+        if extra or "mse" not in self.losses or not isinstance(self.losses["gan"] if "gan" in self.losses else None, AdversarialLoss):
+            raise ConfigError(
+                f"model=fundus2angio trains with exactly two loss terms, gan (an AdversarialLoss) and mse; got "
+                f"{sorted(self.losses)} (use loss=[gan,mse]; set loss.gan.weight=0 to drop the adversarial terms)"
+            )
+        self.gan, self.mse = self.losses["gan"], self.losses["mse"]
+        if compile:
+            self.generator.coarse = self.maybe_compile(self.generator.coarse)
+            self.generator.fine = self.maybe_compile(self.generator.fine)
+            for name in self.discriminator.names:
+                self.discriminator.nets[name] = self.maybe_compile(self.discriminator.nets[name])
+        self.d_names = tuple(self.discriminator.names)
+        self._warned_small_batch = False
+
+    # ----------------------------------------------------------------- inference
+    def halve(self, x: torch.Tensor) -> torch.Tensor:
+        """The 512 -> 256 step: antialiased Lanczos-3 on [-1, 1] floats, clamped (optionally 8-bit)."""
+        return lanczos_halve(x, quantize=self.hparams.lanczos == "uint8")
+
+    def translate(self, cf: torch.Tensor) -> torch.Tensor:
+        """Lanczos-halve the CF, G_coarse's feature, G_fine's output (reference_spec 3.6); any size."""
+        height, width = cf.shape[-2:]
+        pad_h, pad_w = (-height) % MULTIPLE, (-width) % MULTIPLE
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            cf = F.pad(cf, (0, pad_w, 0, pad_h), mode=mode)
+        _, feature = self.generator.coarse(self.halve(cf))
+        return self.generator.fine(cf, feature)[..., :height, :width]
+
+    # ----------------------------------------------------------------- optimisers
+    def configure_optimizers(self):
+        coarse, fine = list(self.generator.coarse.parameters()), list(self.generator.fine.parameters())
+        g = self.hparams.optimizer_g
+        optimizers = [self.make_optimizer(g, coarse), self.make_optimizer(g, fine), self.make_optimizer(g, coarse + fine)]
+        optimizers += [self.make_optimizer(self.hparams.optimizer_d, self.discriminator.nets[n].parameters()) for n in self.d_names]
+        return optimizers, self.make_schedulers(optimizers)
+
+    @property
+    def optimizer_names(self) -> tuple[str, ...]:
+        """Names of :meth:`configure_optimizers`' optimisers, in order."""
+        return ("gc_sup", "gf_sup", "g_joint", *self.d_names)
+
+    def _named_optimizers(self) -> dict:
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        return dict(zip(self.optimizer_names, optimizers))
+
+    def _step(self, optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        optimizer.step()
+
+    # ----------------------------------------------------------------- batches
+    @property
+    def draws_per_iteration(self) -> int:
+        return int(self.hparams.d_rounds) + (2 if self.hparams.fine_new_batch else 1)
+
+    def split_batch(self, batch: dict) -> list[dict]:
+        """The loader batch as ``draws_per_iteration`` random batches, each a dict of ``cf``, ``ffa`` (full
+        resolution) and ``cf_c``, ``ffa_c`` (Lanczos-halved)."""
+        cf, ffa = batch["cf"], batch["ffa"]
+        height, width = cf.shape[-2:]
+        if height % MULTIPLE or width % MULTIPLE:
+            raise DataError(
+                f"model=fundus2angio trains on images with sides divisible by {MULTIPLE} (the coarse generator runs at "
+                f"half size and downsamples twice), got {height}x{width}; set data.image_size (the crop) to a multiple of {MULTIPLE}"
+            )
+        k = self.draws_per_iteration
+        n = cf.shape[0]
+        if n >= k:
+            parts = list(zip(torch.tensor_split(cf, k), torch.tensor_split(ffa, k)))
+        else:
+            if not self._warned_small_batch:
+                log.warning(
+                    "CoarseFineGAN draws %d batches per iteration from one loader batch, but data.batch_size gives %d "
+                    "sample(s); every draw reuses the same batch (set data.batch_size to %d x the per-step batch)", k, n, k,
+                )
+                self._warned_small_batch = True
+            parts = [(cf, ffa)] * k
+        draws, halved = [], {}
+        for part_cf, part_ffa in parts:
+            key = (part_cf.data_ptr(), part_cf.shape[0])
+            if key not in halved:  # reused draws are halved once
+                halved[key] = (self.halve(part_cf), self.halve(part_ffa))
+            cf_c, ffa_c = halved[key]
+            draws.append({"cf": part_cf, "ffa": part_ffa, "cf_c": cf_c, "ffa_c": ffa_c})
+        return draws
+
+    # ----------------------------------------------------------------- steps
+    def discriminator_round(self, draw: dict, optimizers: dict) -> dict[str, torch.Tensor]:
+        """Step 1 once: predict the fakes, then real -> 1 and fake -> 0 Adam steps for each D."""
+        with torch.no_grad(), inference_mode_bn(self.generator, self.hparams.keras_bn_inference):
+            fake_c, feature = self.generator.coarse(draw["cf_c"])
+            fake = self.generator.fine(draw["cf"], feature)
+        pairs = {
+            "fine": (torch.cat([draw["cf"], draw["ffa"]], 1), torch.cat([draw["cf"], fake], 1)),
+            "coarse": (torch.cat([draw["cf_c"], draw["ffa_c"]], 1), torch.cat([draw["cf_c"], fake_c], 1)),
+        }
+        terms = {}
+        for name in self.d_names:
+            real_pair, fake_pair = pairs["fine" if name.endswith("fine") else "coarse"]
+            for label, pair in (("real", real_pair), ("fake", fake_pair)):
+                loss = self.gan.loss(self.discriminator.discriminate(name, pair), target_real=label == "real", for_discriminator=True)
+                self._step(optimizers[name], loss)
+                terms[f"{name}_{label}"] = loss.detach()
+        return terms
+
+    @torch.no_grad()
+    def cached_feature(self, draw: dict) -> torch.Tensor:
+        """G_coarse's feature for ``draw`` as Keras' ``predict`` gives it (the constant of steps 3 and 4)."""
+        with inference_mode_bn(self.generator.coarse, self.hparams.keras_bn_inference):
+            return self.generator.coarse(draw["cf_c"])[1]
+
+    def coarse_supervised_loss(self, draw: dict) -> torch.Tensor:
+        fake_c, _ = self.generator.coarse(draw["cf_c"])
+        return self.mse(LossInputs(cf=draw["cf_c"], real=draw["ffa_c"], fake=fake_c))
+
+    def fine_supervised_loss(self, draw: dict, feature: torch.Tensor) -> torch.Tensor:
+        fake = self.generator.fine(draw["cf"], feature)
+        return self.mse(LossInputs(cf=draw["cf"], real=draw["ffa"], fake=fake))
+
+    def joint_terms(self, draw: dict, feature: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Step 4's unweighted terms (with graphs): gan_<d name> for each D, mse_coarse and mse_fine.
+
+        Call with the discriminators frozen. G_fine's feature input is ``feature`` (the cached constant)
+        unless ``coarse_feature_grad``, when it is the live coarse feature.
+        """
+        fake_c, live_feature = self.generator.coarse(draw["cf_c"])
+        fake = self.generator.fine(draw["cf"], live_feature if self.hparams.coarse_feature_grad else feature)
+        terms = {}
+        if self.gan.active:
+            with inference_mode_bn(self.discriminator, self.hparams.keras_bn_inference):
+                preds = self.discriminator(torch.cat([draw["cf"], fake], 1), torch.cat([draw["cf_c"], fake_c], 1))
+            for name in self.d_names:
+                terms[f"gan_{name}"] = self.gan(LossInputs(cf=draw["cf"], real=draw["ffa"], fake=fake, pred_fake=preds[name]))
+        terms["mse_coarse"] = self.mse(LossInputs(cf=draw["cf_c"], real=draw["ffa_c"], fake=fake_c))
+        terms["mse_fine"] = self.mse(LossInputs(cf=draw["cf"], real=draw["ffa"], fake=fake))
+        return terms
+
+    def joint_objective(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        adversarial = sum(v for k, v in terms.items() if k.startswith("gan_"))
+        return self.gan.weight * adversarial + self.mse.weight * (terms["mse_coarse"] + terms["mse_fine"])
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        optimizers = self._named_optimizers()
+        draws = self.split_batch(batch)
+        rounds = int(self.hparams.d_rounds)
+        batch_size = draws[0]["cf"].shape[0]
+
+        # 1. discriminators, d_rounds times on fresh batches (skipped when the GAN term is off)
+        if self.gan.active:
+            d_terms: dict[str, torch.Tensor] = {}
+            for draw in draws[:rounds]:
+                for key, value in self.discriminator_round(draw, optimizers).items():
+                    d_terms[key] = d_terms.get(key, 0.0) + value / rounds
+            d_terms["total"] = sum(d_terms.values())
+            self.log_terms("d", d_terms, batch_size)
+
+        # 2. G_coarse supervised, caching the feature from before its update
+        coarse_draw = draws[rounds]
+        fine_draw = draws[rounds + 1] if self.hparams.fine_new_batch else coarse_draw
+        feature = self.cached_feature(fine_draw)
+        sup_coarse = self.coarse_supervised_loss(coarse_draw)
+        self._step(optimizers["gc_sup"], sup_coarse)
+
+        # 3. G_fine supervised on the cached feature
+        sup_fine = self.fine_supervised_loss(fine_draw, feature)
+        self._step(optimizers["gf_sup"], sup_fine)
+
+        # 4. joint step, discriminators frozen
+        with frozen(self.discriminator):
+            terms = self.joint_terms(fine_draw, feature)
+            total = self.joint_objective(terms)
+            self._step(optimizers["g_joint"], total)
+        if self.gan.active:
+            terms["gan"] = sum(v for k, v in terms.items() if k.startswith("gan_"))
+        self.log_terms("g", {"sup_coarse_mse": sup_coarse, "sup_fine_mse": sup_fine, **terms, "total": total}, batch_size)

@@ -1,0 +1,253 @@
+"""pix2pixHD generators (Wang et al., CVPR 2018): the global generator and the local enhancer.
+
+reference_spec section 5 (baseline) and section 4.3 (Fundus2Video reuses the global generator with 6
+input and 3 output channels, about 180 M parameters at full size).
+
+Global generator, as one flat ``nn.Sequential`` so that layer indices are stable and match the table of
+reference_spec 4.3 (defaults ngf 64, n_downsampling 4, n_blocks 9)::
+
+    idx  layer                                               shape (6 -> 3 channels, 512 px)
+    0    ReflectionPad2d(3)                                  6 x 518^2
+    1-3  Conv7 -> ngf, InstanceNorm, ReLU                     64 x 512^2
+    4-6  Conv3 s2 -> 2 ngf, IN, ReLU                         128 x 256^2
+    7-9  Conv3 s2 -> 4 ngf, IN, ReLU                         256 x 128^2
+    10-12 Conv3 s2 -> 8 ngf, IN, ReLU                        512 x 64^2
+    13-15 Conv3 s2 -> 16 ngf, IN, ReLU                      1024 x 32^2
+    16-24 9 x ResBlock(16 ngf)                              1024 x 32^2
+    25-36 4 x (ConvT3 s2 p1 op1 -> half, IN, ReLU)            64 x 512^2
+    37-39 ReflectionPad2d(3), Conv7 -> out, Tanh               3 x 512^2
+
+In general: downsampling ``k`` (1-based) occupies indices ``1 + 3k .. 3 + 3k``; the first residual block
+is index ``4 + 3 n_downsampling``; the head is the last three. ``GlobalGenerator.layer_index`` names
+them. Fundus2Video's PatchNCE taps (``nce_layers`` 0, 4, 8, 12, 16, reference_spec 4.3) are the output
+of index 0 (the padded raw input), 4 (first stride-2 conv, pre-norm), 8 (IN at 1/4), 12 (ReLU at 1/8)
+and 16 (first residual block): :meth:`GlobalGenerator.encode` returns activations after given indices.
+
+Conv weights are N(0, 0.02), biases zero (pix2pixHD ``weights_init``; its BatchNorm branch never
+triggers with affine-free InstanceNorm). Every convolution keeps its bias, as pix2pixHD's code does
+(it never passes ``bias=False``), also with ``norm: batch``.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fundus2ffa.nets.init import init_weights
+from fundus2ffa.nets.norm import norm_layer
+
+ACTIVATIONS = {"relu": lambda: nn.ReLU(), "lrelu": lambda: nn.LeakyReLU(0.2)}
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {'|'.join(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name]()
+
+
+class ResnetBlock(nn.Module):
+    """pix2pixHD residual block: ReflPad1-Conv3-norm-act-ReflPad1-Conv3-norm, plus the identity."""
+
+    def __init__(self, channels: int, norm: str = "instance", activation: str = "relu", use_dropout: bool = False):
+        super().__init__()
+        norm_fn = norm_layer(norm)
+        layers = [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), norm_fn(channels), _activation(activation)]
+        if use_dropout:
+            layers.append(nn.Dropout(0.5))
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), norm_fn(channels)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class GlobalGenerator(nn.Module):
+    """pix2pixHD global generator ``G1`` (reference_spec 4.3 and 5).
+
+    Args:
+        in_channels / out_channels: 3 -> 1 for CF -> FFA; 6 -> 3 for Fundus2Video.
+        ngf: width of the first layer; doubles at each downsampling (64 -> 1024 with 4).
+        n_downsampling: stride-2 convolutions (4 in pix2pixHD); H and W must be divisible by 2**n.
+        n_blocks: residual blocks at the bottleneck (9).
+        norm: instance (pix2pixHD, affine=False) | batch | none.
+        activation: relu (pix2pixHD) | lrelu.
+        max_channels: optional cap on the width (None: no cap, as pix2pixHD).
+        init_type / init_gain: N(0, 0.02) convolutions by default.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 1,
+        ngf: int = 64,
+        n_downsampling: int = 4,
+        n_blocks: int = 9,
+        norm: str = "instance",
+        activation: str = "relu",
+        use_dropout: bool = False,
+        max_channels: int | None = None,
+        init_type: str = "normal",
+        init_gain: float = 0.02,
+    ):
+        super().__init__()
+        norm_fn = norm_layer(norm)
+        cap = (lambda c: min(c, max_channels)) if max_channels else (lambda c: c)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.n_downsampling, self.n_blocks = n_downsampling, n_blocks
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7), norm_fn(ngf), _activation(activation)
+        ]
+        widths = [ngf]
+        for _ in range(n_downsampling):
+            w_in, w_out = widths[-1], cap(widths[-1] * 2)
+            layers += [nn.Conv2d(w_in, w_out, 3, 2, 1), norm_fn(w_out), _activation(activation)]
+            widths.append(w_out)
+        layers += [ResnetBlock(widths[-1], norm, activation, use_dropout) for _ in range(n_blocks)]
+        for k in range(n_downsampling):
+            w_in, w_out = widths[-1 - k], widths[-2 - k]
+            layers += [nn.ConvTranspose2d(w_in, w_out, 3, 2, 1, output_padding=1), norm_fn(w_out), _activation(activation)]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+        #: width of the feature map before the head (what the local enhancer adds its features to)
+        self.feature_channels = ngf
+        init_weights(self, init_type, init_gain)
+
+    # ----------------------------------------------------------------- layer indices
+    def layer_index(self, what: str, k: int = 0) -> int:
+        """Index into ``self.model`` of a named layer.
+
+        what: ``stem_conv`` | ``down_conv`` (k-th downsampling conv, 0-based) | ``block`` (k-th residual
+        block) | ``up_conv`` (k-th transposed conv) | ``head_pad`` (start of the 3-layer head).
+        With the defaults: down_conv 0 -> 4, block 0 -> 16, head_pad -> 37.
+        """
+        nd, nb = self.n_downsampling, self.n_blocks
+        table = {
+            "stem_conv": lambda: 1,
+            "down_conv": lambda: 4 + 3 * k,
+            "block": lambda: 4 + 3 * nd + k,
+            "up_conv": lambda: 4 + 3 * nd + nb + 3 * k,
+            "head_pad": lambda: 4 + 3 * nd + nb + 3 * nd,
+        }
+        if what not in table:
+            raise ValueError(f"unknown layer {what!r}; one of {', '.join(table)}")
+        return table[what]()
+
+    @property
+    def head_start(self) -> int:
+        return self.layer_index("head_pad")
+
+    def check_size(self, x: torch.Tensor) -> None:
+        side = 2**self.n_downsampling
+        if x.shape[-1] % side or x.shape[-2] % side:
+            raise ValueError(
+                f"GlobalGenerator with n_downsampling={self.n_downsampling} needs H and W divisible by {side}, "
+                f"got {tuple(x.shape[-2:])}; set data.image_size (or the crop size) to a multiple of {side}"
+            )
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_size(x)
+        return self.model(x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map before the output head (``ngf`` channels at full resolution)."""
+        self.check_size(x)
+        return self.model[: self.head_start](x)
+
+    def encode(self, x: torch.Tensor, layers) -> list[torch.Tensor]:
+        """Activations after the layers ``self.model[i]`` for ``i in layers`` (in the order given).
+
+        Runs the sequential only up to ``max(layers)``. Fundus2Video / CUT PatchNCE use
+        ``layers=(0, 4, 8, 12, 16)`` with the default depth (see the module docstring for what each is).
+        """
+        layers = [int(i) for i in layers]
+        if not layers:
+            return []
+        last = max(layers)
+        if min(layers) < 0 or last >= len(self.model):
+            raise ValueError(f"encode layers must lie in 0..{len(self.model) - 1}, got {layers}")
+        self.check_size(x)
+        wanted = set(layers)
+        found: dict[int, torch.Tensor] = {}
+        for i, layer in enumerate(self.model[: last + 1]):
+            x = layer(x)
+            if i in wanted:
+                found[i] = x
+        return [found[i] for i in layers]
+
+
+class LocalEnhancer(nn.Module):
+    """pix2pixHD coarse-to-fine generator ``G = {G1, G2}`` (reference_spec section 5: 3 blocks, ngf 32).
+
+    The global generator runs at half resolution on the AvgPool(3, s2, p1, count_include_pad=False)
+    downsampled input with width ``ngf * 2**n_local_enhancers`` and without its output head; each local
+    enhancer encodes the input at its own scale (ReflPad3-Conv7-norm-act, Conv3 s2-norm-act), adds the
+    coarser generator's feature map, runs ``n_blocks_local`` residual blocks and upsamples (ConvT3 s2).
+    The finest enhancer ends with ReflPad3-Conv7-Tanh. Input and output are at full (2x the global)
+    resolution. pix2pixHD trains the global generator alone first (``niter_fix_global``); here the
+    whole net trains jointly unless the caller freezes ``self.global_generator``.
+
+    Args:
+        ngf: width of the finest local enhancer (32); the global generator gets ``ngf * 2**n``.
+        n_downsampling_global / n_blocks_global: the global generator's depth (4 and 9).
+        n_local_enhancers: 1 in pix2pixHD's examples.
+        n_blocks_local: residual blocks per enhancer (3).
+        H and W must be divisible by ``2**(n_downsampling_global + n_local_enhancers)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 1,
+        ngf: int = 32,
+        n_downsampling_global: int = 4,
+        n_blocks_global: int = 9,
+        n_local_enhancers: int = 1,
+        n_blocks_local: int = 3,
+        norm: str = "instance",
+        activation: str = "relu",
+        init_type: str = "normal",
+        init_gain: float = 0.02,
+    ):
+        super().__init__()
+        norm_fn = norm_layer(norm)
+        self.n_local_enhancers = n_local_enhancers
+        self.divisor = 2 ** (n_downsampling_global + n_local_enhancers)
+        self.global_generator = GlobalGenerator(
+            in_channels, out_channels, ngf * 2**n_local_enhancers, n_downsampling_global, n_blocks_global,
+            norm, activation, init_type=init_type, init_gain=init_gain,
+        )
+        downs, ups = [], []
+        for n in range(1, n_local_enhancers + 1):
+            width = ngf * 2 ** (n_local_enhancers - n)
+            downs.append(nn.Sequential(
+                nn.ReflectionPad2d(3), nn.Conv2d(in_channels, width, 7), norm_fn(width), _activation(activation),
+                nn.Conv2d(width, width * 2, 3, 2, 1), norm_fn(width * 2), _activation(activation),
+            ))
+            up = [ResnetBlock(width * 2, norm, activation) for _ in range(n_blocks_local)]
+            up += [nn.ConvTranspose2d(width * 2, width, 3, 2, 1, output_padding=1), norm_fn(width), _activation(activation)]
+            if n == n_local_enhancers:
+                up += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
+            ups.append(nn.Sequential(*up))
+        self.downsample = nn.ModuleList(downs)
+        self.upsample = nn.ModuleList(ups)
+        init_weights(self.downsample, init_type, init_gain)
+        init_weights(self.upsample, init_type, init_gain)
+
+    @staticmethod
+    def pool(x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % self.divisor or x.shape[-2] % self.divisor:
+            raise ValueError(
+                f"LocalEnhancer needs H and W divisible by {self.divisor}, got {tuple(x.shape[-2:])}; "
+                f"set data.image_size (or the crop size) to a multiple of {self.divisor}"
+            )
+        pyramid = [x]
+        for _ in range(self.n_local_enhancers):
+            pyramid.append(self.pool(pyramid[-1]))
+        out = self.global_generator.features(pyramid[-1])
+        for n in range(self.n_local_enhancers):
+            scale_input = pyramid[self.n_local_enhancers - 1 - n]
+            out = self.upsample[n](self.downsample[n](scale_input) + out)
+        return out

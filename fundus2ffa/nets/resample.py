@@ -1,0 +1,100 @@
+"""Antialiased Lanczos-3 resampling of image tensors (Fundus2Angio's 512 -> 256 pyramid step;
+reference_spec 3.3 and 3.6).
+
+The official code halves CF and FFA with ``tf.image.resize(..., LANCZOS3, antialias=True)`` on [-1, 1]
+floats; the SZU reproduction uses PIL's ``Image.LANCZOS`` on uint8 before normalising. Both compute the
+same separable filter: output sample ``i`` of a resize from ``n`` to ``m`` samples sits at input
+coordinate ``c = (i + 0.5) * n / m``; when shrinking, the Lanczos-3 kernel is stretched by the scale
+``s = n / m`` (that is the antialiasing), so input pixel ``j`` gets the weight
+``L3(((j + 0.5) - c) / s)`` for ``|(j + 0.5) - c| < 3 s``, and the weights are normalised to sum to one
+over the taps that fall inside the image (no padding at the borders). For an exact halving that is a
+12-tap kernel at stride 2.
+
+Here the filter is a precomputed ``m x n`` matrix per axis (cached per size, device and dtype), applied
+as two matrix products: exact at the borders for any size, differentiable, on any device. PIL rounds
+to 8 bits after each of its two passes; this float version does not, so on uint8 input the two agree to
+within a grey level or two (tests/nets/test_lanczos.py measures it). Lanczos rings: outputs are clamped
+to ``clamp`` (the [-1, 1] image range by default), as the spec asks.
+"""
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+LANCZOS_SUPPORT = 3.0
+
+
+def lanczos3(x: np.ndarray) -> np.ndarray:
+    """The Lanczos-3 kernel ``sinc(x) sinc(x / 3)`` on ``[-3, 3)``, 0 elsewhere."""
+    x = np.asarray(x, dtype=np.float64)
+    inside = (x >= -LANCZOS_SUPPORT) & (x < LANCZOS_SUPPORT)
+    return np.where(inside, np.sinc(x) * np.sinc(x / LANCZOS_SUPPORT), 0.0)
+
+
+@lru_cache(maxsize=64)
+def lanczos_matrix_np(in_size: int, out_size: int) -> np.ndarray:
+    """``out_size x in_size`` float64 matrix of the antialiased Lanczos-3 resize of one axis."""
+    if in_size < 1 or out_size < 1:
+        raise ValueError(f"Lanczos resize needs positive sizes, got {in_size} -> {out_size}")
+    scale = in_size / out_size
+    stretch = max(scale, 1.0)  # antialias: widen the kernel when shrinking
+    support = LANCZOS_SUPPORT * stretch
+    matrix = np.zeros((out_size, in_size), dtype=np.float64)
+    for i in range(out_size):
+        center = (i + 0.5) * scale
+        first = max(int(math.floor(center - support + 0.5)), 0)
+        last = min(int(math.floor(center + support + 0.5)), in_size)
+        taps = np.arange(first, last)
+        weights = lanczos3((taps + 0.5 - center) / stretch)
+        matrix[i, first:last] = weights / weights.sum()
+    return matrix
+
+
+_TORCH_CACHE: dict[tuple, torch.Tensor] = {}
+
+
+def lanczos_matrix(in_size: int, out_size: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """The resize matrix as a tensor, cached per (sizes, device, dtype)."""
+    key = (in_size, out_size, str(device), dtype)
+    matrix = _TORCH_CACHE.get(key)
+    if matrix is None:
+        matrix = torch.from_numpy(lanczos_matrix_np(in_size, out_size)).to(device=device, dtype=dtype)
+        _TORCH_CACHE[key] = matrix
+    return matrix
+
+
+def lanczos_resize(
+    x: torch.Tensor,
+    size: tuple[int, int],
+    clamp: tuple[float, float] | None = (-1.0, 1.0),
+    quantize: bool = False,
+) -> torch.Tensor:
+    """Resize the last two dimensions of ``x`` (..., H, W) to ``size`` = (height, width) with Lanczos-3.
+
+    clamp: clip the result to this range (Lanczos overshoots at edges); None keeps the overshoot.
+    quantize: round the result to the 256 levels of an 8-bit image in [-1, 1], ``(k / 127.5) - 1``
+        (what the PIL-uint8 path of the SZU reproduction produces before normalising); not differentiable.
+    """
+    height, width = x.shape[-2:]
+    out_h, out_w = int(size[0]), int(size[1])
+    dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    y = x.to(dtype)
+    if (out_h, out_w) != (height, width):
+        rows = lanczos_matrix(height, out_h, y.device, dtype)
+        cols = lanczos_matrix(width, out_w, y.device, dtype)
+        y = rows @ y @ cols.transpose(0, 1)
+    if clamp is not None:
+        y = y.clamp(*clamp)
+    if quantize:
+        y = torch.round((y + 1.0) * 127.5) / 127.5 - 1.0
+    return y.to(x.dtype)
+
+
+def lanczos_halve(x: torch.Tensor, clamp: tuple[float, float] | None = (-1.0, 1.0), quantize: bool = False) -> torch.Tensor:
+    """Half the height and width of ``x`` with antialiased Lanczos-3 (the 512 -> 256 step)."""
+    height, width = x.shape[-2:]
+    if height % 2 or width % 2:
+        raise ValueError(f"lanczos_halve needs even height and width, got {height}x{width}")
+    return lanczos_resize(x, (height // 2, width // 2), clamp=clamp, quantize=quantize)

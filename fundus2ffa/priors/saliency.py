@@ -1,0 +1,299 @@
+"""Local saliency map of Li et al. (MIDL 2020): ``I_sal = a * (Gaussian_7x7(I) - Median_51x51(I))``.
+
+reference_spec section 2.2: the background ``I_b`` is a 51x51 median filter of the FFA (large against a
+vessel's ~15 px, small against the ~120 px optic disc), the denoised image ``I_f`` a 7x7 Gaussian filter,
+and bright structures (vessels, optic disc, leakage) come out positive. Section 2.4 makes the map a loss
+(the MSE between the maps of the generated and the real FFA), so it must be differentiable with respect to
+the generated image. Section 9: ``a = 1``, no clamp and no normalisation by default.
+
+Everything here is a pure tensor function (CPU or GPU, any batch size) on ``N x C x H x W`` tensors whose
+values lie in ``value_range``: ``(-1, 1)`` for model tensors (the default), ``(0, 1)`` or ``(0, 255)``
+for others. Channels are filtered independently; an FFA is one channel. The map is returned in the units
+of the input (on ``[-1, 1]`` tensors it is twice the map of the same image on ``[0, 1]``).
+
+How the 51x51 median is computed (exactly, without materialising 2601 values per pixel)
+-------------------------------------------------------------------------------------------
+Intensities are quantised to ``levels`` (256: the 8-bit grey levels of ``value_range``) by rounding. For a
+level ``L`` let ``C_L(p)`` be the number of pixels ``<= L`` in the window of ``p``; it is a box filter of the
+indicator image ``[q <= L]``, computed with two cumulative sums and two differences (constant cost per
+pixel whatever the window). ``C_L`` grows with ``L``, so the median level is the number of levels whose
+count stays below the median rank ``(k*k + 1) / 2``: ``m(p) = #{L : C_L(p) < rank}``. Cost: O(levels * H * W)
+cheap integer operations in level chunks (bounded memory), no sort. A coarse pass over every 16th level
+first bounds the median of every pixel, so only the levels between the smallest and the largest bound are
+counted (a 51x51 background rarely spans all 256 levels). Borders are replicated, as OpenCV's
+``medianBlur`` (which documents BORDER_REPLICATE) and ``scipy.ndimage.median_filter(mode="nearest")`` do.
+
+Accuracy: on 8-bit images (values ``value_range[0] + k * span / 255``, as every image read from a file) the
+median is exact: it equals ``cv2.medianBlur`` bit for bit (tests/priors/test_saliency.py). On continuous
+values (a generator's output) it is the exact median of the rounded values, which is the rounded exact
+median because the median commutes with a monotone map: the error is at most half a level (span / 510).
+
+Gradient (``median_gradient``)
+------------------------------
+``selected`` (default, reference_spec 2.4): the median of a window moves with the element it selects, so the
+gradient of each output pixel is routed to the selected element. With quantised levels the selected element
+is only known up to its level, so the gradient is shared equally among the ``n`` window elements in the
+median's level (1/n each; for untied continuous values n = 1, the selected element alone). This is the
+derivative of the mean of those tied elements, a straight-through estimate of the exact median's gradient
+(both sum to 1 over the window: shifting every pixel by d shifts the median by d). Computing it costs one
+more pass over the levels the median takes, like the forward pass.
+``detach``: the background is a constant (no gradient through the median); the gradient flows through the
+Gaussian term only. About half the cost of ``selected`` per generated image (no backward median pass).
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from fundus2ffa.errors import ConfigError
+
+MEDIAN_GRADIENTS = ("selected", "detach")
+# Elements per chunk of levels in the counting passes: large enough to amortise the per-call overhead,
+# small enough to stay in cache on a CPU; a GPU takes many more levels per call.
+_CHUNK_ELEMENTS = {"cpu": 1 << 22}
+_DEFAULT_CHUNK_ELEMENTS = 1 << 26
+_INT16_MAX = 32767
+
+
+def opencv_gaussian_sigma(kernel_size: int) -> float:
+    """The sigma OpenCV's ``GaussianBlur`` uses when given 0: 1.4 for the 7x7 kernel of Li et al."""
+    return 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
+
+
+def gaussian_kernel1d(kernel_size: int, sigma: float | None = None, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Normalised 1D Gaussian taps (OpenCV's sigma when ``sigma`` is None or <= 0)."""
+    if sigma is None or sigma <= 0:
+        sigma = opencv_gaussian_sigma(kernel_size)
+    x = torch.arange(kernel_size, device=device, dtype=torch.float64) - (kernel_size - 1) / 2
+    taps = torch.exp(-(x**2) / (2 * sigma**2))
+    return (taps / taps.sum()).to(dtype)
+
+
+def gaussian_blur(x: torch.Tensor, kernel_size: int = 7, sigma: float | None = None) -> torch.Tensor:
+    """Separable Gaussian filter of ``N x C x H x W`` with reflect-101 borders (OpenCV's default).
+
+    Li et al.'s "7x7 Gaussian filter" names no sigma; OpenCV's default for 7 taps (1.4) is used unless given.
+    """
+    _check_kernel(kernel_size, "gaussian_size")
+    n, c, h, w = x.shape
+    r = kernel_size // 2
+    if r == 0:
+        return x
+    taps = gaussian_kernel1d(kernel_size, sigma, x.device, x.dtype)
+    y = F.pad(x.reshape(n * c, 1, h, w), (r, r, r, r), mode="reflect")
+    y = F.conv2d(y, taps.view(1, 1, 1, -1))
+    y = F.conv2d(y, taps.view(1, 1, -1, 1))
+    return y.view(n, c, h, w)
+
+
+def median_blur(
+    x: torch.Tensor,
+    kernel_size: int = 51,
+    value_range: tuple[float, float] = (-1.0, 1.0),
+    levels: int = 256,
+    gradient: str = "selected",
+) -> torch.Tensor:
+    """``kernel_size`` x ``kernel_size`` median filter of ``N x C x H x W`` (replicated borders).
+
+    Exact on images quantised to ``levels`` steps of ``value_range`` (8-bit images with the defaults), at
+    most half a step off otherwise. ``gradient``: selected (routed to the selected element, ties in its
+    level shared) | detach (no gradient). See the module docstring for the method and its cost.
+    """
+    _check_kernel(kernel_size, "median_size")
+    if gradient not in MEDIAN_GRADIENTS:
+        raise ConfigError(f"median_gradient must be one of {'|'.join(MEDIAN_GRADIENTS)}, got {gradient!r}")
+    if levels < 2:
+        raise ConfigError(f"saliency levels must be at least 2, got {levels}")
+    low, high = (float(v) for v in value_range)
+    if not high > low:
+        raise ConfigError(f"value_range must be (low, high) with high > low, got {tuple(value_range)}")
+    n, c, h, w = x.shape
+    r = kernel_size // 2
+    flat = x.reshape(n * c, 1, h, w)
+    padded = F.pad(flat, (r, r, r, r), mode="replicate") if r else flat
+    if gradient == "detach" or not torch.is_grad_enabled() or not padded.requires_grad:
+        with torch.no_grad():
+            out = _WindowMedian.apply(padded.detach(), kernel_size, levels, low, high)
+    else:
+        out = _WindowMedian.apply(padded, kernel_size, levels, low, high)
+    return out.view(n, c, h, w)
+
+
+def saliency_map(
+    x: torch.Tensor,
+    contrast: float = 1.0,
+    median_size: int = 51,
+    gaussian_size: int = 7,
+    gaussian_sigma: float | None = None,
+    value_range: tuple[float, float] = (-1.0, 1.0),
+    levels: int = 256,
+    clamp_negative: bool = False,
+    normalise: bool = False,
+    median_gradient: str = "selected",
+) -> torch.Tensor:
+    """Li et al.'s local saliency ``contrast * (Gaussian(x) - Median(x))`` of ``N x C x H x W`` in ``value_range``.
+
+    Args:
+        contrast: the factor ``a`` (the paper gives no value; 1 by default, reference_spec 9).
+        median_size, gaussian_size, gaussian_sigma: the 51x51 background and 7x7 denoising filters
+            (sigma None: OpenCV's default 1.4).
+        levels: quantisation of the median (256 = 8-bit, exact on 8-bit images).
+        clamp_negative: keep only the bright side (structures above their background); off in the paper.
+        normalise: divide each image's map by its largest absolute value (maps in [-1, 1]); off in the paper.
+        median_gradient: selected | detach (module docstring).
+    """
+    x = x.float() if not x.is_floating_point() or x.dtype in (torch.float16, torch.bfloat16) else x
+    sal = gaussian_blur(x, gaussian_size, gaussian_sigma) - median_blur(
+        x, median_size, value_range, levels, median_gradient
+    )
+    if contrast != 1.0:
+        sal = sal * contrast
+    if clamp_negative:
+        sal = sal.clamp_min(0.0)
+    if normalise:
+        scale = sal.detach().abs().amax(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
+        sal = sal / scale
+    return sal
+
+
+# --------------------------------------------------------------------------------------------- internals
+def _check_kernel(kernel_size: int, key: str) -> None:
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ConfigError(f"{key} must be a positive odd window size, got {kernel_size}")
+
+
+def _chunk(device: torch.device, plane: int) -> int:
+    budget = _CHUNK_ELEMENTS.get(device.type, _DEFAULT_CHUNK_ELEMENTS)
+    return max(1, budget // max(plane, 1))
+
+
+def _count_dtype(device: torch.device, k: int, rows: int, cols: int) -> torch.dtype:
+    """int16 where the running sums cannot overflow (halves memory traffic on a CPU), else int32."""
+    if device.type == "cpu" and cols <= _INT16_MAX and k * rows <= _INT16_MAX:
+        return torch.int16
+    return torch.int32
+
+
+def _box_valid(x: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
+    """Sum over every k x k window lying inside ``x`` (``... x H x W`` -> ``... x H-k+1 x W-k+1``)."""
+    c = x.cumsum(-1, dtype=dtype)
+    out = c[..., k - 1 :].clone()
+    out[..., 1:] -= c[..., :-k]
+    c = out.cumsum(-2, dtype=dtype)
+    out = c[..., k - 1 :, :].clone()
+    out[..., 1:, :] -= c[..., :-k, :]
+    return out
+
+
+def _row_blocks(rows_out: int, k: int, int16_ok: bool) -> list[tuple[int, int]]:
+    """Output-row blocks small enough for int16 running sums on a CPU (one block otherwise)."""
+    if not int16_ok:
+        return [(0, rows_out)]
+    step = max(1, _INT16_MAX // k - (k - 1))
+    return [(start, min(start + step, rows_out)) for start in range(0, rows_out, step)]
+
+
+def _counts(q: torch.Tensor, thresholds: torch.Tensor, k: int) -> torch.Tensor:
+    """Window counts ``C_L`` of ``q`` (``B x Hp x Wp``) for every threshold L -> ``T x B x H x W``."""
+    indicator = q.unsqueeze(0) <= thresholds.view(-1, 1, 1, 1)
+    dtype = _count_dtype(q.device, k, q.shape[-2], q.shape[-1])
+    return _box_valid(indicator.to(dtype), k, dtype)
+
+
+def _median_levels(q: torch.Tensor, k: int, track_ties: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`_median_block` over blocks of output rows (int16-safe running sums on a CPU)."""
+    b, hp, wp = q.shape
+    h = hp - k + 1
+    int16_ok = q.device.type == "cpu" and wp <= _INT16_MAX
+    blocks = _row_blocks(h, k, int16_ok)
+    if len(blocks) == 1:
+        return _median_block(q, k, track_ties)
+    parts = [_median_block(q[:, r0 : r1 + k - 1], k, track_ties) for r0, r1 in blocks]
+    m = torch.cat([p[0] for p in parts], 1)
+    return m, (torch.cat([p[1] for p in parts], 1) if track_ties else None)
+
+
+def _median_block(q: torch.Tensor, k: int, track_ties: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Median level of every k x k window of the padded level image ``q`` (``B x Hp x Wp``).
+
+    Returns ``(m, ties)``: ``m`` ``B x H x W`` int64 levels; ``ties`` the number of window elements at level
+    ``m`` (float), or None unless ``track_ties``.
+    """
+    device = q.device
+    b, hp, wp = q.shape
+    h, w = hp - k + 1, wp - k + 1
+    rank = (k * k + 1) // 2
+    qmin, qmax = int(q.min()), int(q.max())
+    if qmin == qmax:
+        m = torch.full((b, h, w), qmin, dtype=torch.int64, device=device)
+        return m, (torch.full((b, h, w), float(k * k), device=device) if track_ties else None)
+
+    chunk = _chunk(device, b * hp * wp)
+    # Coarse pass: every ``step``-th level bounds each pixel's median to one coarse bin.
+    step = max(2, math.isqrt(qmax - qmin))
+    coarse = torch.arange(qmin + step - 1, qmax, step, device=device, dtype=q.dtype)
+    lo_level, hi_level = qmin, qmax
+    if len(coarse):
+        bins = torch.zeros((b, h, w), dtype=torch.int64, device=device)
+        for s in range(0, len(coarse), chunk):
+            bins += (_counts(q, coarse[s : s + chunk], k) < rank).sum(0)
+        b_min, b_max = int(bins.min()), int(bins.max())
+        lo_level = int(coarse[b_min - 1]) + 1 if b_min > 0 else qmin
+        hi_level = int(coarse[b_max]) if b_max < len(coarse) else qmax
+    # Fine pass over [start, hi_level]: below ``start`` every count is under the rank for every pixel
+    # (start is lo_level - 1 so that the count just below the lowest median is seen, for the ties).
+    start = lo_level - 1 if (track_ties and lo_level > qmin) else lo_level
+    m = torch.full((b, h, w), start, dtype=torch.int64, device=device)
+    lo_count = torch.zeros((b, h, w), dtype=torch.int32, device=device) if track_ties else None
+    hi_count = torch.full((b, h, w), k * k, dtype=torch.int32, device=device) if track_ties else None
+    fine = torch.arange(start, hi_level + 1, device=device, dtype=q.dtype)
+    for s in range(0, len(fine), chunk):
+        counts = _counts(q, fine[s : s + chunk], k)
+        below = counts < rank
+        m += below.sum(0)
+        if track_ties:
+            counts = counts.to(torch.int32)
+            lo_count = torch.maximum(lo_count, torch.where(below, counts, 0).amax(0))
+            hi_count = torch.minimum(hi_count, torch.where(below, k * k, counts).amin(0))
+    ties = (hi_count - lo_count).float() if track_ties else None
+    return m, ties
+
+
+def _quantise(x: torch.Tensor, levels: int, low: float, high: float) -> torch.Tensor:
+    scaled = (x.detach().float() - low) * ((levels - 1) / (high - low))
+    q = torch.round(scaled).clamp_(0, levels - 1)
+    return q.to(torch.uint8 if levels <= 256 else torch.int32)
+
+
+class _WindowMedian(torch.autograd.Function):
+    """Median of every k x k window of a padded ``B x 1 x Hp x Wp`` tensor, gradient to the selected element."""
+
+    @staticmethod
+    def forward(ctx, padded, k, levels, low, high):
+        q = _quantise(padded[:, 0], levels, low, high)
+        track = ctx.needs_input_grad[0]
+        m, ties = _median_levels(q, k, track_ties=track)
+        if track:
+            ctx.save_for_backward(q, m, ties)
+            ctx.k = k
+        scale = (high - low) / (levels - 1)
+        return (m.to(padded.dtype) * scale + low).unsqueeze(1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, m, ties = ctx.saved_tensors
+        k = ctx.k
+        weights = grad[:, 0].float() / ties  # each output's gradient, shared among its tied elements
+        grad_in = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+        m_min, m_max = int(m.min()), int(m.max())
+        b, hp, wp = q.shape
+        chunk = _chunk(q.device, b * (hp + k - 1) * (wp + k - 1))
+        all_levels = torch.arange(m_min, m_max + 1, device=q.device)
+        for s in range(0, len(all_levels), chunk):
+            lv = all_levels[s : s + chunk].view(-1, 1, 1, 1)
+            routed = torch.where(m.unsqueeze(0) == lv, weights.unsqueeze(0), 0.0)  # T x B x H x W
+            # Adjoint of the valid box filter: each input element collects from every window holding it.
+            spread = _box_valid(F.pad(routed, (k - 1, k - 1, k - 1, k - 1)), k, torch.float32)  # T x B x Hp x Wp
+            grad_in += torch.where(q.unsqueeze(0) == lv.to(q.dtype), spread, 0.0).sum(0)
+        return grad_in.unsqueeze(1).to(grad.dtype), None, None, None, None
