@@ -259,8 +259,8 @@ def test_fov_crop_zeroes_crops_and_resizes():
 
 class MarkerVideos(VideoReader):
     """One 64 x 64 video whose CF, 4 frames and mask share a small off-centre marker. The marker gets
-    brighter over time in the frames (90, 130, 170, 210 on a background of 30), so the knowledge mask of
-    the first and last frames is the marker too."""
+    brighter over time in the frames (60, 110, 160, 210 on a background of 30), so the knowledge mask of
+    any two of them (every draw has a V and an L frame) is the marker too."""
 
     def __init__(self, **kwargs):
         super().__init__(phases_drop=(), phase_merge={}, **kwargs)
@@ -277,7 +277,7 @@ class MarkerVideos(VideoReader):
         return cf
 
     def load_frames(self, record, frames):
-        return [np.where(self.marker > 0, 90 + 40 * int(f.order), 30).astype(np.uint8) for f in frames]
+        return [np.where(self.marker > 0, 60 + 50 * int(f.order), 30).astype(np.uint8) for f in frames]
 
     def load_masks(self, record):
         return {"leakage": self.marker.copy()}
@@ -308,8 +308,8 @@ def test_augmentation_moves_cf_frames_and_masks_together():
             continue
         where = centroid(cf_marker)
         maps = [item["leakage"][0] > 0, item["knowledge_mask"][0] > 0]
-        # Frame t: marker 90 + 40 t on a background of 30; split at the midpoint.
-        maps += [frame[0] > to_pm1((30 + 90 + 40 * t) / 2) for frame, t in zip(item["frames"], sample.order)]
+        # Frame t: marker 60 + 50 t on a background of 30; split at the midpoint.
+        maps += [frame[0] > to_pm1((30 + 60 + 50 * t) / 2) for frame, t in zip(item["frames"], sample.order)]
         for other in maps:
             assert np.abs(centroid(other) - where).max() <= 1.0, seed
         positions.append(where)
