@@ -85,10 +85,21 @@ def paired_folder_root(tmp_path_factory) -> Path:
     return root
 
 
-def data_overrides(name: str, isfahan: Path, paired: Path) -> list[str]:
+@pytest.fixture(scope="session")
+def video_csv(tmp_path_factory) -> Path:
+    """Synthetic FFA videos exported in the Fundus2Video CSV layout (6 eyes, 64 px)."""
+    from fundus2ffa.data.synthetic.export import export_video_csv
+
+    return export_video_csv(tmp_path_factory.mktemp("videos"), num_eyes=6, size=64, frames_per_phase=2, seed=3)
+
+
+def data_overrides(name: str, isfahan: Path, paired: Path, video_csv: Path | None = None) -> list[str]:
     """Overrides that point each data config at test data."""
     return {
         "synthetic": ["data=synthetic", "data.reader.num_pairs=8"],
+        "synthetic_video": ["data=synthetic_video", "data.reader.num_eyes=6", "data.image_size=32"],
+        "uwf_video": ["data=uwf_video", f"data.reader.root={SHARED_DATA / 'uwf_slo_fa_phases'}"],
+        "fundus2video_csv": ["data=fundus2video_csv", f"data.reader.csv={video_csv}"],
         "isfahan": ["data=isfahan", f"data.reader.root={isfahan}", "data.num_workers=0", "data.train_repeats=1"],
         "paired_folder": ["data=paired_folder", f"data.reader.root={paired}", "data.num_workers=0"],
         "uwf_phases": ["data=uwf_phases", f"data.reader.root={SHARED_DATA / 'uwf_slo_fa_phases'}"],

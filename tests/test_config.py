@@ -1,5 +1,6 @@
 """Every config composes, instantiates and passes debug=smoke."""
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,19 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-MODELS = options("model")
-DATA = options("data")
+@functools.lru_cache(maxsize=None)
+def kind(group: str, name: str) -> str:
+    """image | video: what a data config serves and what a model consumes (default image)."""
+    node = compose_run([f"{group}={name}"])[group]
+    return node.get("kind", "image")
+
+
+PAIRS = [
+    (model, data)
+    for model in options("model")
+    for data in options("data")
+    if kind("model", model) == kind("data", data)
+]
 
 
 def test_every_net_config_instantiates():
@@ -35,11 +47,14 @@ def test_every_runtime_config_composes(name, tmp_path):
         assert cfg[name] is not None
 
 
-@pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("data", DATA)
-def test_smoke_every_model_on_every_data(model, data, isfahan_root, paired_folder_root, tmp_path):
+def test_every_data_config_has_a_model():
+    assert {data for _, data in PAIRS} == set(options("data"))
+
+
+@pytest.mark.parametrize(("model", "data"), PAIRS)
+def test_smoke_every_model_on_every_data_of_its_kind(model, data, isfahan_root, paired_folder_root, video_csv, tmp_path):
     cfg = compose_run(
-        ["debug=smoke", f"model={model}", *data_overrides(data, isfahan_root, paired_folder_root)], tmp_path
+        ["debug=smoke", f"model={model}", *data_overrides(data, isfahan_root, paired_folder_root, video_csv)], tmp_path
     )
     results = run(cfg)
     assert results["test"]["psnr"] > 0

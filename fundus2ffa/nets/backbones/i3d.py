@@ -15,8 +15,9 @@ Layout and conventions that matter for reproducing the reference numbers:
   on the input size, so it is computed per call; max-pools pad with -inf (TF ignores padded cells).
 - ``Unit3D`` = Conv3d (no bias) -> BatchNorm -> ReLU. The batch norm is Sonnet v1's: epsilon 1e-3,
   decay 0.999, a learned offset but **no scale** (``use_scale=False``), so ``bn.weight`` is fixed at 1.
-  In eval mode the batch norm is folded into the convolution (same arithmetic up to float32 rounding,
-  one pass over the activations less); the state dict keeps the separate batch-norm tensors.
+  For frozen inference :meth:`InceptionI3d.fold_batch_norm` folds every batch norm into its
+  convolution (the same affine map up to float32 rounding, one pass over the activations less);
+  the converted state dict keeps the separate batch-norm tensors of the checkpoint.
 - ``Logits``: average pool with window (2, 7, 7), stride 1, VALID, then a 1x1x1 convolution with bias
   to 400 classes (no batch norm, no ReLU; dropout is inactive at inference), squeezed spatially and
   averaged over the remaining time steps. These 400 numbers are the pre-softmax logits; the standard
@@ -87,14 +88,10 @@ class SamePadConv3d(nn.Conv3d):
         super().__init__(in_channels, out_channels, _triple(kernel_size), _triple(stride), padding=0, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x, self.weight, self.bias)
-
-    def conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """The SAME-padded convolution with the given (possibly batch-norm-folded) weight and bias."""
         pads = same_padding(x.shape[-3:], self.kernel_size, self.stride)
         if pads[0::2] == pads[1::2]:  # symmetric: let the convolution pad (cheaper than a copy)
-            return F.conv3d(x, weight, bias, self.stride, tuple(reversed(pads[0::2])))
-        return F.conv3d(F.pad(x, pads), weight, bias, self.stride)
+            return F.conv3d(x, self.weight, self.bias, self.stride, tuple(reversed(pads[0::2])))
+        return F.conv3d(F.pad(x, pads), self.weight, self.bias, self.stride)
 
 
 class SamePadMaxPool3d(nn.Module):
@@ -145,16 +142,23 @@ class Unit3D(nn.Module):
         self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.bn is None:
-            x = self.conv(x)
-        elif self.training:
-            x = self.bn(self.conv(x))
-        else:  # eval: fold the batch norm into the convolution (one pass over the activations less)
-            scale = torch.rsqrt(self.bn.running_var + self.bn.eps) * self.bn.weight
-            weight = self.conv.weight * scale.view(-1, 1, 1, 1, 1)
-            bias = self.bn.bias - self.bn.running_mean * scale
-            x = self.conv.conv(x, weight, bias)
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x)
         return F.relu_(x) if self.activation else x
+
+    @torch.no_grad()
+    def fold_batch_norm(self) -> None:
+        """Fold the (eval-mode) batch norm into the convolution's weight and bias; drops ``bn``."""
+        if self.bn is None:
+            return
+        scale = torch.rsqrt(self.bn.running_var + self.bn.eps) * self.bn.weight
+        bias = self.bn.bias - self.bn.running_mean * scale
+        if self.conv.bias is not None:
+            bias = bias + self.conv.bias * scale
+        self.conv.weight.mul_(scale.view(-1, 1, 1, 1, 1))
+        self.conv.bias = nn.Parameter(bias.clone(), requires_grad=self.conv.weight.requires_grad)
+        self.bn = None
 
 
 class InceptionBlock(nn.Module):
@@ -237,3 +241,10 @@ class InceptionI3d(nn.Module):
             if return_endpoints:
                 endpoints[name] = x
         return (x, endpoints) if return_endpoints else x
+
+    def fold_batch_norm(self) -> "InceptionI3d":
+        """Fold all batch norms into the convolutions (inference only: the network then has no BN)."""
+        for module in self.modules():
+            if isinstance(module, Unit3D):
+                module.fold_batch_norm()
+        return self

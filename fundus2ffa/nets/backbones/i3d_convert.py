@@ -160,9 +160,10 @@ def load_i3d_state_dict(source: str | None = None, config_key: str = "weights") 
     return state
 
 
-def load_i3d(source: str | None = None, config_key: str = "weights") -> InceptionI3d:
-    """The Kinetics-400 :class:`InceptionI3d`, frozen and in eval mode (never a random network)."""
+def load_i3d(source: str | None = None, config_key: str = "weights", fold_batch_norm: bool = True) -> InceptionI3d:
+    """The Kinetics-400 :class:`InceptionI3d`, frozen, in eval mode, batch norms folded into the
+    convolutions (``fold_batch_norm=False`` keeps them); never a random network."""
     net = InceptionI3d()
     net.load_state_dict(load_i3d_state_dict(source, config_key))
     net.eval().requires_grad_(False)
-    return net
+    return net.fold_batch_norm() if fold_batch_norm else net

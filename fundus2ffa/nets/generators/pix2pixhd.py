@@ -71,6 +71,9 @@ class GlobalGenerator(nn.Module):
         norm: instance (pix2pixHD, affine=False) | batch | none.
         activation: relu (pix2pixHD) | lrelu.
         max_channels: optional cap on the width (None: no cap, as pix2pixHD).
+        output_head: end with ReflPad3-Conv7-Tanh (True); False drops those three layers so ``forward``
+            returns the ``ngf``-channel feature map (the global part of the local enhancer, whose head
+            pix2pixHD removes as well: unused parameters would also break DDP).
         init_type / init_gain: N(0, 0.02) convolutions by default.
     """
 
@@ -85,11 +88,13 @@ class GlobalGenerator(nn.Module):
         activation: str = "relu",
         use_dropout: bool = False,
         max_channels: int | None = None,
+        output_head: bool = True,
         init_type: str = "normal",
         init_gain: float = 0.02,
     ):
         super().__init__()
         norm_fn = norm_layer(norm)
+        self.output_head = output_head
         cap = (lambda c: min(c, max_channels)) if max_channels else (lambda c: c)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.n_downsampling, self.n_blocks = n_downsampling, n_blocks
@@ -105,7 +110,8 @@ class GlobalGenerator(nn.Module):
         for k in range(n_downsampling):
             w_in, w_out = widths[-1 - k], widths[-2 - k]
             layers += [nn.ConvTranspose2d(w_in, w_out, 3, 2, 1, output_padding=1), norm_fn(w_out), _activation(activation)]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
+        if output_head:
+            layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         #: width of the feature map before the head (what the local enhancer adds its features to)
         self.feature_channels = ngf
@@ -116,7 +122,7 @@ class GlobalGenerator(nn.Module):
         """Index into ``self.model`` of a named layer.
 
         what: ``stem_conv`` | ``down_conv`` (k-th downsampling conv, 0-based) | ``block`` (k-th residual
-        block) | ``up_conv`` (k-th transposed conv) | ``head_pad`` (start of the 3-layer head).
+        block) | ``up_conv`` (k-th transposed conv) | ``head_pad`` (start of the 3-layer head; ``len(self.model)`` without a head).
         With the defaults: down_conv 0 -> 4, block 0 -> 16, head_pad -> 37.
         """
         nd, nb = self.n_downsampling, self.n_blocks
@@ -179,7 +185,8 @@ class LocalEnhancer(nn.Module):
     """pix2pixHD coarse-to-fine generator ``G = {G1, G2}`` (reference_spec section 5: 3 blocks, ngf 32).
 
     The global generator runs at half resolution on the AvgPool(3, s2, p1, count_include_pad=False)
-    downsampled input with width ``ngf * 2**n_local_enhancers`` and without its output head; each local
+    downsampled input with width ``ngf * 2**n_local_enhancers`` and without its output head
+    (``output_head=False``); each local
     enhancer encodes the input at its own scale (ReflPad3-Conv7-norm-act, Conv3 s2-norm-act), adds the
     coarser generator's feature map, runs ``n_blocks_local`` residual blocks and upsamples (ConvT3 s2).
     The finest enhancer ends with ReflPad3-Conv7-Tanh. Input and output are at full (2x the global)
@@ -214,7 +221,7 @@ class LocalEnhancer(nn.Module):
         self.divisor = 2 ** (n_downsampling_global + n_local_enhancers)
         self.global_generator = GlobalGenerator(
             in_channels, out_channels, ngf * 2**n_local_enhancers, n_downsampling_global, n_blocks_global,
-            norm, activation, init_type=init_type, init_gain=init_gain,
+            norm, activation, output_head=False, init_type=init_type, init_gain=init_gain,
         )
         downs, ups = [], []
         for n in range(1, n_local_enhancers + 1):
@@ -246,7 +253,7 @@ class LocalEnhancer(nn.Module):
         pyramid = [x]
         for _ in range(self.n_local_enhancers):
             pyramid.append(self.pool(pyramid[-1]))
-        out = self.global_generator.features(pyramid[-1])
+        out = self.global_generator(pyramid[-1])
         for n in range(self.n_local_enhancers):
             scale_input = pyramid[self.n_local_enhancers - 1 - n]
             out = self.upsample[n](self.downsample[n](scale_input) + out)

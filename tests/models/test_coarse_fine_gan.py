@@ -1,0 +1,173 @@
+"""CoarseFineGAN (Fundus2Angio's procedure, reference_spec 3.5): one iteration takes 19 optimiser steps
+in the code's order, each updating exactly the network it should; the fine losses reach G_coarse only
+with coarse_feature_grad; the supervised MSE falls; translate works at any size."""
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from conftest import compose_run
+from fundus2ffa.errors import ConfigError, DataError
+from fundus2ffa.models.coarse_fine_gan import frozen
+
+D_NAMES = ("d1_fine", "d2_fine", "d1_coarse", "d2_coarse")
+
+
+def make_model(*overrides: str):
+    cfg = compose_run(["debug=smoke", "model=fundus2angio", "discriminator.ndf=4", *overrides])
+    model = instantiate(cfg.model, _recursive_=False)
+    optimizers = model.configure_optimizers()[0]
+    model.optimizers = lambda: optimizers  # no Trainer: plain optimisers and backward
+    model.manual_backward = lambda loss: loss.backward()
+    model.logged = []
+    model.log_terms = lambda prefix, terms, batch_size: model.logged.append((prefix, {k: float(v) for k, v in terms.items()}))
+    return model, dict(zip(model.optimizer_names, optimizers))
+
+
+def batch(n: int = 6, size: int = 64, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    cf = torch.rand(n, 3, size, size, generator=g) * 2 - 1
+    ffa = (cf.mean(1, keepdim=True) * 0.8).tanh()  # a learnable target
+    return {"cf": cf, "ffa": ffa}
+
+
+def groups(model) -> dict[str, list[torch.Tensor]]:
+    out = {"coarse": list(model.generator.coarse.parameters()), "fine": list(model.generator.fine.parameters())}
+    out.update({name: list(model.discriminator.nets[name].parameters()) for name in D_NAMES})
+    return out
+
+
+def snapshot(tensors):
+    return [t.detach().clone() for t in tensors]
+
+
+def record_steps(model, optimizers: dict) -> list[tuple[str, set[str]]]:
+    """Wrap every optimiser's step to record (optimiser name, parameter groups it changed)."""
+    events = []
+    for name, opt in optimizers.items():
+        original = opt.step
+
+        def step(*args, _name=name, _original=original, **kwargs):
+            before = {g: snapshot(ps) for g, ps in groups(model).items()}
+            result = _original(*args, **kwargs)
+            changed = {g for g, ps in groups(model).items() if any(not torch.equal(a, b) for a, b in zip(before[g], ps))}
+            events.append((_name, changed))
+            return result
+
+        opt.step = step
+    return events
+
+
+def buffers(module):
+    return snapshot(b for name, b in module.named_buffers() if "running" in name)
+
+
+@pytest.mark.parametrize("fine_new_batch", [False, True])
+def test_one_iteration_steps_each_network_in_order(fine_new_batch):
+    torch.manual_seed(0)
+    model, optimizers = make_model(f"model.fine_new_batch={str(fine_new_batch).lower()}")
+    events = record_steps(model, optimizers)
+    d_stats = {name: buffers(model.discriminator.nets[name]) for name in D_NAMES}
+    at_joint = {}
+    original_joint = model.joint_terms
+
+    def joint_terms(draw, feature):  # the discriminators' BN statistics when the joint step starts
+        at_joint.update({name: buffers(model.discriminator.nets[name]) for name in D_NAMES})
+        return original_joint(draw, feature)
+
+    model.joint_terms = joint_terms
+    model.training_step(batch(8 if fine_new_batch else 6), 0)
+
+    d_round = [name for name in D_NAMES for _ in ("real", "fake")]
+    assert [name for name, _ in events] == d_round * 2 + ["gc_sup", "gf_sup", "g_joint"]  # 8 x 2 + 3 = 19
+    for name, changed in events:
+        expected = {"gc_sup": {"coarse"}, "gf_sup": {"fine"}, "g_joint": {"coarse", "fine"}}.get(name, {name})
+        assert changed == expected, (name, changed)
+    # each D's BN statistics move with its own steps; frozen in the joint step, they stay (Keras semantics)
+    for name in D_NAMES:
+        assert any(not torch.equal(a, b) for a, b in zip(d_stats[name], at_joint[name]))
+        assert all(torch.equal(a, b) for a, b in zip(at_joint[name], buffers(model.discriminator.nets[name])))
+    g_logs = dict(model.logged)["g"]
+    d_logs = dict(model.logged)["d"]
+    assert {"sup_coarse_mse", "sup_fine_mse", "mse_coarse", "mse_fine", "gan", "total"} <= set(g_logs)
+    assert {f"gan_{n}" for n in D_NAMES} <= set(g_logs)
+    assert {f"{n}_{label}" for n in D_NAMES for label in ("real", "fake")} | {"total"} == set(d_logs)
+
+
+def test_discriminator_phase_predicts_with_running_statistics():
+    torch.manual_seed(0)
+    model, optimizers = make_model()
+    stats = buffers(model.generator)
+    draw = model.split_batch(batch())[0]
+    model.discriminator_round(draw, optimizers)
+    model.cached_feature(draw)
+    assert all(torch.equal(a, b) for a, b in zip(stats, buffers(model.generator)))
+    assert model.generator.training  # modes restored
+    model_batch_stats, optimizers = make_model("model.keras_bn_inference=false")
+    stats = buffers(model_batch_stats.generator)
+    model_batch_stats.discriminator_round(model_batch_stats.split_batch(batch())[0], optimizers)
+    assert any(not torch.equal(a, b) for a, b in zip(stats, buffers(model_batch_stats.generator)))
+
+
+@pytest.mark.parametrize("coarse_feature_grad", [False, True])
+def test_fine_losses_reach_the_coarse_generator_only_when_enabled(coarse_feature_grad):
+    torch.manual_seed(0)
+    model, _ = make_model(f"model.coarse_feature_grad={str(coarse_feature_grad).lower()}")
+    draw = model.split_batch(batch())[0]
+    feature = model.cached_feature(draw)
+    coarse = list(model.generator.coarse.parameters())
+    with frozen(model.discriminator):
+        terms = model.joint_terms(draw, feature)
+    fine_losses = terms["gan_d1_fine"] + terms["gan_d2_fine"] + terms["mse_fine"]
+    coarse_losses = terms["gan_d1_coarse"] + terms["gan_d2_coarse"] + terms["mse_coarse"]
+    from_fine = torch.autograd.grad(fine_losses, coarse, allow_unused=True, retain_graph=True)
+    from_coarse = torch.autograd.grad(coarse_losses, coarse, allow_unused=True, retain_graph=True)
+    reached = sum(0.0 if g is None else g.abs().sum().item() for g in from_fine)
+    assert (reached > 0) == coarse_feature_grad
+    assert sum(0.0 if g is None else g.abs().sum().item() for g in from_coarse) > 0
+    # the frozen discriminators get no gradient from the joint objective
+    model.joint_objective(terms).backward()
+    assert all(p.grad is None for p in model.discriminator.parameters())
+    assert all(p.requires_grad for p in model.discriminator.parameters())  # unfrozen afterwards
+
+
+def test_supervised_mse_falls():
+    torch.manual_seed(0)
+    model, _ = make_model("model.optimizer_g.lr=1e-3")
+    data = batch()
+    for i in range(6):
+        model.training_step(data, i)
+    g_logs = [terms for prefix, terms in model.logged if prefix == "g"]
+    for key in ("sup_coarse_mse", "sup_fine_mse", "mse_fine"):
+        first, last = g_logs[0][key], g_logs[-1][key]
+        print(f"{key}: {first:.4f} -> {last:.4f}")
+        assert last < 0.8 * first, key
+
+
+def test_batch_split_and_translate_any_size():
+    torch.manual_seed(0)
+    model, _ = make_model()
+    draws = model.split_batch(batch(6, 32))
+    assert [d["cf"].shape[0] for d in draws] == [2, 2, 2]
+    assert draws[0]["cf_c"].shape[-1] == 16 and draws[0]["ffa_c"].shape[1] == 1
+    assert not torch.equal(draws[0]["cf"], draws[1]["cf"])
+    single = model.split_batch(batch(1, 32))  # a batch-1 data config: every draw reuses the batch
+    assert len(single) == 3 and all(d["cf"] is single[0]["cf"] for d in single)
+    with pytest.raises(DataError, match="data.image_size"):
+        model.split_batch(batch(3, 36))
+
+    model.eval()
+    with torch.no_grad():
+        cf = torch.rand(2, 3, 64, 64) * 2 - 1
+        torch.testing.assert_close(model.translate(cf), model.generator(cf)[0])
+        odd = model.translate(torch.rand(1, 3, 44, 60) * 2 - 1)
+    assert odd.shape == (1, 1, 44, 60) and odd.abs().max() <= 1
+
+
+def test_configuration_errors():
+    with pytest.raises(ConfigError, match="gan"):
+        make_model("loss=[gan,mse,l1]")
+    with pytest.raises(ConfigError, match="generator=fundus2angio"):
+        make_model("generator=resnet_9blocks")
+    with pytest.raises(ConfigError, match="model.lanczos"):
+        make_model("model.lanczos=bicubic")

@@ -1,0 +1,97 @@
+"""pix2pixHD nets: the global generator's layer table and taps, the local enhancer, the multi-scale D."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fundus2ffa.nets.discriminators.multiscale import MultiscaleDiscriminator
+from fundus2ffa.nets.generators.pix2pixhd import GlobalGenerator, LocalEnhancer
+
+
+def conv_params(c_in: int, c_out: int, k: int) -> int:
+    return c_in * c_out * k * k + c_out
+
+
+def expected_global_params(c_in: int, c_out: int, ngf: int = 64, n_down: int = 4, n_blocks: int = 9) -> int:
+    """Parameter count of reference_spec 4.3's table, layer by layer (InstanceNorm has none)."""
+    total = conv_params(c_in, ngf, 7)
+    widths = [ngf * 2**k for k in range(n_down + 1)]
+    total += sum(conv_params(a, b, 3) for a, b in zip(widths, widths[1:]))  # downsampling
+    total += n_blocks * 2 * conv_params(widths[-1], widths[-1], 3)  # residual blocks
+    total += sum(conv_params(b, a, 3) for a, b in zip(widths, widths[1:]))  # transposed convs
+    return total + conv_params(ngf, c_out, 7)
+
+
+def test_full_size_global_generator_is_about_180m_parameters_for_6_to_3_channels():
+    with torch.device("meta"):
+        net = GlobalGenerator(6, 3)
+    count = sum(p.numel() for p in net.parameters())
+    assert count == expected_global_params(6, 3)
+    assert abs(count - 180e6) / 180e6 < 0.03  # 182,452,675: "about 180 M" (reference_spec 4.3)
+    assert len(net.model) == 40  # indices 0..39 of the spec table
+
+
+def test_layer_table_and_patchnce_taps_match_the_spec():
+    net = GlobalGenerator(6, 3, ngf=8)
+    kinds = {0: nn.ReflectionPad2d, 1: nn.Conv2d, 2: nn.InstanceNorm2d, 3: nn.ReLU, 4: nn.Conv2d,
+             8: nn.InstanceNorm2d, 12: nn.ReLU, 25: nn.ConvTranspose2d, 37: nn.ReflectionPad2d, 39: nn.Tanh}
+    for index, kind in kinds.items():
+        assert isinstance(net.model[index], kind), index
+    assert type(net.model[16]).__name__ == "ResnetBlock" and type(net.model[24]).__name__ == "ResnetBlock"
+    assert net.model[4].stride == (2, 2)
+    assert [net.layer_index(w) for w in ("down_conv", "block", "up_conv", "head_pad")] == [4, 16, 25, 37]
+
+    x = torch.randn(2, 6, 64, 64)
+    taps = net.encode(x, [0, 4, 8, 12, 16])
+    # spec 4.3 at 512 px: 6x518, 128x256, 256x128, 512x64, 1024x32; here ngf 8 at 64 px
+    assert [tuple(t.shape[1:]) for t in taps] == [(6, 70, 70), (16, 32, 32), (32, 16, 16), (64, 8, 8), (128, 4, 4)]
+    assert torch.equal(taps[0], F.pad(x, (3, 3, 3, 3), mode="reflect"))  # tap 0: the padded raw input
+    assert torch.allclose(taps[2], net.model[:9](x)) and torch.allclose(taps[4], net.model[:17](x))
+    assert taps[1].mean(dim=(2, 3)).abs().max() > 1e-3  # tap 4 is pre-norm (IN would zero the means)
+    assert taps[2].mean(dim=(2, 3)).abs().max() < 1e-4  # tap 8 is the InstanceNorm output
+    # the order asked for is the order returned, and only the layers up to the deepest tap run
+    assert torch.equal(net.encode(x, [8, 0])[0], taps[2])
+
+
+def test_generator_output_range_shape_and_size_check():
+    net = GlobalGenerator(3, 1, ngf=8, n_blocks=2)
+    y = net(torch.randn(1, 3, 48, 32))
+    assert y.shape == (1, 1, 48, 32) and y.abs().max() <= 1
+    with pytest.raises(ValueError, match="divisible by 16"):
+        net(torch.randn(1, 3, 40, 40))
+    convs = torch.cat([m.weight.flatten() for m in net.modules() if isinstance(m, nn.Conv2d)])
+    assert abs(convs.std().item() - 0.02) < 0.002  # N(0, 0.02) initialisation
+
+
+def test_local_enhancer_runs_the_global_generator_at_half_resolution_and_uses_every_parameter():
+    net = LocalEnhancer(3, 1, ngf=4, n_blocks_global=2, n_blocks_local=1)
+    assert net.global_generator.model[0].padding == (3, 3, 3, 3) and net.global_generator.feature_channels == 8
+    seen = []
+    net.global_generator.register_forward_hook(lambda m, i, o: seen.append((i[0].shape, o.shape)))
+    x = torch.randn(1, 3, 64, 64)
+    y = net(x)
+    assert y.shape == (1, 1, 64, 64)
+    assert seen == [(torch.Size([1, 3, 32, 32]), torch.Size([1, 8, 32, 32]))]  # headless global G at 1/2
+    y.mean().backward()
+    assert all(p.grad is not None for p in net.parameters())  # no unused parameters (DDP-safe)
+    with pytest.raises(ValueError, match="divisible by 32"):
+        net(torch.randn(1, 3, 48, 48))
+
+
+def test_multiscale_discriminator_patch_maps_at_512():
+    d = MultiscaleDiscriminator(4, ndf=8, n_layers=3, num_D=2)
+    with torch.no_grad():
+        out = d(torch.randn(1, 4, 512, 512))
+    assert len(out) == 2 and all(len(scale) == 5 for scale in out)
+    assert [tuple(scale[-1].shape) for scale in out] == [(1, 1, 67, 67), (1, 1, 35, 35)]  # spec 4.4
+    assert [f.shape[1] for f in out[0]] == [8, 16, 32, 64, 1]
+
+
+def test_multiscale_discriminator_second_scale_sees_the_count_exclude_pad_average_pool():
+    d = MultiscaleDiscriminator(4, ndf=4, num_D=2)
+    x = torch.randn(2, 4, 64, 64)
+    pooled = F.avg_pool2d(x, 3, 2, 1, count_include_pad=False)
+    assert torch.allclose(d(x)[1][-1], d.scales[1](pooled)[-1])
+    assert torch.equal(d.downsample(torch.ones(1, 1, 8, 8)), torch.ones(1, 1, 4, 4))  # borders not darkened
+    assert not torch.equal(d.scales[0].blocks[0][0].weight, d.scales[1].blocks[0][0].weight)  # separate weights
