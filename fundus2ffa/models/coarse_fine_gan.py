@@ -18,12 +18,15 @@ One ``training_step`` is one iteration of the official Keras loop:
    fine losses reaches G_coarse (the code; ``coarse_feature_grad=true`` feeds the live feature instead).
 
 Keras quirks kept (A2): the generators are updated by three independent Adam states (``opt_gc_sup``,
-``opt_gf_sup``, ``opt_g_joint``) and every discriminator has its own. ``keras_bn_inference`` (a default
-this module derives from Keras' semantics, not stated in the spec): Keras' ``predict`` runs BatchNorm
-in inference mode, so the fakes of step 1 and the cached feature of step 2 use the generators' running
-statistics, and a frozen Keras BatchNorm (the discriminators inside the compiled GAN model of step 4)
-also runs in inference mode and keeps its statistics; false uses batch statistics everywhere (the
-PyTorch habit).
+``opt_gf_sup``, ``opt_g_joint``) and every discriminator has its own.
+
+BatchNorm modes, two defaults this module derives from Keras' semantics (the spec does not state them):
+``predict_bn_inference``: Keras' ``predict`` always runs BatchNorm in inference mode, so the fakes of
+step 1 and the cached feature of step 2 use the generators' running statistics (and do not update
+them). ``frozen_d_bn_inference``: in TensorFlow 2 a BatchNorm of a frozen (``trainable=False``) model runs
+in inference mode, so the discriminators inside the compiled GAN model of step 4 use and keep their
+running statistics; this depends on when the official loop's ``trainable`` flags are traced, so it is
+the less certain of the two. false = batch statistics (the PyTorch habit).
 
 Batches: the Keras loop draws each of its random batches itself. Here the data loader supplies them:
 a loader batch of ``k * B`` samples is split into ``k`` batches of B, ``k = d_rounds + 1`` (+1 with
@@ -102,7 +105,9 @@ class CoarseFineGAN(GANModule):
             G_coarse's batch (code, default).
         coarse_feature_grad: let the joint step back-propagate the fine losses into G_coarse through a
             live coarse feature (false: the cached constant, as the code).
-        keras_bn_inference: BatchNorm in inference mode where Keras has it (see the module docstring).
+        predict_bn_inference: step 1's fakes and the cached feature with BatchNorm in inference mode
+            (Keras ``predict``); see the module docstring.
+        frozen_d_bn_inference: the frozen discriminators of step 4 in inference mode (TF2 semantics).
         lanczos: float (the code: tf.image.resize on [-1, 1] floats) | uint8 (the halved real images
             rounded to 8-bit levels, as the SZU reproduction's PIL path on uint8 gives).
         metrics: {quantize}; compile: torch.compile the networks.
@@ -119,7 +124,8 @@ class CoarseFineGAN(GANModule):
         d_rounds: int = 2,
         fine_new_batch: bool = False,
         coarse_feature_grad: bool = False,
-        keras_bn_inference: bool = True,
+        predict_bn_inference: bool = True,
+        frozen_d_bn_inference: bool = True,
         lanczos: str = "float",
         metrics: DictConfig | None = None,
         compile: bool = False,
@@ -147,7 +153,7 @@ class CoarseFineGAN(GANModule):
             )
         self.losses = nn.ModuleDict({name: self.build(cfg) for name, cfg in (losses or {}).items() if cfg is not None})
         extra = sorted(set(self.losses) - {"gan", "mse"})
-        if extra or "mse" not in self.losses or not isinstance(self.losses["gan"] if "gan" in self.losses else None, AdversarialLoss):
+        if extra or "mse" not in self.losses or not isinstance(self.losses.get("gan"), AdversarialLoss):
             raise ConfigError(
                 f"model=fundus2angio trains with exactly two loss terms, gan (an AdversarialLoss) and mse; got "
                 f"{sorted(self.losses)} (use loss=[gan,mse]; set loss.gan.weight=0 to drop the adversarial terms)"
@@ -238,7 +244,7 @@ class CoarseFineGAN(GANModule):
     # ----------------------------------------------------------------- steps
     def discriminator_round(self, draw: dict, optimizers: dict) -> dict[str, torch.Tensor]:
         """Step 1 once: predict the fakes, then real -> 1 and fake -> 0 Adam steps for each D."""
-        with torch.no_grad(), inference_mode_bn(self.generator, self.hparams.keras_bn_inference):
+        with torch.no_grad(), inference_mode_bn(self.generator, self.hparams.predict_bn_inference):
             fake_c, feature = self.generator.coarse(draw["cf_c"])
             fake = self.generator.fine(draw["cf"], feature)
         pairs = {
@@ -257,7 +263,7 @@ class CoarseFineGAN(GANModule):
     @torch.no_grad()
     def cached_feature(self, draw: dict) -> torch.Tensor:
         """G_coarse's feature for ``draw`` as Keras' ``predict`` gives it (the constant of steps 3 and 4)."""
-        with inference_mode_bn(self.generator.coarse, self.hparams.keras_bn_inference):
+        with inference_mode_bn(self.generator.coarse, self.hparams.predict_bn_inference):
             return self.generator.coarse(draw["cf_c"])[1]
 
     def coarse_supervised_loss(self, draw: dict) -> torch.Tensor:
@@ -278,7 +284,7 @@ class CoarseFineGAN(GANModule):
         fake = self.generator.fine(draw["cf"], live_feature if self.hparams.coarse_feature_grad else feature)
         terms = {}
         if self.gan.active:
-            with inference_mode_bn(self.discriminator, self.hparams.keras_bn_inference):
+            with inference_mode_bn(self.discriminator, self.hparams.frozen_d_bn_inference):
                 preds = self.discriminator(torch.cat([draw["cf"], fake], 1), torch.cat([draw["cf_c"], fake_c], 1))
             for name in self.d_names:
                 terms[f"gan_{name}"] = self.gan(LossInputs(cf=draw["cf"], real=draw["ffa"], fake=fake, pred_fake=preds[name]))

@@ -44,8 +44,8 @@ def lanczos_matrix_np(in_size: int, out_size: int) -> np.ndarray:
     matrix = np.zeros((out_size, in_size), dtype=np.float64)
     for i in range(out_size):
         center = (i + 0.5) * scale
-        first = max(int(math.floor(center - support + 0.5)), 0)
-        last = min(int(math.floor(center + support + 0.5)), in_size)
+        first = max(math.floor(center - support + 0.5), 0)
+        last = min(math.floor(center + support + 0.5), in_size)
         taps = np.arange(first, last)
         weights = lanczos3((taps + 0.5 - center) / stretch)
         matrix[i, first:last] = weights / weights.sum()

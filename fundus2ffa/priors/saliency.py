@@ -168,58 +168,47 @@ def _chunk(device: torch.device, plane: int) -> int:
     return max(1, budget // max(plane, 1))
 
 
-def _count_dtype(device: torch.device, k: int, rows: int, cols: int) -> torch.dtype:
-    """int16 where the running sums cannot overflow (halves memory traffic on a CPU), else int32."""
-    if device.type == "cpu" and cols <= _INT16_MAX and k * rows <= _INT16_MAX:
-        return torch.int16
-    return torch.int32
-
-
 def _box_valid(x: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
-    """Sum over every k x k window lying inside ``x`` (``... x H x W`` -> ``... x H-k+1 x W-k+1``)."""
+    """Sum over every k x k window of ``x`` whose first row and column are zeros (a sentinel border).
+
+    ``... x (1+H) x (1+W)`` -> ``... x (H-k+1) x (W-k+1)``: with the leading zeros each window sum is one
+    difference of running sums, without a copy for the first window.
+    """
     c = x.cumsum(-1, dtype=dtype)
-    out = c[..., k - 1 :].clone()
-    out[..., 1:] -= c[..., :-k]
-    c = out.cumsum(-2, dtype=dtype)
-    out = c[..., k - 1 :, :].clone()
-    out[..., 1:, :] -= c[..., :-k, :]
-    return out
+    c = (c[..., k:] - c[..., :-k]).cumsum(-2, dtype=dtype)
+    return c[..., k:, :] - c[..., :-k, :]
 
 
 def _row_blocks(rows_out: int, k: int, int16_ok: bool) -> list[tuple[int, int]]:
-    """Output-row blocks small enough for int16 running sums on a CPU (one block otherwise)."""
+    """Output-row blocks whose running column sums (at most k * (rows + k)) fit int16 on a CPU."""
     if not int16_ok:
         return [(0, rows_out)]
-    step = max(1, _INT16_MAX // k - (k - 1))
+    step = max(1, _INT16_MAX // k - k)
     return [(start, min(start + step, rows_out)) for start in range(0, rows_out, step)]
 
 
-def _counts(q: torch.Tensor, thresholds: torch.Tensor, k: int) -> torch.Tensor:
-    """Window counts ``C_L`` of ``q`` (``B x Hp x Wp``) for every threshold L -> ``T x B x H x W``."""
-    indicator = q.unsqueeze(0) <= thresholds.view(-1, 1, 1, 1)
-    dtype = _count_dtype(q.device, k, q.shape[-2], q.shape[-1])
-    return _box_valid(indicator.to(dtype), k, dtype)
-
-
 def _median_levels(q: torch.Tensor, k: int, track_ties: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`_median_block` over blocks of output rows (int16-safe running sums on a CPU)."""
+    """Median level of every k x k window of the replicate-padded level image ``q`` (``B x Hp x Wp``).
+
+    Returns ``(m, ties)``: ``m`` ``B x H x W`` int64 levels; ``ties`` the number of window elements at level
+    ``m`` (float), or None unless ``track_ties``. On a CPU the rows are processed in blocks small enough
+    for int16 running sums (half the memory traffic of int32); elsewhere in one block with int32.
+    """
     b, hp, wp = q.shape
-    h = hp - k + 1
-    int16_ok = q.device.type == "cpu" and wp <= _INT16_MAX
-    blocks = _row_blocks(h, k, int16_ok)
-    if len(blocks) == 1:
-        return _median_block(q, k, track_ties)
-    parts = [_median_block(q[:, r0 : r1 + k - 1], k, track_ties) for r0, r1 in blocks]
+    int16_ok = q.device.type == "cpu" and wp + 1 <= _INT16_MAX and k * (k + 1) <= _INT16_MAX
+    dtype = torch.int16 if int16_ok else torch.int32
+    blocks = _row_blocks(hp - k + 1, k, int16_ok)
+    parts = [_median_block(q[:, r0 : r1 + k - 1], k, track_ties, dtype) for r0, r1 in blocks]
+    if len(parts) == 1:
+        return parts[0]
     m = torch.cat([p[0] for p in parts], 1)
     return m, (torch.cat([p[1] for p in parts], 1) if track_ties else None)
 
 
-def _median_block(q: torch.Tensor, k: int, track_ties: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Median level of every k x k window of the padded level image ``q`` (``B x Hp x Wp``).
-
-    Returns ``(m, ties)``: ``m`` ``B x H x W`` int64 levels; ``ties`` the number of window elements at level
-    ``m`` (float), or None unless ``track_ties``.
-    """
+def _median_block(
+    q: torch.Tensor, k: int, track_ties: bool, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`_median_levels` of one block, counting in ``dtype``."""
     device = q.device
     b, hp, wp = q.shape
     h, w = hp - k + 1, wp - k + 1
@@ -228,42 +217,50 @@ def _median_block(q: torch.Tensor, k: int, track_ties: bool) -> tuple[torch.Tens
     if qmin == qmax:
         m = torch.full((b, h, w), qmin, dtype=torch.int64, device=device)
         return m, (torch.full((b, h, w), float(k * k), device=device) if track_ties else None)
+    # Leading sentinel row and column above every level: their indicator is 0 (see _box_valid).
+    sentinel = torch.iinfo(q.dtype).max
+    qs = F.pad(q, (1, 0, 1, 0), value=sentinel).unsqueeze(0)
+    chunk = _chunk(device, b * (hp + 1) * (wp + 1))
 
-    chunk = _chunk(device, b * hp * wp)
+    def counts(thresholds: torch.Tensor) -> torch.Tensor:  # T x B x H x W window counts C_L
+        return _box_valid((qs <= thresholds.view(-1, 1, 1, 1)).to(dtype), k, dtype)
+
     # Coarse pass: every ``step``-th level bounds each pixel's median to one coarse bin.
     step = max(2, math.isqrt(qmax - qmin))
     coarse = torch.arange(qmin + step - 1, qmax, step, device=device, dtype=q.dtype)
     lo_level, hi_level = qmin, qmax
     if len(coarse):
-        bins = torch.zeros((b, h, w), dtype=torch.int64, device=device)
+        bins = torch.zeros((b, h, w), dtype=torch.int32, device=device)
         for s in range(0, len(coarse), chunk):
-            bins += (_counts(q, coarse[s : s + chunk], k) < rank).sum(0)
+            bins += (counts(coarse[s : s + chunk]) < rank).sum(0, dtype=torch.int32)
         b_min, b_max = int(bins.min()), int(bins.max())
         lo_level = int(coarse[b_min - 1]) + 1 if b_min > 0 else qmin
         hi_level = int(coarse[b_max]) if b_max < len(coarse) else qmax
-    # Fine pass over [start, hi_level]: below ``start`` every count is under the rank for every pixel
-    # (start is lo_level - 1 so that the count just below the lowest median is seen, for the ties).
+    # Fine pass over [start, end]: below ``start`` every count is under the rank for every pixel, from
+    # ``end`` on none is. With ties tracked the pass also sees the count just below the lowest median
+    # (start = lo_level - 1) and at the highest one (end = hi_level).
     start = lo_level - 1 if (track_ties and lo_level > qmin) else lo_level
-    m = torch.full((b, h, w), start, dtype=torch.int64, device=device)
+    end = hi_level if track_ties else hi_level - 1
+    m = torch.full((b, h, w), start, dtype=torch.int32, device=device)
     lo_count = torch.zeros((b, h, w), dtype=torch.int32, device=device) if track_ties else None
     hi_count = torch.full((b, h, w), k * k, dtype=torch.int32, device=device) if track_ties else None
-    fine = torch.arange(start, hi_level + 1, device=device, dtype=q.dtype)
+    fine = torch.arange(start, end + 1, device=device, dtype=q.dtype)
     for s in range(0, len(fine), chunk):
-        counts = _counts(q, fine[s : s + chunk], k)
-        below = counts < rank
-        m += below.sum(0)
+        c = counts(fine[s : s + chunk])
+        below = c < rank
+        m += below.sum(0, dtype=torch.int32)
         if track_ties:
-            counts = counts.to(torch.int32)
-            lo_count = torch.maximum(lo_count, torch.where(below, counts, 0).amax(0))
-            hi_count = torch.minimum(hi_count, torch.where(below, k * k, counts).amin(0))
+            lo_count = torch.maximum(lo_count, torch.where(below, c, 0).amax(0))
+            hi_count = torch.minimum(hi_count, torch.where(below, k * k, c).amin(0))
     ties = (hi_count - lo_count).float() if track_ties else None
-    return m, ties
+    return m.long(), ties
 
 
 def _quantise(x: torch.Tensor, levels: int, low: float, high: float) -> torch.Tensor:
+    """Level indices 0..levels-1 of ``x`` (rounded; clamped to ``value_range``), int16 or int32."""
     scaled = (x.detach().float() - low) * ((levels - 1) / (high - low))
     q = torch.round(scaled).clamp_(0, levels - 1)
-    return q.to(torch.uint8 if levels <= 256 else torch.int32)
+    return q.to(torch.int16 if levels < _INT16_MAX else torch.int32)
 
 
 class _WindowMedian(torch.autograd.Function):
@@ -288,12 +285,12 @@ class _WindowMedian(torch.autograd.Function):
         grad_in = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
         m_min, m_max = int(m.min()), int(m.max())
         b, hp, wp = q.shape
-        chunk = _chunk(q.device, b * (hp + k - 1) * (wp + k - 1))
+        chunk = _chunk(q.device, 2 * b * (hp + k) * (wp + k))  # float32: twice the bytes of int16
         all_levels = torch.arange(m_min, m_max + 1, device=q.device)
         for s in range(0, len(all_levels), chunk):
             lv = all_levels[s : s + chunk].view(-1, 1, 1, 1)
             routed = torch.where(m.unsqueeze(0) == lv, weights.unsqueeze(0), 0.0)  # T x B x H x W
             # Adjoint of the valid box filter: each input element collects from every window holding it.
-            spread = _box_valid(F.pad(routed, (k - 1, k - 1, k - 1, k - 1)), k, torch.float32)  # T x B x Hp x Wp
+            spread = _box_valid(F.pad(routed, (k, k - 1, k, k - 1)), k, torch.float32)  # T x B x Hp x Wp
             grad_in += torch.where(q.unsqueeze(0) == lv.to(q.dtype), spread, 0.0).sum(0)
         return grad_in.unsqueeze(1).to(grad.dtype), None, None, None, None

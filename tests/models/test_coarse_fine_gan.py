@@ -2,29 +2,34 @@
 in the code's order, each updating exactly the network it should; the fine losses reach G_coarse only
 with coarse_feature_grad; the supervised MSE falls; translate works at any size."""
 
+import itertools
+
 import pytest
 import torch
-from hydra.utils import instantiate
 
 from conftest import compose_run
 from fundus2ffa.errors import ConfigError, DataError
 from fundus2ffa.models.coarse_fine_gan import frozen
+from fundus2ffa.run import build
 
 D_NAMES = ("d1_fine", "d2_fine", "d1_coarse", "d2_coarse")
 
 
-def make_model(*overrides: str):
-    cfg = compose_run(["debug=smoke", "model=fundus2angio", "discriminator.ndf=4", *overrides])
-    model = instantiate(cfg.model, _recursive_=False)
+TINY = ("generator.ngf=4", "generator.n_blocks_coarse=1", "generator.n_blocks_fine=1", "discriminator.ndf=4")
+
+
+def make_model(*overrides: str, tiny: tuple[str, ...] = TINY):
+    cfg = compose_run(["debug=smoke", "model=fundus2angio", *tiny, *overrides])
+    model = build(cfg.model, "model", _recursive_=False)
     optimizers = model.configure_optimizers()[0]
     model.optimizers = lambda: optimizers  # no Trainer: plain optimisers and backward
     model.manual_backward = lambda loss: loss.backward()
     model.logged = []
-    model.log_terms = lambda prefix, terms, batch_size: model.logged.append((prefix, {k: float(v) for k, v in terms.items()}))
+    model.log_terms = lambda prefix, terms, batch_size: model.logged.append((prefix, {k: float(v.detach()) for k, v in terms.items()}))
     return model, dict(zip(model.optimizer_names, optimizers))
 
 
-def batch(n: int = 6, size: int = 64, seed: int = 0) -> dict:
+def batch(n: int = 6, size: int = 32, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     cf = torch.rand(n, 3, size, size, generator=g) * 2 - 1
     ffa = (cf.mean(1, keepdim=True) * 0.8).tanh()  # a learnable target
@@ -103,10 +108,17 @@ def test_discriminator_phase_predicts_with_running_statistics():
     model.cached_feature(draw)
     assert all(torch.equal(a, b) for a, b in zip(stats, buffers(model.generator)))
     assert model.generator.training  # modes restored
-    model_batch_stats, optimizers = make_model("model.keras_bn_inference=false")
-    stats = buffers(model_batch_stats.generator)
-    model_batch_stats.discriminator_round(model_batch_stats.split_batch(batch())[0], optimizers)
-    assert any(not torch.equal(a, b) for a, b in zip(stats, buffers(model_batch_stats.generator)))
+    # batch statistics instead (the PyTorch habit): the D phase moves the generators' statistics and the
+    # joint step the discriminators'
+    batch_stats, optimizers = make_model("model.predict_bn_inference=false", "model.frozen_d_bn_inference=false")
+    draw = batch_stats.split_batch(batch())[0]
+    g_stats, d_stats = buffers(batch_stats.generator), buffers(batch_stats.discriminator)
+    batch_stats.discriminator_round(draw, optimizers)
+    assert any(not torch.equal(a, b) for a, b in zip(g_stats, buffers(batch_stats.generator)))
+    d_stats = buffers(batch_stats.discriminator)
+    with frozen(batch_stats.discriminator):
+        batch_stats.joint_terms(draw, batch_stats.cached_feature(draw))
+    assert any(not torch.equal(a, b) for a, b in zip(d_stats, buffers(batch_stats.discriminator)))
 
 
 @pytest.mark.parametrize("coarse_feature_grad", [False, True])
@@ -132,22 +144,25 @@ def test_fine_losses_reach_the_coarse_generator_only_when_enabled(coarse_feature
 
 
 def test_supervised_mse_falls():
+    # Measured (lr 1e-3, 4 iterations on one batch): coarse 0.040 -> 0.010, fine 0.341 -> 0.278, each
+    # iteration lower than the one before.
     torch.manual_seed(0)
     model, _ = make_model("model.optimizer_g.lr=1e-3")
     data = batch()
-    for i in range(6):
+    for i in range(4):
         model.training_step(data, i)
     g_logs = [terms for prefix, terms in model.logged if prefix == "g"]
-    for key in ("sup_coarse_mse", "sup_fine_mse", "mse_fine"):
-        first, last = g_logs[0][key], g_logs[-1][key]
-        print(f"{key}: {first:.4f} -> {last:.4f}")
-        assert last < 0.8 * first, key
+    for key in ("sup_coarse_mse", "sup_fine_mse", "mse_coarse", "mse_fine"):
+        values = [terms[key] for terms in g_logs]
+        print(key, " -> ".join(f"{v:.4f}" for v in values))
+        assert all(b < a for a, b in itertools.pairwise(values)), key
+        assert values[-1] < 0.9 * values[0], key
 
 
 def test_batch_split_and_translate_any_size():
     torch.manual_seed(0)
     model, _ = make_model()
-    draws = model.split_batch(batch(6, 32))
+    draws = model.split_batch(batch(6, 32))  # 32 px: the coarse level at 16
     assert [d["cf"].shape[0] for d in draws] == [2, 2, 2]
     assert draws[0]["cf_c"].shape[-1] == 16 and draws[0]["ffa_c"].shape[1] == 1
     assert not torch.equal(draws[0]["cf"], draws[1]["cf"])
@@ -158,7 +173,7 @@ def test_batch_split_and_translate_any_size():
 
     model.eval()
     with torch.no_grad():
-        cf = torch.rand(2, 3, 64, 64) * 2 - 1
+        cf = torch.rand(2, 3, 32, 32) * 2 - 1
         torch.testing.assert_close(model.translate(cf), model.generator(cf)[0])
         odd = model.translate(torch.rand(1, 3, 44, 60) * 2 - 1)
     assert odd.shape == (1, 1, 44, 60) and odd.abs().max() <= 1
@@ -168,6 +183,6 @@ def test_configuration_errors():
     with pytest.raises(ConfigError, match="gan"):
         make_model("loss=[gan,mse,l1]")
     with pytest.raises(ConfigError, match="generator=fundus2angio"):
-        make_model("generator=resnet_9blocks")
+        make_model("generator=resnet_9blocks", tiny=())
     with pytest.raises(ConfigError, match="model.lanczos"):
         make_model("model.lanczos=bicubic")

