@@ -101,6 +101,12 @@ def data_overrides(name: str, isfahan: Path, paired: Path, video_csv: Path | Non
         "uwf_video": ["data=uwf_video", f"data.reader.root={SHARED_DATA / 'uwf_slo_fa_phases'}"],
         "fundus2video_csv": ["data=fundus2video_csv", f"data.reader.csv={video_csv}"],
         "isfahan": ["data=isfahan", f"data.reader.root={isfahan}", "data.num_workers=0", "data.train_repeats=1"],
+        # the small fixture lacks the 17 paper ids and is too small for 512 quadrant crops
+        "isfahan_fundus2angio": [
+            "data=isfahan_fundus2angio", f"data.reader.root={isfahan}",
+            "data.reader.train_ids=[abnormal/1,abnormal/2,normal/1,normal/2]", "data.reader.num_test=2",
+            "data.image_size=256", "data.num_workers=0", "data.train_repeats=1",
+        ],
         "paired_folder": ["data=paired_folder", f"data.reader.root={paired}", "data.num_workers=0"],
         "uwf_phases": ["data=uwf_phases", f"data.reader.root={SHARED_DATA / 'uwf_slo_fa_phases'}"],
     }[name]

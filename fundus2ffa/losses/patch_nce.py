@@ -180,7 +180,9 @@ class PatchNCE(LossTerm):
     def nce(self, query: list[torch.Tensor], key: list[torch.Tensor], mask: torch.Tensor | None) -> torch.Tensor:
         """Mean over taps of the InfoNCE of the query features against the key features."""
         ids = self.draw_ids(key, mask)
-        q, k = self.project(query, ids), self.project(key, ids)
+        q = self.project(query, ids)
+        with torch.no_grad():  # keys are detached in InfoNCE anyway: no graph for their projection
+            k = self.project(key, ids)
         return torch.stack([info_nce(qi, ki, self.temperature) for qi, ki in zip(q, k)]).mean()
 
     def forward(self, inputs: LossInputs) -> torch.Tensor:

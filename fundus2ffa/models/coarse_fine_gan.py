@@ -153,7 +153,8 @@ class CoarseFineGAN(GANModule):
             )
         self.losses = nn.ModuleDict({name: self.build(cfg) for name, cfg in (losses or {}).items() if cfg is not None})
         extra = sorted(set(self.losses) - {"gan", "mse"})
-        if extra or "mse" not in self.losses or not isinstance(self.losses.get("gan"), AdversarialLoss):
+        gan = self.losses["gan"] if "gan" in self.losses else None  # noqa: SIM401 (a ModuleDict has no get)
+        if extra or "mse" not in self.losses or not isinstance(gan, AdversarialLoss):
             raise ConfigError(
                 f"model=fundus2angio trains with exactly two loss terms, gan (an AdversarialLoss) and mse; got "
                 f"{sorted(self.losses)} (use loss=[gan,mse]; set loss.gan.weight=0 to drop the adversarial terms)"

@@ -61,12 +61,12 @@ def test_decreases_under_optimisation():
         fake += 0.05 * torch.randn_like(fake)
     opt = torch.optim.Adam([fake], lr=0.05)
     start = gradient_variance_loss(fake, real).item()
-    for _ in range(150):
+    for _ in range(60):
         opt.zero_grad()
         loss = gradient_variance_loss(fake, real)
         loss.backward()
         opt.step()
-    assert loss.item() < 0.1 * start
+    assert loss.item() < 0.05 * start
 
 
 def test_bad_options_name_the_key():
