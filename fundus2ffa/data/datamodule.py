@@ -14,7 +14,39 @@ from fundus2ffa.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-class PairedDataModule(L.LightningDataModule):
+class SplitLoaders(L.LightningDataModule):
+    """Loaders over ``self.datasets`` (train/val/test), shared by the image and video datamodules.
+
+    Subclasses fill ``datasets`` in ``setup`` and set ``batch_size``, ``eval_batch_size``,
+    ``num_workers`` and ``pin_memory``; ``collate_fn`` batches their items (None: torch's default).
+    """
+
+    collate_fn = None
+    datasets: dict
+
+    def _loader(self, name: str, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(
+            self.datasets[name],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=type(self).collate_fn,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False, self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False, self.eval_batch_size)
+
+
+class PairedDataModule(SplitLoaders):
     """Splits a reader's records (by group, stratified by category) and serves paired batches.
 
     Records that carry a ``split`` of their own (a reader with fixed train/test folders) keep it; the
@@ -87,23 +119,3 @@ class PairedDataModule(L.LightningDataModule):
             transform = self.train_transform if name == "train" else self.eval_transform
             repeats = self.train_repeats if name == "train" else 1
             self.datasets[name] = PairedDataset(self.reader, part, transform, cache=self.cache, repeats=repeats)
-
-    def _loader(self, name: str, shuffle: bool, batch_size: int) -> DataLoader:
-        return DataLoader(
-            self.datasets[name],
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            drop_last=False,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True, self.batch_size)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False, self.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False, self.eval_batch_size)

@@ -2,9 +2,7 @@
 
 import logging
 
-import lightning as L
-from torch.utils.data import DataLoader
-
+from fundus2ffa.data.datamodule import SplitLoaders
 from fundus2ffa.data.splits import SPLITS, split_records
 from fundus2ffa.data.video.dataset import VideoDataset, collate_videos, km_settings
 from fundus2ffa.data.video.readers import VideoReader
@@ -16,7 +14,7 @@ log = logging.getLogger(__name__)
 KINDS = ("video",)
 
 
-class VideoDataModule(L.LightningDataModule):
+class VideoDataModule(SplitLoaders):
     """Splits a video reader's eyes by patient and serves video batches.
 
     The split follows the code (section 4.2): grouped by patient (``orgid``, the record's ``group``) so no
@@ -44,6 +42,8 @@ class VideoDataModule(L.LightningDataModule):
         verify: decode every image once before training (``header``: read image headers only, for large
             video sets).
     """
+
+    collate_fn = staticmethod(collate_videos)
 
     def __init__(
         self,
@@ -125,23 +125,3 @@ class VideoDataModule(L.LightningDataModule):
                 fov_crop=self.fov_crop,
             )
 
-    def _loader(self, name: str, shuffle: bool, batch_size: int) -> DataLoader:
-        return DataLoader(
-            self.datasets[name],
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=collate_videos,
-            drop_last=False,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True, self.batch_size)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False, self.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False, self.eval_batch_size)
