@@ -112,6 +112,9 @@ def bare_run(cfg, iterations: int, warmup: int, device: torch.device) -> float:
         for p in D.parameters():
             p.requires_grad_(False)
         inputs = LossInputs(cf=cf, real=real, fake=fake, pred_fake=D(torch.cat([cf, fake], 1)))
+        if any(losses[n].needs_pred_real for n in model.active_terms):
+            with torch.no_grad():
+                inputs.pred_real = D(torch.cat([cf, real], 1))
         loss = sum(losses[n].weight * losses[n](inputs) for n in model.active_terms)
         opt_g.zero_grad(set_to_none=True)
         loss.backward()

@@ -107,6 +107,8 @@ def data_overrides(name: str, isfahan: Path, paired: Path, video_csv: Path | Non
             "data.reader.train_ids=[abnormal/1,abnormal/2,normal/1,normal/2]", "data.reader.num_test=2",
             "data.image_size=256", "data.num_workers=0", "data.train_repeats=1",
         ],
+        "isfahan_li2020": ["data=isfahan_li2020", f"data.reader.root={isfahan}", "data.num_workers=0"],
+        "li2020_registered": ["data=li2020_registered", f"data.reader.root={paired}", "data.image_size=128", "data.num_workers=0"],
         "paired_folder": ["data=paired_folder", f"data.reader.root={paired}", "data.num_workers=0"],
         "uwf_phases": ["data=uwf_phases", f"data.reader.root={SHARED_DATA / 'uwf_slo_fa_phases'}"],
     }[name]

@@ -142,33 +142,41 @@ def train_one(variant: str, seed: int, args, root: Path) -> dict:
     return row
 
 
+KEYS = ["psnr", "ssim", "mae_vessel", "mae_lesion", "mae_fov", "sal_mae_vessel", "sal_mae_lesion", "sal_mae_fov"]
+NAMES = {
+    "psnr": "PSNR dB (test, 8-bit) ↑",
+    "ssim": "SSIM ↑",
+    "mae_vessel": "MAE in vessels (grey levels) ↓",
+    "mae_lesion": "MAE in lesions (grey levels) ↓",
+    "mae_fov": "MAE in field of view ↓",
+    "sal_mae_vessel": "saliency-map MAE in vessels ↓",
+    "sal_mae_lesion": "saliency-map MAE in lesions ↓",
+    "sal_mae_fov": "saliency-map MAE in field of view ↓",
+}
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
 def summarise(rows: list[dict]) -> tuple[dict, str]:
-    keys = ["psnr", "ssim", "mae_vessel", "mae_lesion", "mae_fov", "sal_mae_vessel", "sal_mae_lesion", "sal_mae_fov"]
-    summary = {}
-    for variant in VARIANTS:
-        part = [r for r in rows if r["variant"] == variant]
-        summary[variant] = {
-            k: (statistics.fmean(r[k] for r in part), statistics.stdev(r[k] for r in part) if len(part) > 1 else 0.0)
-            for k in keys
-        } | {"seeds": [r["seed"] for r in part]}
-    names = {
-        "psnr": "PSNR dB (test, 8-bit) ↑",
-        "ssim": "SSIM ↑",
-        "mae_vessel": "MAE in vessels (grey levels) ↓",
-        "mae_lesion": "MAE in lesions (grey levels) ↓",
-        "mae_fov": "MAE in field of view ↓",
-        "sal_mae_vessel": "saliency-map MAE in vessels ↓",
-        "sal_mae_lesion": "saliency-map MAE in lesions ↓",
-        "sal_mae_fov": "saliency-map MAE in field of view ↓",
-    }
-    lines = ["| metric | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
-    for key in keys:
-        cells = []
-        for variant in VARIANTS:
-            mean, std = summary[variant][key]
-            digits = 4 if key == "ssim" else 2
-            cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}")
-        lines.append(f"| {names[key]} | " + " | ".join(cells) + " |")
+    """Mean +- std over seeds per arm, and the paired difference proposed - without_saliency per seed."""
+    by = {(r["variant"], r["seed"]): r for r in rows}
+    seeds = sorted({r["seed"] for r in rows if all((v, r["seed"]) in by for v in VARIANTS)})
+    summary = {variant: {k: _mean_std([by[variant, s][k] for s in seeds]) for k in KEYS} for variant in VARIANTS}
+    differences = {k: [by["proposed", s][k] - by["without_saliency", s][k] for s in seeds] for k in KEYS}
+    summary["difference"] = {k: _mean_std(v) for k, v in differences.items()}
+    better = {k: sum((d > 0) if NAMES[k].endswith("↑") else (d < 0) for d in v) for k, v in differences.items()}
+    summary["proposed_better_seeds"] = better
+    summary["seeds"] = seeds
+    head = "| metric | " + " | ".join(VARIANTS) + " | proposed - without (paired) | seeds proposed better |"
+    lines = [head, "|---|" + "---|" * (len(VARIANTS) + 2)]
+    for key in KEYS:
+        digits = 4 if key == "ssim" else 2
+        cells = [f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in (summary[v][key] for v in VARIANTS)]
+        m, s = summary["difference"][key]
+        cells += [f"{m:+.{digits}f} ± {s:.{digits}f}", f"{better[key]}/{len(seeds)}"]
+        lines.append(f"| {NAMES[key]} | " + " | ".join(cells) + " |")
     return summary, "\n".join(lines)
 
 

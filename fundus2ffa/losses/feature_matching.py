@@ -31,14 +31,18 @@ def feature_matching(
     scale_weight to 1 / number of scales.
     """
     if not pred_fake or len(pred_fake) != len(pred_real):
-        raise ValueError(f"feature matching needs the same number of scales for fake and real, got {len(pred_fake)} and {len(pred_real)}")
+        raise ValueError(
+            f"feature matching needs the same number of scales for fake and real, got {len(pred_fake)} and {len(pred_real)}"
+        )
     num_scales = len(pred_fake)
     scale_weight = 1.0 / num_scales if scale_weight is None else float(scale_weight)
     terms = []
     for fake_scale, real_scale in zip(pred_fake, pred_real):
         n_inter = len(fake_scale) - 1
         if n_inter < 1:
-            raise ValueError("feature matching needs a discriminator that returns intermediate features (more than the patch map)")
+            raise ValueError(
+                "feature matching needs a discriminator that returns intermediate features (more than the patch map)"
+            )
         weight = (4.0 / n_inter if layer_weight is None else float(layer_weight)) * scale_weight
         for fake_feat, real_feat in zip(fake_scale[:-1], real_scale[:-1]):
             terms.append(weight * F.l1_loss(fake_feat, real_feat.detach()))
@@ -64,5 +68,7 @@ class FeatureMatching(LossTerm):
 
     def forward(self, inputs: LossInputs) -> torch.Tensor:
         if inputs.pred_fake is None or inputs.pred_real is None:
-            raise ValueError("FeatureMatching needs the discriminator outputs on the fake and the real pair (pred_fake, pred_real)")
+            raise ValueError(
+                "FeatureMatching needs the discriminator outputs on the fake and the real pair (pred_fake, pred_real)"
+            )
         return feature_matching(inputs.pred_fake, inputs.pred_real, self.layer_weight, self.scale_weight)

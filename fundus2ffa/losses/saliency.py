@@ -29,7 +29,7 @@ class SaliencyLoss(LossTerm):
         clamp_negative: keep only structures brighter than their background (off: the paper's map).
         normalise: divide each map by its largest absolute value (off: the paper's map).
         median_gradient: selected (gradient routed to the selected median element; spec default) | detach.
-        median_size, gaussian_size, gaussian_sigma: filter sizes (51, 7, OpenCV's sigma 1.4 when null).
+        median_size, gaussian_size, gaussian_sigma: filter sizes (51, 7, OpenCV's GaussianBlur kernel for sigma 0 when null).
             They are in pixels of the images the loss sees; the paper's are for 512 px patches.
         levels: quantisation of the median (256: exact on 8-bit images, half a level off otherwise).
         value_range: the range of the model's images ([-1, 1]); the map is in these units.

@@ -146,7 +146,9 @@ class KID(_FeatureSetMetric):
     KernelInceptionDistance, which refuses sets smaller than its subset size.
     """
 
-    def __init__(self, feature_extractor: nn.Module | None = None, subsets: int = 100, subset_size: int = 50, seed: int = 0, **kwargs):
+    def __init__(
+        self, feature_extractor: nn.Module | None = None, subsets: int = 100, subset_size: int = 50, seed: int = 0, **kwargs
+    ):
         super().__init__(feature_extractor, **kwargs)
         self.subsets, self.subset_size, self.seed = int(subsets), int(subset_size), int(seed)
 

@@ -9,7 +9,8 @@ images. Every FID implementation uses TensorFlow's "2015-12-05" Inception graph;
   0..255 to x/128 - 1, as the TF graph does.
 - ``torchmetrics``: torchmetrics' ``NoTrainInceptionV3`` (torch-fidelity's port, the same network),
   which downloads its weights from GitHub on first use (needs the internet and ``pip install
-  torch-fidelity``); only used when asked for.
+  torch-fidelity``); only used when asked for. It resizes by itself: TF1 bilinear for ``resize: tf1``
+  (torchmetrics' own default since 1.5 is antialiased bilinear, which is not the TF reference).
 
 Input semantics are 8-bit (spec 6.2): images are quantised to uint8 first (``features_from_model_range``
 uses ``fundus2ffa.metrics.convert.to_uint8``, the project's one conversion helper) and grey FFA is
@@ -80,13 +81,16 @@ def _load_fid_helper(weights: str | None) -> nn.Module:
     return torch.jit.load(str(path), map_location="cpu")
 
 
-def _load_torchmetrics() -> nn.Module:
+def _load_torchmetrics(resize: str) -> nn.Module:
+    if resize == "bilinear":
+        raise ConfigError("feature_extractor=torchmetrics resizes itself: use resize=tf1 (TF reference) or bilinear_antialias")
     try:
         from torchmetrics.image.fid import NoTrainInceptionV3
     except ImportError as exc:  # pragma: no cover - depends on the torchmetrics version
         raise ConfigError(f"feature_extractor=torchmetrics needs torchmetrics' FID module: {exc}") from None
     try:
-        return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"])
+        # torchmetrics >= 1.5 antialiases by default, unlike the TF reference: follow our resize setting
+        return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], antialias=resize == "bilinear_antialias")
     except ModuleNotFoundError as exc:
         raise ConfigError(
             "feature_extractor=torchmetrics needs torch-fidelity (`pip install torch-fidelity`) and the internet to "
@@ -136,7 +140,7 @@ class InceptionFeatures(nn.Module):
         if network is not None:
             self.backend, self.net = "fid_helper", network
         else:
-            self.net = _load_fid_helper(weights) if backend == "fid_helper" else _load_torchmetrics()
+            self.net = _load_fid_helper(weights) if backend == "fid_helper" else _load_torchmetrics(resize)
         self.net.eval()
         for p in self.net.parameters():
             p.requires_grad_(False)

@@ -88,7 +88,11 @@ class AutoregressiveVideoGAN(GANModule):
             knowledge-aware GAN term, no attention supervision).
         scheduled_sampling: {mode: scheduled | generated | real, step: 100, always_after: 1000}.
         num_frames: frames generated when no ground truth gives T (``translate`` and prediction; 12).
-        metrics: {quantize, compat_mode, report_compat, fvd, fvd_mode, fvd_clip_length, fvd_weights}.
+        metrics: {quantize, compat_mode, report_compat, fvd, fvd_mode, fvd_clip_length, fvd_weights}:
+            standard PSNR/SSIM (spec 6.2) as psnr, ssim, psnr_fov, ssim_fov, and the released code's
+            [-1, 1] variants (6.1) as psnr_compat, ssim_compat (``report_compat``; ``compat_mode`` makes
+            psnr/ssim the code's); ``fvd``: FVD with the I3D weights, ``fvd_mode`` dataset (logged as
+            fvd) and/or per_video_compat (the paper's per-video number, logged as fvd_compat).
         compile: torch.compile G and D.
     """
 
@@ -437,9 +441,16 @@ class AutoregressiveVideoGAN(GANModule):
         return terms
 
     # ----------------------------------------------------------------- training
+    def window_step(self, optimizers: dict, cf, previous, target, km, fov) -> tuple[torch.Tensor, dict, dict]:
+        """One window: a G (+ F) step, then a D step on the same generated window (spec 4.6).
+
+        Returns the detached generated window and the detached G and D terms."""
+        fake, g_terms = self.generator_step(optimizers["g"], optimizers.get("f"), cf, previous, target, km, fov)
+        d_terms = self.discriminator_step(optimizers["d"], cf, target, fake, km)
+        return fake, g_terms, d_terms
+
     def training_step(self, batch, batch_idx: int) -> None:
         optimizers = self._named_optimizers()
-        opt_g, opt_d, opt_f = optimizers["g"], optimizers["d"], optimizers.get("f")
         cf, grey = self._video_batch(batch)
         needs_km = self.use_km_disc or "attention" in self.active_terms or self.hparams.kba_mode == "oracle_train" or (
             self.patch_nce is not None and "patch_nce" in self.active_terms and (self.patch_nce.mask_inputs or self.patch_nce.sampling != "uniform")
@@ -462,8 +473,7 @@ class AutoregressiveVideoGAN(GANModule):
             else:
                 previous, used = self.choose_previous(previous_fake, self.window(grey, n - 1), probability)
                 generated_previous += int(used.sum())
-            previous_fake, g_terms = self.generator_step(opt_g, opt_f, cf, previous, target, km, fov)
-            d_terms = self.discriminator_step(opt_d, cf, target, previous_fake, km)
+            previous_fake, g_terms, d_terms = self.window_step(optimizers, cf, previous, target, km, fov)
             for name, value in g_terms.items():
                 g_sums[name] += value
             for name, value in d_terms.items():
@@ -479,15 +489,24 @@ class AutoregressiveVideoGAN(GANModule):
         )
 
     # ----------------------------------------------------------------- evaluation
-    def _fvd_metric(self, stage: str):
+    def fvd_modes(self) -> list[str]:
+        """``metrics.fvd_mode``: dataset | per_video_compat, or a list of both (logged as fvd / fvd_compat)."""
+        modes = self.metric_settings.get("fvd_mode", "dataset")
+        return [modes] if isinstance(modes, str) else list(modes)
+
+    def _fvd_metrics(self, stage: str) -> dict:
+        """{log key: FrechetVideoDistance} for ``stage``, built on first use (the I3D weights load then)."""
         if stage not in self._fvd:
             from fundus2ffa.metrics.fvd import FrechetVideoDistance
 
             m = self.metric_settings
-            self._fvd[stage] = FrechetVideoDistance(
-                weights=m.get("fvd_weights"), mode=m.get("fvd_mode", "dataset"), clip_length=int(m.get("fvd_clip_length", 16)),
-                config_key="pretrained.i3d",
-            ).to(self.device)
+            self._fvd[stage] = {
+                ("fvd" if mode == "dataset" else "fvd_compat"): FrechetVideoDistance(
+                    weights=m.get("fvd_weights"), mode=mode, clip_length=int(m.get("fvd_clip_length", 16)),
+                    config_key="pretrained.i3d",
+                ).to(self.device)
+                for mode in self.fvd_modes()
+            }
         return self._fvd[stage]
 
     def _eval_step(self, stage: str, batch) -> None:
@@ -501,15 +520,16 @@ class AutoregressiveVideoGAN(GANModule):
         if m.get("report_compat", True) and not m["compat_mode"]:
             compat = video_quality(fake, real, compat_mode=True)
             scores.update({f"{k}_compat": v for k, v in compat.items()})
-        scores["frames"] = torch.full((real.shape[0],), float(real.shape[1]))
         self._tables.setdefault(stage, MetricTable()).add(batch["id"], batch.get("category"), scores)
         if m.get("fvd"):
-            self._fvd_metric(stage).update(real, fake)
+            for metric in self._fvd_metrics(stage).values():
+                metric.update(real, fake)
 
     def _eval_epoch_end(self, stage: str) -> None:
         super()._eval_epoch_end(stage)
-        metric = self._fvd.get(stage)
-        if metric is not None and self.metric_settings.get("fvd"):
+        if not self.metric_settings.get("fvd"):
+            return
+        for key, metric in self._fvd.get(stage, {}).items():
             value = metric.compute()
             metric.reset()
-            self.log(f"{stage}/fvd", float(value), sync_dist=False, rank_zero_only=False)
+            self.log(f"{stage}/{key}", float(value), sync_dist=False, rank_zero_only=False)

@@ -98,10 +98,12 @@ class GANModule(L.LightningModule):
         return self.translate(batch["cf"])
 
     # ----------------------------------------------------------------- evaluation
-    def _eval_step(self, stage: str, batch) -> None:
+    def _eval_step(self, stage: str, batch) -> dict:
+        """Score one batch; returns {"fake": ...} so callbacks (FID) reuse the translation."""
         fake = self.translate(batch["cf"])
         scores = image_quality(fake, batch["ffa"], batch.get("fov"), quantize=self.hparams.get("metrics", {}).get("quantize", True))
         self._tables.setdefault(stage, MetricTable()).add(batch["id"], batch.get("category"), scores)
+        return {"fake": fake}
 
     def _eval_epoch_end(self, stage: str) -> None:
         table = self._tables.pop(stage, MetricTable())
@@ -112,14 +114,14 @@ class GANModule(L.LightningModule):
             # every rank holds the gathered value, so no further reduction is needed
             self.log(f"{stage}/{key}", value, prog_bar=key in ("psnr", "ssim"), sync_dist=False, rank_zero_only=False)
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_step("val", batch)
+    def validation_step(self, batch, batch_idx: int) -> dict:
+        return self._eval_step("val", batch)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step("test", batch)
+    def test_step(self, batch, batch_idx: int) -> dict:
+        return self._eval_step("test", batch)
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")

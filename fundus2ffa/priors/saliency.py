@@ -56,13 +56,28 @@ _DEFAULT_CHUNK_ELEMENTS = 1 << 26
 _INT16_MAX = 32767
 
 
+# OpenCV's getGaussianKernel(k, sigma <= 0) returns these fixed taps for k <= 7 (not the sigma formula).
+_OPENCV_SMALL_GAUSSIANS = {
+    1: (1.0,),
+    3: (0.25, 0.5, 0.25),
+    5: (0.0625, 0.25, 0.375, 0.25, 0.0625),
+    7: (0.03125, 0.109375, 0.21875, 0.28125, 0.21875, 0.109375, 0.03125),
+}
+
+
 def opencv_gaussian_sigma(kernel_size: int) -> float:
-    """The sigma OpenCV's ``GaussianBlur`` uses when given 0: 1.4 for the 7x7 kernel of Li et al."""
+    """The sigma OpenCV derives when given 0 (used for kernels wider than 7): 0.3 * ((k - 1) / 2 - 1) + 0.8."""
     return 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
 
 
 def gaussian_kernel1d(kernel_size: int, sigma: float | None = None, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Normalised 1D Gaussian taps (OpenCV's sigma when ``sigma`` is None or <= 0)."""
+    """Normalised 1D Gaussian taps; ``sigma`` None (or <= 0) gives OpenCV's ``getGaussianKernel(k, 0)``.
+
+    For the 7x7 filter of Li et al. that is OpenCV's fixed table (1, 3.5, 7, 9, 7, 3.5, 1) / 32, close to
+    sigma 1.4; any sigma > 0 gives the sampled Gaussian.
+    """
+    if (sigma is None or sigma <= 0) and kernel_size in _OPENCV_SMALL_GAUSSIANS:
+        return torch.tensor(_OPENCV_SMALL_GAUSSIANS[kernel_size], device=device, dtype=dtype)
     if sigma is None or sigma <= 0:
         sigma = opencv_gaussian_sigma(kernel_size)
     x = torch.arange(kernel_size, device=device, dtype=torch.float64) - (kernel_size - 1) / 2
@@ -73,7 +88,7 @@ def gaussian_kernel1d(kernel_size: int, sigma: float | None = None, device=None,
 def gaussian_blur(x: torch.Tensor, kernel_size: int = 7, sigma: float | None = None) -> torch.Tensor:
     """Separable Gaussian filter of ``N x C x H x W`` with reflect-101 borders (OpenCV's default).
 
-    Li et al.'s "7x7 Gaussian filter" names no sigma; OpenCV's default for 7 taps (1.4) is used unless given.
+    Li et al.'s "7x7 Gaussian filter" names no sigma; without one this is ``cv2.GaussianBlur(x, (7, 7), 0)``.
     """
     _check_kernel(kernel_size, "gaussian_size")
     n, c, h, w = x.shape
@@ -137,7 +152,7 @@ def saliency_map(
     Args:
         contrast: the factor ``a`` (the paper gives no value; 1 by default, reference_spec 9).
         median_size, gaussian_size, gaussian_sigma: the 51x51 background and 7x7 denoising filters
-            (sigma None: OpenCV's default 1.4).
+            (sigma None: OpenCV's kernel for sigma 0, i.e. ``cv2.GaussianBlur(x, (7, 7), 0)``).
         levels: quantisation of the median (256 = 8-bit, exact on 8-bit images).
         clamp_negative: keep only the bright side (structures above their background); off in the paper.
         normalise: divide each image's map by its largest absolute value (maps in [-1, 1]); off in the paper.
@@ -242,16 +257,25 @@ def _median_block(
     start = lo_level - 1 if (track_ties and lo_level > qmin) else lo_level
     end = hi_level if track_ties else hi_level - 1
     m = torch.full((b, h, w), start, dtype=torch.int32, device=device)
-    lo_count = torch.zeros((b, h, w), dtype=torch.int32, device=device) if track_ties else None
-    hi_count = torch.full((b, h, w), k * k, dtype=torch.int32, device=device) if track_ties else None
+    lo_count = hi_count = carry = None
+    if track_ties:  # counts at the levels m - 1 and m, read off each chunk by gathering (no T-sized pass)
+        lo_count = torch.zeros((b, h, w), dtype=torch.int32, device=device)
+        hi_count = torch.full((b, h, w), k * k, dtype=torch.int32, device=device)
+        carry = torch.zeros((b, h, w), dtype=torch.int32, device=device)  # count just below the chunk
     fine = torch.arange(start, end + 1, device=device, dtype=q.dtype)
     for s in range(0, len(fine), chunk):
         c = counts(fine[s : s + chunk])
-        below = c < rank
-        m += below.sum(0, dtype=torch.int32)
+        below_here = (c < rank).sum(0, dtype=torch.int32)
         if track_ties:
-            lo_count = torch.maximum(lo_count, torch.where(below, c, 0).amax(0))
-            hi_count = torch.minimum(hi_count, torch.where(below, k * k, c).amin(0))
+            # the median lies in this chunk where every earlier level was below the rank and not all here are
+            here = (m == start + s) & (below_here < len(c))
+            at_m = c.gather(0, below_here.clamp(max=len(c) - 1).long().unsqueeze(0))[0].to(torch.int32)
+            before_m = c.gather(0, (below_here - 1).clamp(min=0).long().unsqueeze(0))[0].to(torch.int32)
+            before_m = torch.where(below_here > 0, before_m, carry)
+            hi_count = torch.where(here, at_m, hi_count)
+            lo_count = torch.where(here, before_m, lo_count)
+            carry = c[-1].to(torch.int32)
+        m += below_here
     ties = (hi_count - lo_count).float() if track_ties else None
     return m.long(), ties
 
@@ -281,16 +305,26 @@ class _WindowMedian(torch.autograd.Function):
     def backward(ctx, grad):
         q, m, ties = ctx.saved_tensors
         k = ctx.k
+        b, hp, wp = q.shape
+        h, w = m.shape[-2:]
         weights = grad[:, 0].float() / ties  # each output's gradient, shared among its tied elements
         grad_in = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
         m_min, m_max = int(m.min()), int(m.max())
-        b, hp, wp = q.shape
-        chunk = _chunk(q.device, 2 * b * (hp + k) * (wp + k))  # float32: twice the bytes of int16
-        all_levels = torch.arange(m_min, m_max + 1, device=q.device)
-        for s in range(0, len(all_levels), chunk):
-            lv = all_levels[s : s + chunk].view(-1, 1, 1, 1)
-            routed = torch.where(m.unsqueeze(0) == lv, weights.unsqueeze(0), 0.0)  # T x B x H x W
-            # Adjoint of the valid box filter: each input element collects from every window holding it.
-            spread = _box_valid(F.pad(routed, (k, k - 1, k, k - 1)), k, torch.float32)  # T x B x Hp x Wp
-            grad_in += torch.where(q.unsqueeze(0) == lv.to(q.dtype), spread, 0.0).sum(0)
+        chunk = min(m_max - m_min + 1, _chunk(q.device, 2 * b * (hp + k) * (wp + k)))  # float32: 2x int16
+        # Outputs routed to their median level, zero-padded for the adjoint box filter (leading zero row
+        # and column as _box_valid expects); the padding stays zero across chunks.
+        routed = torch.zeros((chunk, b, h + 2 * k - 1, w + 2 * k - 1), dtype=torch.float32, device=q.device)
+        for first in range(m_min, m_max + 1, chunk):
+            t = min(chunk, m_max + 1 - first)
+            inner = routed[:t, :, k : k + h, k : k + w]
+            inner.zero_()
+            level = m - first
+            inside = (level >= 0) & (level < t)
+            inner.scatter_(0, level.clamp(0, t - 1).unsqueeze(0), torch.where(inside, weights, 0.0).unsqueeze(0))
+            # Adjoint of the valid box filter: every input element collects from each window holding it,
+            # then keeps what was routed to its own level.
+            spread = _box_valid(routed[:t], k, torch.float32)  # t x B x Hp x Wp
+            own = q.to(torch.int64) - first
+            mine = (own >= 0) & (own < t)
+            grad_in += torch.where(mine, spread.gather(0, own.clamp(0, t - 1).unsqueeze(0))[0], 0.0)
         return grad_in.unsqueeze(1).to(grad.dtype), None, None, None, None

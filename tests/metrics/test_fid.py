@@ -14,7 +14,7 @@ from fundus2ffa.metrics.fid import FID, KID, frechet_distance, kernel_inception_
 from fundus2ffa.metrics.inception import InceptionFeatures, resize_bilinear_tf1
 
 FFA_FRAMES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ffa_frames" / "origin_data"
-N_IMAGES = 8  # Inception costs ~0.2-1 s per image on a CPU: keep the sets small
+N_IMAGES = 6  # Inception costs ~0.2-1 s per image on a CPU: keep the sets small
 
 
 @pytest.fixture(scope="session")
@@ -125,6 +125,11 @@ class Recorder(torch.nn.Module):
         return x.mean(dim=(2, 3)).repeat(1, 683)[:, :2048] * self.scale
 
 
+class SmallRecorder(Recorder):
+    def forward(self, x):
+        return super().forward(x)[:, :8]
+
+
 def test_inception_input_is_299_three_channel_x_over_128_minus_1():
     net = Recorder()
     extractor = InceptionFeatures(network=net)
@@ -161,3 +166,30 @@ def test_missing_weights_name_the_fetch_command(tmp_path, monkeypatch):
         InceptionFeatures()
     with pytest.raises(WeightsError, match="pretrained.fid_inception"):
         InceptionFeatures(weights=str(tmp_path / "nowhere.pt"))
+
+
+def test_extractor_serves_as_a_torchmetrics_custom_feature_network():
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    class EightFeatures(InceptionFeatures):
+        num_features = 8  # torchmetrics sizes its states from this (2048 makes its eigvals slow)
+
+    extractor = EightFeatures(network=SmallRecorder())
+    metric = FrechetInceptionDistance(feature=extractor, normalize=False)
+    torch.manual_seed(4)
+    real = torch.randint(0, 256, (5, 3, 12, 12), dtype=torch.uint8)
+    fake = torch.randint(0, 200, (6, 1, 12, 12), dtype=torch.uint8)
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    ours = frechet_distance(extractor(real).double(), extractor(fake).double())
+    assert metric.compute().double().item() == pytest.approx(ours.item(), rel=1e-4, abs=1e-6)
+
+
+def test_torchmetrics_backend_without_torch_fidelity_names_the_fix(monkeypatch):
+    import torchmetrics.image.fid
+
+    from fundus2ffa.errors import ConfigError
+
+    monkeypatch.setattr(torchmetrics.image.fid, "_TORCH_FIDELITY_AVAILABLE", False)
+    with pytest.raises(ConfigError, match="torch-fidelity"):
+        InceptionFeatures(backend="torchmetrics")

@@ -95,3 +95,19 @@ def test_multiscale_discriminator_second_scale_sees_the_count_exclude_pad_averag
     assert torch.allclose(d(x)[1][-1], d.scales[1](pooled)[-1])
     assert torch.equal(d.downsample(torch.ones(1, 1, 8, 8)), torch.ones(1, 1, 4, 4))  # borders not darkened
     assert not torch.equal(d.scales[0].blocks[0][0].weight, d.scales[1].blocks[0][0].weight)  # separate weights
+
+
+def test_pad_to_multiple_accepts_any_size_and_keeps_divisible_inputs_unchanged():
+    torch.manual_seed(0)
+    strict = GlobalGenerator(3, 1, ngf=4, n_blocks=1)
+    padded = GlobalGenerator(3, 1, ngf=4, n_blocks=1, pad_to_multiple=True)
+    padded.load_state_dict(strict.state_dict())
+    x = torch.randn(1, 3, 32, 48)
+    assert torch.equal(padded(x), strict(x))  # nothing to pad: the same function
+    odd = torch.randn(1, 3, 36, 45)  # Li et al.'s 288x360 patches are not multiples of 16 either
+    y = padded(odd)
+    assert y.shape == (1, 1, 36, 45)
+    reference = strict(F.pad(odd, (1, 2, 6, 6), mode="reflect"))[..., 6:42, 1:46]  # 48x48, centred
+    assert torch.allclose(y, reference)
+    local = LocalEnhancer(3, 1, ngf=4, n_blocks_global=1, n_blocks_local=1, pad_to_multiple=True)
+    assert local(torch.randn(1, 3, 40, 72)).shape == (1, 1, 40, 72)

@@ -44,6 +44,17 @@ def _activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[slice, slice] | None]:
+    """Reflection-pad H and W up to multiples of ``multiple`` (split evenly); returns the crop back."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if not (ph or pw):
+        return x, None
+    top, left = ph // 2, pw // 2
+    x = F.pad(x, (left, pw - left, top, ph - top), mode="reflect")
+    return x, (slice(top, top + h), slice(left, left + w))
+
+
 class ResnetBlock(nn.Module):
     """pix2pixHD residual block: ReflPad1-Conv3-norm-act-ReflPad1-Conv3-norm, plus the identity."""
 
@@ -74,6 +85,11 @@ class GlobalGenerator(nn.Module):
         output_head: end with ReflPad3-Conv7-Tanh (True); False drops those three layers so ``forward``
             returns the ``ngf``-channel feature map (the global part of the local enhancer, whose head
             pix2pixHD removes as well: unused parameters would also break DDP).
+        pad_to_multiple: False (default) refuses H, W not divisible by 2**n_downsampling; True
+            reflection-pads them up to the next multiple and crops the output back, so any size works
+            (e.g. Li et al.'s 288x360 patches). Deviation: pix2pixHD's loader instead resizes every image
+            to a multiple of 16 (``make_power_2``), which would misalign the output with the target.
+            ``encode`` never pads (its taps are defined on the raw input).
         init_type / init_gain: N(0, 0.02) convolutions by default.
     """
 
@@ -89,12 +105,13 @@ class GlobalGenerator(nn.Module):
         use_dropout: bool = False,
         max_channels: int | None = None,
         output_head: bool = True,
+        pad_to_multiple: bool = False,
         init_type: str = "normal",
         init_gain: float = 0.02,
     ):
         super().__init__()
         norm_fn = norm_layer(norm)
-        self.output_head = output_head
+        self.output_head, self.pad_to_multiple = output_head, pad_to_multiple
         cap = (lambda c: min(c, max_channels)) if max_channels else (lambda c: c)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.n_downsampling, self.n_blocks = n_downsampling, n_blocks
@@ -122,7 +139,8 @@ class GlobalGenerator(nn.Module):
         """Index into ``self.model`` of a named layer.
 
         what: ``stem_conv`` | ``down_conv`` (k-th downsampling conv, 0-based) | ``block`` (k-th residual
-        block) | ``up_conv`` (k-th transposed conv) | ``head_pad`` (start of the 3-layer head; ``len(self.model)`` without a head).
+        block) | ``up_conv`` (k-th transposed conv) | ``head_pad`` (start of the 3-layer head;
+        ``len(self.model)`` without a head).
         With the defaults: down_conv 0 -> 4, block 0 -> 16, head_pad -> 37.
         """
         nd, nb = self.n_downsampling, self.n_blocks
@@ -146,11 +164,16 @@ class GlobalGenerator(nn.Module):
         if x.shape[-1] % side or x.shape[-2] % side:
             raise ValueError(
                 f"GlobalGenerator with n_downsampling={self.n_downsampling} needs H and W divisible by {side}, "
-                f"got {tuple(x.shape[-2:])}; set data.image_size (or the crop size) to a multiple of {side}"
+                f"got {tuple(x.shape[-2:])}; set data.image_size (or the crop size) to a multiple of {side}, "
+                f"or generator.pad_to_multiple=true"
             )
 
     # ----------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad_to_multiple:
+            x, crop = pad_to_multiple(x, 2**self.n_downsampling)
+            if crop is not None:
+                return self.model(x)[..., crop[0], crop[1]]
         self.check_size(x)
         return self.model(x)
 
@@ -198,7 +221,8 @@ class LocalEnhancer(nn.Module):
         n_downsampling_global / n_blocks_global: the global generator's depth (4 and 9).
         n_local_enhancers: 1 in pix2pixHD's examples.
         n_blocks_local: residual blocks per enhancer (3).
-        H and W must be divisible by ``2**(n_downsampling_global + n_local_enhancers)``.
+        pad_to_multiple: as :class:`GlobalGenerator`; otherwise H and W must be divisible by
+            ``2**(n_downsampling_global + n_local_enhancers)``.
     """
 
     def __init__(
@@ -212,12 +236,13 @@ class LocalEnhancer(nn.Module):
         n_blocks_local: int = 3,
         norm: str = "instance",
         activation: str = "relu",
+        pad_to_multiple: bool = False,
         init_type: str = "normal",
         init_gain: float = 0.02,
     ):
         super().__init__()
         norm_fn = norm_layer(norm)
-        self.n_local_enhancers = n_local_enhancers
+        self.n_local_enhancers, self.pad_to_multiple = n_local_enhancers, pad_to_multiple
         self.divisor = 2 ** (n_downsampling_global + n_local_enhancers)
         self.global_generator = GlobalGenerator(
             in_channels, out_channels, ngf * 2**n_local_enhancers, n_downsampling_global, n_blocks_global,
@@ -245,10 +270,13 @@ class LocalEnhancer(nn.Module):
         return F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        crop = None
+        if self.pad_to_multiple:
+            x, crop = pad_to_multiple(x, self.divisor)
         if x.shape[-1] % self.divisor or x.shape[-2] % self.divisor:
             raise ValueError(
                 f"LocalEnhancer needs H and W divisible by {self.divisor}, got {tuple(x.shape[-2:])}; "
-                f"set data.image_size (or the crop size) to a multiple of {self.divisor}"
+                f"set data.image_size (or the crop size) to a multiple of {self.divisor}, or generator.pad_to_multiple=true"
             )
         pyramid = [x]
         for _ in range(self.n_local_enhancers):
@@ -257,4 +285,4 @@ class LocalEnhancer(nn.Module):
         for n in range(self.n_local_enhancers):
             scale_input = pyramid[self.n_local_enhancers - 1 - n]
             out = self.upsample[n](self.downsample[n](scale_input) + out)
-        return out
+        return out if crop is None else out[..., crop[0], crop[1]]
