@@ -3,6 +3,8 @@
     python -m fundus2ffa.bench                         # pix2pix at 256 px, the foundation's target
     python -m fundus2ffa.bench model=saliency_cgan data.image_size=512 pretrained.vgg19=random
     python -m fundus2ffa.bench --iterations 30 --no-bare trainer=gpu
+    python -m fundus2ffa.bench --no-bare data.image_size=512 pretrained.vgg19=random \
+        --variant "model=fundus2angio" --variant "model=pix2pixhd"     # side by side, one process
 
 MFU is achieved FLOP/s (counted FLOPs of one iteration / measured seconds per iteration) over the
 machine's own peak, measured here as the best FLOP/s of a large square matmul in the training dtype.
@@ -70,15 +72,15 @@ def compose_bench(overrides: list[str], out_dir: str):
 
 
 def framework_run(cfg, iterations: int, warmup: int) -> tuple[IterationTimer, torch.device]:
+    """A real ``Trainer.fit`` of ``warmup + iterations`` (+2: one counted for FLOPs, one spare) batches."""
+    with open_dict(cfg):
+        cfg.trainer.max_epochs = 1
+        cfg.trainer.limit_train_batches = iterations + warmup + 2
+        if "num_pairs" in cfg.data.get("reader", {}):
+            cfg.data.reader.num_pairs = max(int(cfg.data.reader.num_pairs), 2 * (iterations + warmup + 2))
     datamodule = build(cfg.data, "data")
     model = build(cfg.model, "model", _recursive_=False)
     timer = IterationTimer(warmup=warmup)
-    with open_dict(cfg):
-        cfg.trainer.max_steps = -1
-        cfg.trainer.max_epochs = 10_000
-        cfg.trainer.limit_train_batches = iterations + warmup + 2
-        cfg.trainer.max_epochs = 1
-        cfg.data.reader.num_pairs = max(int(cfg.data.reader.get("num_pairs", 0) or 0), 2 * (iterations + warmup + 2)) if "num_pairs" in cfg.data.reader else None
     trainer = build(cfg.trainer, "trainer", callbacks=[timer], logger=[instantiate(cfg.logger.csv)])
     trainer.fit(model, datamodule=datamodule)
     return timer, model.device
@@ -128,27 +130,20 @@ def bare_run(cfg, iterations: int, warmup: int, device: torch.device) -> float:
     return statistics.median(times)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m fundus2ffa.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=pix2pix data.image_size=256")
-    parser.add_argument("--iterations", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--no-bare", action="store_true", help="skip the plain-PyTorch comparison loop")
-    parser.add_argument("--json", help="also write the results to this file")
-    args = parser.parse_args(argv)
-
+def measure(overrides: list[str], iterations: int, warmup: int, bare: bool) -> dict:
+    """Benchmark one configuration (see the module docstring for what is measured)."""
     with tempfile.TemporaryDirectory() as out_dir:
-        cfg = compose_bench(args.overrides, out_dir)
+        cfg = compose_bench(overrides, out_dir)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        timer, device = framework_run(cfg, args.iterations, args.warmup)
+        timer, device = framework_run(cfg, iterations, warmup)
         peak_mem = peak_memory_mb(device)
-        bare = float("nan") if args.no_bare else bare_run(cfg, max(5, args.iterations // 2), args.warmup, device)
+        bare_seconds = bare_run(cfg, max(5, iterations // 2), warmup, device) if bare else float("nan")
     precision = str(cfg.trainer.precision)
     dtype = torch.bfloat16 if "bf16" in precision else torch.float16 if precision.startswith("16") else torch.float32
     peak = matmul_peak(device, dtype)
     seconds = statistics.median(timer.times)
     flops = timer.flops or 0
-    results = {
+    return {
         "model": cfg.model._target_,
         "generator": cfg.generator.get("_target_") if "generator" in cfg else None,
         "image_size": int(cfg.data.image_size),
@@ -162,17 +157,37 @@ def main(argv: list[str] | None = None) -> dict:
         "matmul_peak_gflops_per_second": peak / 1e9,
         "mfu": flops / seconds / peak,
         "peak_memory_mb": peak_mem,
-        "bare_seconds_per_iteration": bare,
-        "bare_mfu": flops / bare / peak if bare == bare else float("nan"),
+        "bare_seconds_per_iteration": bare_seconds,
+        "bare_mfu": flops / bare_seconds / peak if bare_seconds == bare_seconds else float("nan"),
         "iterations_timed": len(timer.times),
     }
-    width = max(len(k) for k in results)
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value:.4g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(prog="python -m fundus2ffa.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=pix2pix data.image_size=256")
+    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--no-bare", action="store_true", help="skip the plain-PyTorch comparison loop")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="extra overrides of one configuration to compare, e.g. --variant 'model=pix2pixhd' (repeatable)")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+
+    variants = [v.split() for v in args.variant] or [[]]
+    table = [measure(args.overrides + variant, args.iterations, args.warmup, not args.no_bare) for variant in variants]
+    names = [" ".join(v) or "default" for v in variants]
+    width = max(len(k) for k in table[0])
+    if len(table) > 1:
+        print(f"{'variant':<{width}}  " + "  ".join(f"{n:>24}" for n in names))
+    for key in table[0]:
+        cells = [r[key] for r in table]
+        text = [f"{c:.4g}" if isinstance(c, float) else str(c) for c in cells]
+        print(f"{key:<{width}}  " + "  ".join(f"{t:>24}" for t in text))
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
-    return results
+            json.dump(dict(zip(names, table)), handle, indent=2)
+    return table
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from fundus2ffa.data.io import list_images, read_cf, write_png
 from fundus2ffa.data.transforms import to_tensor_pm1
 from fundus2ffa.errors import ConfigError
 from fundus2ffa.metrics.convert import to_uint8
+from fundus2ffa.nets.padding import pad_to_multiple
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +45,6 @@ def load_model(ckpt_path: str, target: str | None = None):
     return get_class(target).load_from_checkpoint(ckpt_path, map_location="cpu")
 
 
-def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
-    return x, (h, w)
-
-
 @torch.no_grad()
 def translate_image(model, cf: np.ndarray, mode: str, image_size: int, multiple: int, device) -> np.ndarray:
     """One H x W x 3 uint8 CF -> H x W uint8 FFA at the input's resolution."""
@@ -63,8 +55,9 @@ def translate_image(model, cf: np.ndarray, mode: str, image_size: int, multiple:
         ffa = to_uint8(fake[0, 0]).cpu().numpy()
         return cv2.resize(ffa, (width, height), interpolation=cv2.INTER_CUBIC)
     if mode == "native":
-        x, (h, w) = _pad_to_multiple(to_tensor_pm1(cf)[None].to(device), multiple)
-        fake = model.translate(x)[..., :h, :w]
+        x, crop = pad_to_multiple(to_tensor_pm1(cf)[None].to(device), multiple)
+        fake = model.translate(x)
+        fake = fake if crop is None else fake[..., crop[0], crop[1]]
         return to_uint8(fake[0, 0]).cpu().numpy()
     raise ConfigError(f"predict.mode must be resize or native, got {mode!r}")
 
@@ -78,8 +71,9 @@ def translate_video_frames(model, cf: np.ndarray, mode: str, image_size: int, mu
         video = model.translate_video(to_tensor_pm1(small)[None].to(device), num_frames)[0, :, 0]
         return [cv2.resize(to_uint8(f).cpu().numpy(), (width, height), interpolation=cv2.INTER_CUBIC) for f in video]
     if mode == "native":
-        x, (h, w) = _pad_to_multiple(to_tensor_pm1(cf)[None].to(device), multiple)
-        video = model.translate_video(x, num_frames)[0, :, 0, :h, :w]
+        x, crop = pad_to_multiple(to_tensor_pm1(cf)[None].to(device), multiple)
+        video = model.translate_video(x, num_frames)[0, :, 0]
+        video = video if crop is None else video[..., crop[0], crop[1]]
         return [to_uint8(f).cpu().numpy() for f in video]
     raise ConfigError(f"predict.mode must be resize or native, got {mode!r}")
 

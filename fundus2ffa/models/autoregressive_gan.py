@@ -509,7 +509,8 @@ class AutoregressiveVideoGAN(GANModule):
             }
         return self._fvd[stage]
 
-    def _eval_step(self, stage: str, batch) -> None:
+    def _eval_step(self, stage: str, batch) -> dict:
+        """Per-video PSNR/SSIM rows (and FVD features) of one batch; returns {"fake": N x T x 1 x H x W}."""
         from fundus2ffa.metrics.video import video_quality
 
         cf, grey = self._video_batch(batch)
@@ -524,6 +525,7 @@ class AutoregressiveVideoGAN(GANModule):
         if m.get("fvd"):
             for metric in self._fvd_metrics(stage).values():
                 metric.update(real, fake)
+        return {"fake": fake}
 
     def _eval_epoch_end(self, stage: str) -> None:
         super()._eval_epoch_end(stage)

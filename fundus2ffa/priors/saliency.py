@@ -51,7 +51,7 @@ from fundus2ffa.errors import ConfigError
 MEDIAN_GRADIENTS = ("selected", "detach")
 # Elements per chunk of levels in the counting passes: large enough to amortise the per-call overhead,
 # small enough to stay in cache on a CPU; a GPU takes many more levels per call.
-_CHUNK_ELEMENTS = {"cpu": 1 << 22}
+_CHUNK_ELEMENTS = {"cpu": 1 << 23}
 _DEFAULT_CHUNK_ELEMENTS = 1 << 26
 _INT16_MAX = 32767
 
@@ -183,15 +183,32 @@ def _chunk(device: torch.device, plane: int) -> int:
     return max(1, budget // max(plane, 1))
 
 
-def _box_valid(x: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
+class _Workspace:
+    """Flat buffers reused across the chunks of one call: large allocations are not free on a CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.buffers = device, {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        size = math.prod(shape)
+        buffer = self.buffers.get(name)
+        if buffer is None or buffer.dtype != dtype or buffer.numel() < size:
+            buffer = self.buffers[name] = torch.empty(size, dtype=dtype, device=self.device)
+        return buffer[:size].view(shape)
+
+
+def _box_valid(x: torch.Tensor, k: int, dtype: torch.dtype, work: _Workspace) -> torch.Tensor:
     """Sum over every k x k window of ``x`` whose first row and column are zeros (a sentinel border).
 
     ``... x (1+H) x (1+W)`` -> ``... x (H-k+1) x (W-k+1)``: with the leading zeros each window sum is one
-    difference of running sums, without a copy for the first window.
+    difference of running sums, without a copy for the first window. Two workspace buffers hold the
+    running sums; the result is a view of one of them (valid until the next call).
     """
-    c = x.cumsum(-1, dtype=dtype)
-    c = (c[..., k:] - c[..., :-k]).cumsum(-2, dtype=dtype)
-    return c[..., k:, :] - c[..., :-k, :]
+    *lead, rows, cols = x.shape
+    c = torch.cumsum(x, -1, dtype=dtype, out=work.get("box_a", (*lead, rows, cols), dtype))
+    h = torch.sub(c[..., k:], c[..., :-k], out=work.get("box_b", (*lead, rows, cols - k), dtype))
+    c = torch.cumsum(h, -2, dtype=dtype, out=work.get("box_a", (*lead, rows, cols - k), dtype))
+    return torch.sub(c[..., k:, :], c[..., :-k, :], out=work.get("box_b", (*lead, rows - k, cols - k), dtype))
 
 
 def _row_blocks(rows_out: int, k: int, int16_ok: bool) -> list[tuple[int, int]]:
@@ -236,9 +253,16 @@ def _median_block(
     sentinel = torch.iinfo(q.dtype).max
     qs = F.pad(q, (1, 0, 1, 0), value=sentinel).unsqueeze(0)
     chunk = _chunk(device, b * (hp + 1) * (wp + 1))
+    work = _Workspace(device)
 
     def counts(thresholds: torch.Tensor) -> torch.Tensor:  # T x B x H x W window counts C_L
-        return _box_valid((qs <= thresholds.view(-1, 1, 1, 1)).to(dtype), k, dtype)
+        indicator = work.get("indicator", (len(thresholds), b, hp + 1, wp + 1), dtype)
+        torch.le(qs, thresholds.view(-1, 1, 1, 1), out=indicator)
+        return _box_valid(indicator, k, dtype, work)
+
+    def below(c: torch.Tensor) -> torch.Tensor:  # number of levels of the chunk whose count is under the rank
+        flags = torch.lt(c, rank, out=work.get("below", c.shape, dtype))
+        return flags.sum(0, dtype=dtype)
 
     # Coarse pass: every ``step``-th level bounds each pixel's median to one coarse bin.
     step = max(2, math.isqrt(qmax - qmin))
@@ -247,7 +271,7 @@ def _median_block(
     if len(coarse):
         bins = torch.zeros((b, h, w), dtype=torch.int32, device=device)
         for s in range(0, len(coarse), chunk):
-            bins += (counts(coarse[s : s + chunk]) < rank).sum(0, dtype=torch.int32)
+            bins += below(counts(coarse[s : s + chunk]))
         b_min, b_max = int(bins.min()), int(bins.max())
         lo_level = int(coarse[b_min - 1]) + 1 if b_min > 0 else qmin
         hi_level = int(coarse[b_max]) if b_max < len(coarse) else qmax
@@ -265,7 +289,7 @@ def _median_block(
     fine = torch.arange(start, end + 1, device=device, dtype=q.dtype)
     for s in range(0, len(fine), chunk):
         c = counts(fine[s : s + chunk])
-        below_here = (c < rank).sum(0, dtype=torch.int32)
+        below_here = below(c).to(torch.int32)
         if track_ties:
             # the median lies in this chunk where every earlier level was below the rank and not all here are
             here = (m == start + s) & (below_here < len(c))
@@ -307,24 +331,28 @@ class _WindowMedian(torch.autograd.Function):
         k = ctx.k
         b, hp, wp = q.shape
         h, w = m.shape[-2:]
+        device = q.device
         weights = grad[:, 0].float() / ties  # each output's gradient, shared among its tied elements
-        grad_in = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+        grad_in = torch.zeros(q.shape, dtype=torch.float32, device=device)
         m_min, m_max = int(m.min()), int(m.max())
-        chunk = min(m_max - m_min + 1, _chunk(q.device, 2 * b * (hp + k) * (wp + k)))  # float32: 2x int16
-        # Outputs routed to their median level, zero-padded for the adjoint box filter (leading zero row
-        # and column as _box_valid expects); the padding stays zero across chunks.
-        routed = torch.zeros((chunk, b, h + 2 * k - 1, w + 2 * k - 1), dtype=torch.float32, device=q.device)
-        for first in range(m_min, m_max + 1, chunk):
+        chunk = min(m_max - m_min + 1, _chunk(device, b * (hp + k) * (wp + k)))
+        # Chunk and slot of every output's median level and of every input's own level.
+        out_level = m - m_min
+        out_chunk, out_slot = (out_level // chunk).to(torch.int16), (out_level % chunk).unsqueeze(0)
+        in_level = q.to(torch.int64) - m_min
+        in_chunk, in_slot = (in_level // chunk).to(torch.int16), (in_level % chunk).unsqueeze(0)
+        # Outputs routed to their median level's slot, zero-padded for the adjoint box filter (leading
+        # zero row and column as _box_valid expects). Every output only ever writes its own slot (its
+        # weight in its chunk, 0 in the others), so the buffer never needs clearing.
+        routed = torch.zeros((chunk, b, h + 2 * k - 1, w + 2 * k - 1), dtype=torch.float32, device=device)
+        inner = routed[:, :, k : k + h, k : k + w]
+        work = _Workspace(device)
+        for index, first in enumerate(range(m_min, m_max + 1, chunk)):
             t = min(chunk, m_max + 1 - first)
-            inner = routed[:t, :, k : k + h, k : k + w]
-            inner.zero_()
-            level = m - first
-            inside = (level >= 0) & (level < t)
-            inner.scatter_(0, level.clamp(0, t - 1).unsqueeze(0), torch.where(inside, weights, 0.0).unsqueeze(0))
-            # Adjoint of the valid box filter: every input element collects from each window holding it,
-            # then keeps what was routed to its own level.
-            spread = _box_valid(routed[:t], k, torch.float32)  # t x B x Hp x Wp
-            own = q.to(torch.int64) - first
-            mine = (own >= 0) & (own < t)
-            grad_in += torch.where(mine, spread.gather(0, own.clamp(0, t - 1).unsqueeze(0))[0], 0.0)
+            inner.scatter_(0, out_slot, torch.where(out_chunk == index, weights, 0.0).unsqueeze(0))
+            # Adjoint of the valid box filter: every input element collects from each window holding
+            # it, then keeps what was routed to its own level.
+            spread = _box_valid(routed[:t], k, torch.float32, work)  # t x B x Hp x Wp
+            slot = in_slot if t == chunk else in_slot.clamp(max=t - 1)
+            grad_in += torch.where(in_chunk == index, spread.gather(0, slot)[0], 0.0)
         return grad_in.unsqueeze(1).to(grad.dtype), None, None, None, None

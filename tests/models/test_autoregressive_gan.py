@@ -271,6 +271,26 @@ def test_feature_matching_real_features_come_from_the_unmasked_pass_unless_fm_bu
     assert results == {False: (True, False), True: (False, True)}
 
 
+def test_oracle_train_boosts_with_the_downsampled_knowledge_mask_in_training_only():
+    torch.manual_seed(0)
+    model = make_model(kba_mode="oracle_train")
+    calls = []
+    original = model.generator.forward
+
+    def spy(x, return_attention=False, oracle=None):
+        calls.append(oracle)
+        return original(x, return_attention=return_attention, oracle=oracle)
+
+    model.generator.forward = spy
+    items = videos(1, 1)
+    fit(model, items)
+    km = items[0]["knowledge_mask"][None]
+    assert len(calls) == 1 and set(calls[0]) == {"bottleneck"}
+    torch.testing.assert_close(calls[0]["bottleneck"], torch.nn.functional.avg_pool2d(km, 16))  # area, 32 -> 2 px
+    model.translate_video(items[0]["cf"][None], 2)
+    assert calls[1:] == [None, None]  # inference uses the predicted attention
+
+
 def test_counter_is_in_the_checkpoint_state_and_still_image_data_is_refused():
     model = make_model()
     model.videos_seen += 437

@@ -9,6 +9,15 @@ from fundus2ffa.nets.generators.pix2pixhd import GlobalGenerator
 TINY = dict(ngf=4, n_downsampling=4, n_blocks=2)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: intra-op threads only add OpenMP spinning on a loaded machine (see test_autoregressive_gan)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def count(net):
     return sum(p.numel() for p in net.parameters())
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from fundus2ffa.errors import ConfigError
+from fundus2ffa.priors import saliency
 from fundus2ffa.priors.saliency import gaussian_blur, median_blur, saliency_map
 
 FRAMES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ffa_frames" / "origin_data"
@@ -59,6 +60,15 @@ def test_median_is_exact_on_real_8bit_frames(frames):
         reference = cv2.medianBlur(image, 51)
         print(f"median 51x51 of {image.shape}: {seconds:.2f} s (cv2.medianBlur is the reference)")
         np.testing.assert_array_equal(ours, reference)
+
+
+def test_int32_counting_and_row_blocks_give_the_same_exact_median(frames, monkeypatch):
+    """The other code paths: int32 running sums (any non-CPU device) and int16 row blocks (tall images)."""
+    tall = np.concatenate([frames[0][:, 200:296], frames[1][:, 200:296]], axis=0)  # 1024 x 96: two blocks
+    reference = cv2.medianBlur(tall, 51)
+    np.testing.assert_array_equal(to_levels(median_blur(to_model(tall), 51)), reference)
+    monkeypatch.setattr(saliency, "_INT16_MAX", 100)  # no int16 anywhere: the GPU path, on the CPU
+    np.testing.assert_array_equal(to_levels(median_blur(to_model(tall), 51)), reference)
 
 
 def test_opencv_median_replicates_borders_like_scipy_nearest(frames):

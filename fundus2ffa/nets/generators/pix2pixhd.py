@@ -34,6 +34,7 @@ from torch import nn
 
 from fundus2ffa.nets.init import init_weights
 from fundus2ffa.nets.norm import norm_layer
+from fundus2ffa.nets.padding import pad_to_multiple
 
 ACTIVATIONS = {"relu": lambda: nn.ReLU(), "lrelu": lambda: nn.LeakyReLU(0.2)}
 
@@ -42,17 +43,6 @@ def _activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {'|'.join(ACTIVATIONS)}, got {name!r}")
     return ACTIVATIONS[name]()
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[slice, slice] | None]:
-    """Reflection-pad H and W up to multiples of ``multiple`` (split evenly); returns the crop back."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if not (ph or pw):
-        return x, None
-    top, left = ph // 2, pw // 2
-    x = F.pad(x, (left, pw - left, top, ph - top), mode="reflect")
-    return x, (slice(top, top + h), slice(left, left + w))
 
 
 class ResnetBlock(nn.Module):

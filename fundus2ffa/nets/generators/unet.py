@@ -11,6 +11,7 @@ from torch import nn
 
 from fundus2ffa.nets.init import init_weights
 from fundus2ffa.nets.norm import conv_bias, norm_layer
+from fundus2ffa.nets.padding import pad_to_multiple
 
 
 class UNetGenerator(nn.Module):
@@ -23,6 +24,8 @@ class UNetGenerator(nn.Module):
         ngf: width of the first layer; widths double up to 8*ngf.
         norm: batch | instance | none.
         use_dropout: dropout 0.5 in the intermediate 8*ngf decoder stages (pix2pix default True).
+        pad_to_multiple: pad inputs whose sides are not multiples of 2**num_downs (reflection) and crop
+            the output back, instead of refusing them (e.g. 288x360 Isfahan patches).
     """
 
     def __init__(
@@ -35,8 +38,10 @@ class UNetGenerator(nn.Module):
         use_dropout: bool = True,
         init_type: str = "normal",
         init_gain: float = 0.02,
+        pad_to_multiple: bool = False,
     ):
         super().__init__()
+        self.pad_to_multiple = pad_to_multiple
         if num_downs < 5:
             raise ValueError(f"num_downs must be at least 5 (pix2pix layout), got {num_downs}")
         self.num_downs = num_downs
@@ -71,10 +76,18 @@ class UNetGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         side = 2**self.num_downs
+        if self.pad_to_multiple:
+            x, crop = pad_to_multiple(x, side)
+            y = self._forward(x)
+            return y if crop is None else y[..., crop[0], crop[1]]
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        side = 2**self.num_downs
         if x.shape[-1] % side or x.shape[-2] % side:
             raise ValueError(
                 f"UNetGenerator with num_downs={self.num_downs} needs H and W divisible by {side}, got "
-                f"{tuple(x.shape[-2:])}; set data.image_size to a multiple of {side} or use generator=unet_512/resnet_9blocks"
+                f"{tuple(x.shape[-2:])}; set data.image_size to a multiple of {side} or generator.pad_to_multiple=true"
             )
         skips = []
         for block in self.down:
