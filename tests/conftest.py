@@ -98,8 +98,8 @@ def data_overrides(name: str, isfahan: Path, paired: Path, video_csv: Path | Non
     return {
         "synthetic": ["data=synthetic", "data.reader.num_pairs=8"],
         "synthetic_video": ["data=synthetic_video", "data.reader.num_eyes=6", "data.image_size=32"],
-        "uwf_video": ["data=uwf_video", f"data.reader.root={SHARED_DATA / 'uwf_slo_fa_phases'}"],
-        "fundus2video_csv": ["data=fundus2video_csv", f"data.reader.csv={video_csv}"],
+        "uwf_video": ["data=uwf_video", f"data.reader.root={SHARED_DATA / 'uwf_slo_fa_phases'}", "data.image_size=32"],
+        "fundus2video_csv": ["data=fundus2video_csv", f"data.reader.csv={video_csv}", "data.image_size=32"],
         "isfahan": ["data=isfahan", f"data.reader.root={isfahan}", "data.num_workers=0", "data.train_repeats=1"],
         # the small fixture lacks the 17 paper ids and is too small for 512 quadrant crops
         "isfahan_fundus2angio": [
