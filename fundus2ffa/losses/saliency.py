@@ -6,8 +6,9 @@ and the generated FFA. It asks the generator for the bright local structures the
 (vessels, optic disc, leakage), which a pixel loss averages away. The real map is a target (computed
 without gradient); the generated map carries the gradient through the Gaussian term and, with
 ``median_gradient="selected"`` (the spec default), through the median to the element each window
-selects. ``median_gradient="detach"`` treats the background as a constant: about half the cost per
-step, and the gradient then reaches only the Gaussian term (documented deviation, not the default).
+selects. ``median_gradient="detach"`` treats the background as a constant: no backward median pass
+(about 60 % of the cost), but the gradient then reaches only the Gaussian term and optimising the loss
+stalls (tests/losses/test_saliency_loss.py), so it is an option, not the default.
 
 The ablation "without L_sal" of the paper's table is ``loss.saliency.weight=0`` (the term is skipped).
 """

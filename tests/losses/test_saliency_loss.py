@@ -31,7 +31,7 @@ def inputs(fake: torch.Tensor, real: torch.Tensor) -> LossInputs:
     return LossInputs(cf=torch.zeros(1, 3, *real.shape[-2:]), real=real, fake=fake)
 
 
-def optimise(real: torch.Tensor, median_gradient: str, steps: int = 20) -> list[float]:
+def optimise(real: torch.Tensor, median_gradient: str, steps: int = 15) -> list[float]:
     """Adam on the pixels of a fake that starts as the real's smooth background (no vessels or spots)."""
     loss = SaliencyLoss(median_gradient=median_gradient, **SMALL)
     fake = F.avg_pool2d(real, 9, 1, 4, count_include_pad=False).clone().requires_grad_(True)
@@ -48,9 +48,9 @@ def optimise(real: torch.Tensor, median_gradient: str, steps: int = 20) -> list[
 
 def test_loss_decreases_when_optimising_an_image_towards_the_target(real):
     selected, detached = optimise(real, "selected"), optimise(real, "detach")
-    print(f"saliency loss, 20 Adam steps: selected {selected[0]:.5f} -> {selected[-1]:.5f}, "
+    print(f"saliency loss, 15 Adam steps: selected {selected[0]:.5f} -> {selected[-1]:.5f}, "
           f"detach {detached[0]:.5f} -> {detached[-1]:.5f}")
-    assert selected[-1] < 0.1 * selected[0]
+    assert selected[-1] < 0.2 * selected[0]
     assert detached[-1] < 0.95 * detached[0]
     # without the median's gradient the background estimate follows every change unseen, and the
     # optimisation stalls: the spec's default (gradient to the selected element) optimises far better
