@@ -73,6 +73,7 @@ def make_config(variant: str, seed: int, args, out: Path):
         "loss.perceptual.weight=0",
         f"loss.saliency.median_size={odd(51 * scale)}",
         f"loss.saliency.gaussian_size={odd(7 * scale, 3)}",
+        f"loss.saliency.contrast={args.contrast}",
         f"model.schedule.constant_epochs={args.epochs // 2}",
         f"model.schedule.decay_epochs={args.epochs - args.epochs // 2}",
         f"model.optimizer_g.lr={args.lr}",
@@ -189,6 +190,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--width", type=int, default=16, help="ngf and ndf")
     parser.add_argument("--blocks", type=int, default=3, help="residual blocks of the generator (paper layout: 9)")
     parser.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate of G and D (paper: 2e-4)")
+    parser.add_argument("--contrast", type=float, default=1.0, help="loss.saliency.contrast, the factor a")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "saliency_check")
     args = parser.parse_args(argv)
     register_resolvers()
@@ -201,7 +203,8 @@ def main(argv=None) -> dict:
     summary, table = summarise(rows)
     header = (
         f"{len(args.seeds)} seeds {args.seeds}, {args.size} px, {args.pairs} synthetic eyes, {args.epochs} epochs, "
-        f"width {args.width}, {args.blocks} residual blocks, lr {args.lr}; perceptual weight 0 in both arms"
+        f"width {args.width}, {args.blocks} residual blocks, lr {args.lr}, saliency contrast a = {args.contrast}; "
+        "perceptual weight 0 in both arms"
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps({"settings": vars(args) | {"out": str(args.out)}, "runs": rows, "summary": summary}, indent=2))
