@@ -103,7 +103,9 @@ def masked_errors(model, datamodule, saliency: SaliencyLoss) -> dict[str, float]
         # 8-bit images, as the saved files and the paper's PSNR see them
         fake8, real8 = to_unit(fake, quantize=True) * 255, to_unit(real, quantize=True) * 255
         image_error = (fake8 - real8).abs()
-        sal_error = (saliency.saliency(fake, "detach") - saliency.saliency(real, "detach")).abs() * 127.5
+        # saliency maps in grey levels whatever the loss's contrast factor (comparable across --contrast)
+        scale = 127.5 / saliency.options["contrast"]
+        sal_error = (saliency.saliency(fake, "detach") - saliency.saliency(real, "detach")).abs() * scale
         for region in REGIONS:
             mask = batch[region].float()
             pixels[region] += float(mask.sum())
