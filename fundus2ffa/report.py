@@ -110,7 +110,8 @@ def load_run(path: Path, stage: str = "test") -> Run | None:
     choices = _plain(OmegaConf.select(hydra, "hydra.runtime.choices")) if hydra is not None else {}
     choices = choices or {}
     report = (_plain(OmegaConf.select(config, "report")) if config is not None else None) or {}
-    model_target = str(OmegaConf.select(config, "model._target_", default="") or payload.get("model") or "model")
+    model_target = OmegaConf.select(config, "model._target_", default="") if config is not None else ""
+    model_target = str(model_target or payload.get("model") or "model")
     column = report.get("column") or choices.get("experiment") or model_target.rsplit(".", 1)[-1]
     reader = str(OmegaConf.select(config, "data.reader._target_", default="") or "") if config is not None else ""
     dataset = choices.get("data") or (reader.rsplit(".", 1)[-1] if reader else "data")

@@ -2,27 +2,32 @@
 
 Li et al. (MIDL 2020) add L_sal so that the bright local structures of the late FFA (vessels, leakage)
 are reproduced better (reference_spec 2.2, 2.4). The synthetic retina (fundus2ffa.data.synthetic) knows
-where those are: its readers give ``vessel`` and ``lesion`` masks with every pair. This script trains both
-columns of the ablation with the same budget and seeds and measures, on the held-out test eyes:
+where those are: its readers give ``vessel`` and ``lesion`` masks with every pair. This script trains
+columns of the paper's table (by default the ablation pair; ``--variants`` takes all five) with the same
+budget, data and seeds and measures, on the held-out test eyes:
 
 * the mean absolute error (8-bit grey levels) of the generated FFA inside the vessel mask, inside the
   lesion mask (microaneurysms, haemorrhages, exudates, leakage; abnormal eyes only) and over the field of
   view;
-* the same for the saliency maps (what L_sal optimises), with the loss's own filters;
+* the same for the saliency maps (in grey levels, with the paper's filters scaled to the image);
 * PSNR and SSIM (the paper's metrics).
 
-Every number is pooled over the test pixels of a run, then reported as mean +- std over seeds.
+Every number is pooled over the test pixels of a run, then reported as mean +- std over seeds, with the
+paired difference proposed - without_saliency per seed.
 
 Budget (a CPU in minutes, not the paper's 200 epochs at 512 px): 128 px images, generator/discriminator
-widths 16, 3 residual blocks, 24 eyes (18 train, 6 test), 10 epochs at Adam 5e-4 (the paper's 2e-4 learns
-too little in 180 steps); both arms get exactly the same budget, data and seeds. The saliency filters are scaled with the image (51 and 7 px are for 512 px
-patches, where vessels are ~15 px wide): median 13, Gaussian 3 at 128 px. The perceptual term has weight 0
-in both arms (PerceptualLoss then builds no VGG19: no download, and random VGG features would not be the
-paper's loss anyway), so the two arms differ in L_sal alone: L = GAN + 100 L1 (+ 1 L_sal).
+widths 16, 3 residual blocks, 24 eyes (18 train, 6 test; --pairs), 10 epochs at Adam 5e-4 (the paper's
+2e-4 learns too little in so few steps); every column gets exactly the same budget, data and seeds. The
+saliency filters are scaled with the image (51 and 7 px are for 512 px patches, where vessels are ~15 px
+wide): median 13, Gaussian 3 at 128 px. The perceptual term has weight 0 (PerceptualLoss then builds no
+VGG19: no download, and random VGG features would not be the paper's loss), so "proposed" and "without
+saliency" differ in L_sal alone: L = GAN + 100 L1 (+ 1 L_sal). ``--contrast`` sets the factor a of the map.
 
-    python experiments/li2020/saliency_check.py                      # 3 seeds, default budget
-    python experiments/li2020/saliency_check.py --seeds 0 1 2 3 4 --epochs 12 --size 128
-    python -m fundus2ffa.report experiments/li2020/saliency_check    # the standard PSNR/SSIM table
+    python experiments/li2020/saliency_check.py --seeds 0 1 2 3 4 --pairs 32       # the ablation pair
+    python experiments/li2020/saliency_check.py --seeds 0 1 2 3 4 --pairs 32 --contrast 16
+    python experiments/li2020/saliency_check.py --seeds 0 1 2 --pairs 32 \
+        --variants cyclegan pix2pix without_saliency without_patchgan proposed     # the five columns
+    python -m fundus2ffa.report experiments/li2020/saliency_check                 # PSNR/SSIM table
 
 Writes <out>/<variant>/seed<N>/ (metrics.json, masked.json, checkpoints) and <out>/summary.{json,md}.
 """
@@ -44,6 +49,7 @@ from fundus2ffa.metrics.convert import to_unit
 from fundus2ffa.run import build, build_callbacks, build_loggers, build_trainer, evaluate
 
 VARIANTS = ("without_saliency", "proposed")
+COLUMNS = ("cyclegan", "pix2pix", "without_saliency", "without_patchgan", "proposed")  # the paper's table
 REGIONS = ("vessel", "lesion", "fov")
 
 
@@ -69,11 +75,6 @@ def make_config(variant: str, seed: int, args, out: Path):
         "data.num_workers=0",
         f"generator.ngf={args.width}",
         f"discriminator.ndf={args.width}",
-        f"generator.n_blocks={args.blocks}",
-        "loss.perceptual.weight=0",
-        f"loss.saliency.median_size={odd(51 * scale)}",
-        f"loss.saliency.gaussian_size={odd(7 * scale, 3)}",
-        f"loss.saliency.contrast={args.contrast}",
         f"model.schedule.constant_epochs={args.epochs // 2}",
         f"model.schedule.decay_epochs={args.epochs - args.epochs // 2}",
         f"model.optimizer_g.lr={args.lr}",
@@ -83,8 +84,18 @@ def make_config(variant: str, seed: int, args, out: Path):
         f"trainer.check_val_every_n_epoch={args.epochs}",
         "~callbacks.samples",
     ]
+    # settings of the terms and nets a column has (pix2pix has no saliency term, a U-Net no residual blocks)
+    optional = {
+        "generator.n_blocks": args.blocks,
+        "loss.perceptual.weight": 0,
+        "loss.saliency.median_size": odd(51 * scale),
+        "loss.saliency.gaussian_size": odd(7 * scale, 3),
+        "loss.saliency.contrast": args.contrast,
+    }
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("run", overrides=overrides)
+        present = [f"{key}={value}" for key, value in optional.items() if OmegaConf.select(cfg, key) is not None]
+        cfg = compose("run", overrides=overrides + present)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
     return cfg
@@ -103,9 +114,7 @@ def masked_errors(model, datamodule, saliency: SaliencyLoss) -> dict[str, float]
         # 8-bit images, as the saved files and the paper's PSNR see them
         fake8, real8 = to_unit(fake, quantize=True) * 255, to_unit(real, quantize=True) * 255
         image_error = (fake8 - real8).abs()
-        # saliency maps in grey levels whatever the loss's contrast factor (comparable across --contrast)
-        scale = 127.5 / saliency.options["contrast"]
-        sal_error = (saliency.saliency(fake, "detach") - saliency.saliency(real, "detach")).abs() * scale
+        sal_error = (saliency.saliency(fake, "detach") - saliency.saliency(real, "detach")).abs() * 127.5
         for region in REGIONS:
             mask = batch[region].float()
             pixels[region] += float(mask.sum())
@@ -132,7 +141,9 @@ def train_one(variant: str, seed: int, args, root: Path) -> dict:
     trainer.fit(model, datamodule=datamodule)
     seconds = time.perf_counter() - start
     results = evaluate(cfg, trainer, model, datamodule, trainer.checkpoint_callback.last_model_path or None)
-    saliency = SaliencyLoss(**{k: v for k, v in OmegaConf.to_container(cfg.loss.saliency).items() if k != "_target_"})
+    # the maps are measured in grey levels with the (scaled) paper filters whatever the column's loss
+    scale = args.size / 512
+    saliency = SaliencyLoss(median_size=odd(51 * scale), gaussian_size=odd(7 * scale, 3))
     row = {
         "variant": variant,
         "seed": seed,
@@ -163,23 +174,29 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarise(rows: list[dict]) -> tuple[dict, str]:
-    """Mean +- std over seeds per arm, and the paired difference proposed - without_saliency per seed."""
+    """Mean +- std over seeds of every column run; the paired difference proposed - without_saliency."""
     by = {(r["variant"], r["seed"]): r for r in rows}
-    seeds = sorted({r["seed"] for r in rows if all((v, r["seed"]) in by for v in VARIANTS)})
-    summary = {variant: {k: _mean_std([by[variant, s][k] for s in seeds]) for k in KEYS} for variant in VARIANTS}
-    differences = {k: [by["proposed", s][k] - by["without_saliency", s][k] for s in seeds] for k in KEYS}
-    summary["difference"] = {k: _mean_std(v) for k, v in differences.items()}
-    better = {k: sum((d > 0) if NAMES[k].endswith("↑") else (d < 0) for d in v) for k, v in differences.items()}
-    summary["proposed_better_seeds"] = better
-    summary["seeds"] = seeds
-    head = "| metric | " + " | ".join(VARIANTS) + " | proposed - without (paired) | seeds proposed better |"
-    lines = [head, "|---|" + "---|" * (len(VARIANTS) + 2)]
+    columns = [c for c in COLUMNS if any(r["variant"] == c for r in rows)]
+    summary = {
+        column: {k: _mean_std([r[k] for r in rows if r["variant"] == column]) for k in KEYS} for column in columns
+    }
+    lines = ["| metric | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for key in KEYS:
         digits = 4 if key == "ssim" else 2
-        cells = [f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in (summary[v][key] for v in VARIANTS)]
-        m, s = summary["difference"][key]
-        cells += [f"{m:+.{digits}f} ± {s:.{digits}f}", f"{better[key]}/{len(seeds)}"]
+        cells = [f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in (summary[c][key] for c in columns)]
         lines.append(f"| {NAMES[key]} | " + " | ".join(cells) + " |")
+    seeds = sorted({s for (_, s) in by if all((v, s) in by for v in VARIANTS)})
+    if seeds:
+        differences = {k: [by["proposed", s][k] - by["without_saliency", s][k] for s in seeds] for k in KEYS}
+        better = {k: sum((d > 0) if NAMES[k].endswith("↑") else (d < 0) for d in v) for k, v in differences.items()}
+        summary["difference"] = {k: _mean_std(v) for k, v in differences.items()}
+        summary["proposed_better_seeds"] = better
+        summary["paired_seeds"] = seeds
+        lines += ["", "| metric | proposed - without_saliency (paired) | seeds proposed better |", "|---|---|---|"]
+        for key in KEYS:
+            digits = 4 if key == "ssim" else 2
+            m, s = summary["difference"][key]
+            lines.append(f"| {NAMES[key]} | {m:+.{digits}f} ± {s:.{digits}f} | {better[key]}/{len(seeds)} |")
     return summary, "\n".join(lines)
 
 
@@ -193,12 +210,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--blocks", type=int, default=3, help="residual blocks of the generator (paper layout: 9)")
     parser.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate of G and D (paper: 2e-4)")
     parser.add_argument("--contrast", type=float, default=1.0, help="loss.saliency.contrast, the factor a")
+    parser.add_argument(
+        "--variants", nargs="+", default=list(VARIANTS), choices=COLUMNS,
+        help="columns to train (default: the ablation pair; all five give the paper's table on synthetic data)",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "saliency_check")
     args = parser.parse_args(argv)
     register_resolvers()
     rows = []
     for seed in args.seeds:
-        for variant in VARIANTS:
+        for variant in args.variants:
             row = train_one(variant, seed, args, args.out)
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -206,7 +227,7 @@ def main(argv=None) -> dict:
     header = (
         f"{len(args.seeds)} seeds {args.seeds}, {args.size} px, {args.pairs} synthetic eyes, {args.epochs} epochs, "
         f"width {args.width}, {args.blocks} residual blocks, lr {args.lr}, saliency contrast a = {args.contrast}; "
-        "perceptual weight 0 in both arms"
+        "perceptual weight 0"
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps({"settings": vars(args) | {"out": str(args.out)}, "runs": rows, "summary": summary}, indent=2))
