@@ -12,7 +12,9 @@ from omegaconf import DictConfig, open_dict
 from fundus2ffa.config import config_dir, register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# The project's public test data (../shared/data: real FFA frames and UWF eyes, each with its licence);
+# FUNDUS2FFA_SHARED_DATA points elsewhere when the checkout is not beside it.
+SHARED_DATA = Path(os.environ.get("FUNDUS2FFA_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
 
 register_resolvers()
 os.environ.setdefault("WANDB_MODE", "offline")

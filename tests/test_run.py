@@ -5,10 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from conftest import cli, compose_run
+from conftest import compose_run
 from fundus2ffa.run import run
 
 

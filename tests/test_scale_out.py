@@ -3,7 +3,6 @@
 import json
 
 import yaml
-from pathlib import Path
 
 from conftest import cli
 

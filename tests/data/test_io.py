@@ -1,15 +1,14 @@
 """Image reading (fundus2ffa.data.io): H x W kept, CF must be colour, bad files fail naming file and fix."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import SHARED_DATA
 from fundus2ffa.data.io import image_size, is_grey, list_images, read_cf, read_grey, write_png
 from fundus2ffa.errors import DataError
 
-UWF_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "uwf_slo_fa_phases"
+UWF_DATA = SHARED_DATA / "uwf_slo_fa_phases"
 
 
 def colour_image(height: int = 24, width: int = 32, seed: int = 0) -> np.ndarray:

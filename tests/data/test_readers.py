@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import SHARED_DATA
 from fundus2ffa.data.readers import IsfahanMISP, PairedFolder, UWFPhases
 from fundus2ffa.data.readers.isfahan import FUNDUS2ANGIO_IDS
 from fundus2ffa.data.synthetic.isfahan_export import ALIGNMENT_FILE, export_isfahan
@@ -18,7 +19,7 @@ from fundus2ffa.data.synthetic.retina import synthesize_eye
 from fundus2ffa.errors import ConfigError, DataError
 from fundus2ffa.priors.fov import fov_mask
 
-UWF_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "uwf_slo_fa_phases"
+UWF_DATA = SHARED_DATA / "uwf_slo_fa_phases"
 HEIGHT, WIDTH = 72, 90  # Isfahan's 576 x 720, scaled down
 
 

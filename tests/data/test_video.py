@@ -211,7 +211,7 @@ def test_config_datamodules_serve_documented_batches(export, tmp_path):
     for overrides in (
         ["data=synthetic_video", "data.reader.num_eyes=6", "data.image_size=48"],
         ["data=fundus2video_csv", f"data.reader.csv={export}", "data.image_size=48", "data.num_workers=0",
-         f"data.reader.mask_patterns={{leakage: 'masks/{{pid_eye}}_leakage.png'}}"],
+         "data.reader.mask_patterns={leakage: 'masks/{pid_eye}_leakage.png'}"],
     ):
         cfg = compose_run(overrides, tmp_path)
         assert cfg.data.kind == "video"

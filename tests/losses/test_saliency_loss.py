@@ -1,19 +1,19 @@
 """SaliencyLoss (Li et al. 2020, reference_spec 2.4): the MSE of saliency maps, optimisable, target without gradient."""
 
-from pathlib import Path
 
 import cv2
 import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import SHARED_DATA
 from fundus2ffa.errors import ConfigError
 from fundus2ffa.losses.base import LossInputs
 from fundus2ffa.losses.saliency import SaliencyLoss
 from fundus2ffa.priors.saliency import saliency_map
 
 FRAME = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ffa_frames" / "origin_data"
+    SHARED_DATA / "ffa_frames" / "origin_data"
     / "02.disease_diagnosis" / "brvo" / "BRVO0002.jpg"
 )
 # Filters scaled to the 128 px test image as the paper's 51 / 7 px are to 512 px patches.

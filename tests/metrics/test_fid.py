@@ -9,11 +9,12 @@ import torch
 from PIL import Image
 
 import fundus2ffa.weights
+from conftest import SHARED_DATA
 from fundus2ffa.errors import WeightsError
 from fundus2ffa.metrics.fid import FID, KID, frechet_distance, kernel_inception_distance, kid_subset_size
 from fundus2ffa.metrics.inception import InceptionFeatures, resize_bilinear_tf1
 
-FFA_FRAMES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ffa_frames" / "origin_data"
+FFA_FRAMES = SHARED_DATA / "ffa_frames" / "origin_data"
 N_IMAGES = 6  # Inception costs ~0.2-1 s per image on a CPU: keep the sets small
 
 

@@ -18,11 +18,12 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from conftest import SHARED_DATA
 from fundus2ffa.errors import ConfigError
 from fundus2ffa.priors import saliency
 from fundus2ffa.priors.saliency import gaussian_blur, median_blur, saliency_map
 
-FRAMES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ffa_frames" / "origin_data"
+FRAMES = SHARED_DATA / "ffa_frames" / "origin_data"
 FRAME_FILES = [
     FRAMES / "02.disease_diagnosis" / "brvo" / "BRVO0002.jpg",
     FRAMES / "01.phase_identification" / "venous_phase" / "BRVO0579.jpg",
