@@ -17,6 +17,12 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FUNDUS2FFA_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
 
 register_resolvers()
+
+
+def pytest_report_header(config) -> str:
+    """Where the real sample data is read from: the tests that use it fail when it is missing."""
+    state = "found" if SHARED_DATA.is_dir() else "MISSING: set FUNDUS2FFA_SHARED_DATA to the shared/data folder"
+    return f"fundus2ffa shared data: {SHARED_DATA} ({state})"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
