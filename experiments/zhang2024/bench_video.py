@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import weakref
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,35 +39,6 @@ def matmul_peak(device, size: int = 2048, seconds: float = 3.0, repeats: int = 3
     from fundus2ffa.bench import matmul_peak as measure
 
     return max(measure(device, torch.float32, size, seconds / repeats) for _ in range(repeats))
-
-
-class _Holder:
-    __slots__ = ("tensor", "__weakref__")
-
-    def __init__(self, tensor):
-        self.tensor = tensor
-
-
-class SavedTensorMeter:
-    """Bytes saved by autograd for backward that are still alive (see tests/models/test_autoregressive_gan.py)."""
-
-    def __init__(self):
-        self.live = self.peak = 0
-
-    def pack(self, tensor):
-        size = tensor.numel() * tensor.element_size()
-        self.live += size
-        self.peak = max(self.peak, self.live)
-        holder = _Holder(tensor)
-        weakref.finalize(holder, self._release, size)
-        return holder
-
-    def _release(self, size):
-        self.live -= size
-
-    @staticmethod
-    def unpack(holder):
-        return holder.tensor
 
 
 def one_run(args) -> dict:
@@ -83,6 +53,7 @@ def one_run(args) -> dict:
 
     from fundus2ffa.config import config_dir, register_resolvers
     from fundus2ffa.data.video.dataset import collate_videos
+    from fundus2ffa.graph_memory import SavedTensorMeter
 
     register_resolvers()
     if args.threads:

@@ -2,7 +2,6 @@
 
 import functools
 import math
-import weakref
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,6 +18,7 @@ from torch.utils.data import DataLoader
 from conftest import compose_run
 from fundus2ffa.data.video.dataset import collate_videos
 from fundus2ffa.errors import ConfigError
+from fundus2ffa.graph_memory import SavedTensorMeter
 from fundus2ffa.losses.feature_matching import FeatureMatching
 from fundus2ffa.models.autoregressive_gan import AutoregressiveVideoGAN, window_indices
 
@@ -181,36 +181,6 @@ def test_frozen_nce_heads_reproduce_the_code_and_do_not_change():
     assert len(trainer.optimizers) == 2  # no optimiser for a frozen head: G and D steps only
     assert all(torch.equal(v, model.losses["patch_nce"].heads.state_dict()[k]) for k, v in heads.items())
     assert trainer.global_step == 2 * 2
-
-
-class _Holder:
-    __slots__ = ("tensor", "__weakref__")
-
-    def __init__(self, tensor):
-        self.tensor = tensor
-
-
-class SavedTensorMeter:
-    """Bytes held by autograd for backward (the activations of live graphs), via saved-tensor hooks."""
-
-    def __init__(self):
-        self.live = 0
-        self.peak = 0
-
-    def pack(self, tensor):
-        size = tensor.numel() * tensor.element_size()
-        self.live += size
-        self.peak = max(self.peak, self.live)
-        holder = _Holder(tensor)
-        weakref.finalize(holder, self._release, size)
-        return holder
-
-    def _release(self, size):
-        self.live -= size
-
-    @staticmethod
-    def unpack(holder):
-        return holder.tensor
 
 
 def graph_memory(frames: int) -> tuple[int, list[int]]:

@@ -33,9 +33,12 @@ class SeparableConv2d(nn.Sequential):
 
 
 class NovelResidualBlock(nn.Module):
-    """The NRB of Fundus2Angio; ``bn``: keras (momentum 0.99 / eps 1e-3, the code) | torch."""
+    """The NRB of Fundus2Angio; ``bn``: keras (momentum 0.99 / eps 1e-3, the code) | torch.
 
-    def __init__(self, channels: int, bn: str = "keras", negative_slope: float = 0.2):
+    ``separable=False`` gives the block the paper's table compares against (OriginalResidualBlock).
+    """
+
+    def __init__(self, channels: int, bn: str = "keras", negative_slope: float = 0.2, separable: bool = True):
         super().__init__()
         self.body = nn.Sequential(
             nn.ReflectionPad2d(1),
@@ -43,7 +46,7 @@ class NovelResidualBlock(nn.Module):
             batch_norm(channels, bn),
             nn.LeakyReLU(negative_slope),
             nn.ReflectionPad2d(1),
-            SeparableConv2d(channels, channels, 3),
+            SeparableConv2d(channels, channels, 3) if separable else nn.Conv2d(channels, channels, 3, bias=False),
             batch_norm(channels, bn),
         )
 
@@ -51,23 +54,11 @@ class NovelResidualBlock(nn.Module):
         return x + self.body(x)
 
 
-class OriginalResidualBlock(nn.Module):
+class OriginalResidualBlock(NovelResidualBlock):
     """The block the paper's table compares against: two plain 3x3 convolutions, each followed by BN."""
 
     def __init__(self, channels: int, bn: str = "keras", negative_slope: float = 0.2):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.ReflectionPad2d(1),
-            nn.Conv2d(channels, channels, 3, bias=False),
-            batch_norm(channels, bn),
-            nn.LeakyReLU(negative_slope),
-            nn.ReflectionPad2d(1),
-            nn.Conv2d(channels, channels, 3, bias=False),
-            batch_norm(channels, bn),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
+        super().__init__(channels, bn, negative_slope, separable=False)
 
 
 def paper_parameter_count(module: nn.Module) -> int:
