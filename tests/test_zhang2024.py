@@ -5,7 +5,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from conftest import compose_run
 from fundus2ffa import report
@@ -36,19 +35,15 @@ def test_variants_compose_with_the_model_the_paper_data_and_video_samples(varian
     assert cfg.report.reported.fundus2video_csv.psnr_compat.proposed == 11.81
 
 
+@pytest.mark.usefixtures("one_thread")  # tiny tensors
 def test_a_run_reports_video_metrics_and_fvd_beside_the_paper(tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors; see tests/models/test_autoregressive_gan.py
-    try:
-        out = tmp_path / "sweep" / "0"
-        cfg = compose_run([
-            "experiment=zhang2024/proposed", "debug=smoke", "data=synthetic_video", "data.reader.num_eyes=6",
-            "data.image_size=32", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-            "model.metrics.fvd_mode=dataset", "model.metrics.fvd_clip_length=9", "callbacks.samples.video_format=none",
-        ], out)
-        results = run(cfg)
-    finally:
-        torch.set_num_threads(threads)
+    out = tmp_path / "sweep" / "0"
+    cfg = compose_run([
+        "experiment=zhang2024/proposed", "debug=smoke", "data=synthetic_video", "data.reader.num_eyes=6",
+        "data.image_size=32", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
+        "model.metrics.fvd_mode=dataset", "model.metrics.fvd_clip_length=9", "callbacks.samples.video_format=none",
+    ], out)
+    results = run(cfg)
     test = json.loads((out / "metrics.json").read_text())["test"]
     assert test == pytest.approx(results["test"], nan_ok=True)
     # two test videos: a dataset-level FVD exists; the code's PSNR is the standard one less ~6.02 dB

@@ -11,13 +11,7 @@ from fundus2ffa.losses.patch_nce import PatchNCE, info_nce, sample_locations
 from fundus2ffa.nets.generators.fundus2video import Fundus2VideoGenerator
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add OpenMP spinning on a loaded machine (see test_autoregressive_gan)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def loop_reference(query: torch.Tensor, key: torch.Tensor, tau: float) -> torch.Tensor:

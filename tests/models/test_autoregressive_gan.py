@@ -25,14 +25,7 @@ from fundus2ffa.models.autoregressive_gan import AutoregressiveVideoGAN, window_
 SIZE = 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a loaded machine OpenMP's spinning makes
-    them 10x slower (measured: 1.4 s vs 20 s for a 6-window fit with 2 threads beside other jobs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @functools.lru_cache(maxsize=None)

@@ -9,13 +9,7 @@ from fundus2ffa.nets.generators.pix2pixhd import GlobalGenerator
 TINY = dict(ngf=4, n_downsampling=4, n_blocks=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add OpenMP spinning on a loaded machine (see test_autoregressive_gan)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def count(net):
