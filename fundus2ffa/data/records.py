@@ -15,6 +15,8 @@ class PairRecord:
     category: e.g. normal/abnormal; splits are stratified by it and reports break down by it.
     group: the unit no split may divide (patient or eye); defaults to ``id``.
     affine: optional 2x3 matrix mapping the CF onto the FFA (Isfahan alignment metadata).
+    valid: optional mask image (nonzero = valid) on the CF grid, e.g. the overlap of a registered pair;
+        loaded as the sample's ``valid`` mask, outside which losses and metrics ignore pixels.
     split: train | val | test when the layout itself fixes the split (a manifest's ``split`` column, the
         ``train/`` and ``test/`` folders of the UWF phases data); empty when a split is to be drawn.
     """
@@ -26,6 +28,7 @@ class PairRecord:
     group: str = ""
     affine: tuple | None = None
     split: str = ""
+    valid: Path | None = None
 
     @property
     def split_group(self) -> str:

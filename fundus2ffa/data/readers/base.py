@@ -63,4 +63,18 @@ class PairReader:
                     "or register the pair."
                 )
             ffa = cv2.resize(ffa, (cf.shape[1], cf.shape[0]), interpolation=cv2.INTER_CUBIC)
-        return PairSample(id=record.id, cf=cf, ffa=ffa, category=record.category)
+        sample = PairSample(id=record.id, cf=cf, ffa=ffa, category=record.category)
+        if record.valid is not None:
+            sample.masks["valid"] = self._valid_mask(record, cf.shape[:2])
+        return sample
+
+    @staticmethod
+    def _valid_mask(record: PairRecord, shape) -> np.ndarray:
+        """The pair's valid-region mask (uint8 {0,1}), which must match the CF grid."""
+        mask = read_grey(record.valid)
+        if mask.shape != tuple(shape):
+            raise DataError(
+                f"pair {record.id!r}: mask {record.valid} is {mask.shape[1]}x{mask.shape[0]} but the CF is "
+                f"{shape[1]}x{shape[0]}; the mask must be on the CF grid (as python -m fundus2ffa.register writes it)."
+            )
+        return (mask > 127).astype(np.uint8)
