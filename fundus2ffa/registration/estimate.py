@@ -31,7 +31,9 @@ from fundus2ffa.priors.fov import fov_mask
 from fundus2ffa.priors.vessels import vessel_representation
 
 MODELS = ("similarity", "affine", "homography")
-DETECTORS = ("sift", "orb", "akaze")
+DETECTORS = ("sift", "orb")
+INITS = ("none", "correlation")
+INIT_SIZE = 256
 
 
 @dataclass
@@ -50,6 +52,13 @@ class RegistrationOptions:
     scale_range: plausible (min, max) scale of the moving image into the fixed frame.
     max_anisotropy: ratio of the two singular values of the linear part (1 for a similarity).
     max_features: keypoints per image and level.
+    init: none (default): coarse keypoints are matched globally (any rotation and shift, a scale in
+        ``scale_range``). correlation: for pairs known to be roughly aligned (e.g. the UWF SLO/FA eyes
+        of ../shared/data, off by tens of px and a few percent of scale), the coarse level is instead a
+        grid search over scale (``init_scales``) and rotation (``init_angles``, degrees) of the moving
+        vessel map at 256 px, each scored by phase correlation (which gives the shift); the fine level
+        then matches keypoints within ``guide_radius`` of that estimate. Global matching of
+        cross-modal UWF vessel maps drowns in repetitive false matches; the prior avoids it.
     """
 
     model: str = "similarity"
@@ -64,6 +73,9 @@ class RegistrationOptions:
     scale_range: tuple[float, float] = (0.5, 2.0)
     max_anisotropy: float = 1.3
     max_features: int = 4000
+    init: str = "none"
+    init_scales: tuple[float, float, int] = (0.85, 1.15, 7)
+    init_angles: tuple[float, float, float] = (-12.0, 12.0, 3.0)
 
     def check(self) -> None:
         if self.model not in MODELS:
@@ -72,6 +84,8 @@ class RegistrationOptions:
             raise ConfigError(f"detector must be one of {'|'.join(DETECTORS)} (--detector), got {self.detector!r}")
         if self.coarse_size < 64:
             raise ConfigError(f"--coarse-size must be at least 64 px, got {self.coarse_size}")
+        if self.init not in INITS:
+            raise ConfigError(f"--init must be one of {'|'.join(INITS)}, got {self.init!r}")
         low, high = self.scale_range
         if not 0 < low < 1 < high:
             raise ConfigError(f"--scale-range must satisfy 0 < min < 1 < max, got {self.scale_range}")
@@ -106,9 +120,7 @@ class Estimate:
 def _detector(name: str, max_features: int):
     if name == "sift":
         return cv2.SIFT_create(nfeatures=max_features, contrastThreshold=0.02), cv2.NORM_L2
-    if name == "orb":
-        return cv2.ORB_create(nfeatures=max_features, scaleFactor=1.2, nlevels=8, fastThreshold=10), cv2.NORM_HAMMING
-    return cv2.AKAZE_create(threshold=0.0005), cv2.NORM_HAMMING
+    return cv2.ORB_create(nfeatures=max_features, scaleFactor=1.2, nlevels=8, fastThreshold=10), cv2.NORM_HAMMING
 
 
 def _resized(image: np.ndarray, size: int) -> tuple[np.ndarray, float]:
@@ -226,29 +238,23 @@ def estimate_transform(
     options.check()
     detector, norm = _detector(options.detector, options.max_features)
 
-    fixed_map, fixed_factor = prepare(fixed, fixed_modality, options.coarse_size)
-    moving_map, moving_factor = prepare(moving, moving_modality, options.coarse_size)
-    pts_f, desc_f = _features(fixed_map, detector)
-    pts_m, desc_m = _features(moving_map, detector)
-    pairs = _ratio_matches(desc_m, desc_f, norm, options.ratio)
-    if len(pairs) < options.min_inliers:
-        return Estimate(None, False, f"too few matches ({len(pairs)} < --min-inliers {options.min_inliers})", 0, len(pairs), level="coarse")
-    src = pts_m[[p[0] for p in pairs]]
-    dst = pts_f[[p[1] for p in pairs]]
-    coarse, inliers = _fit(src, dst, options.model, options.ransac_px)
-    if coarse is None:
-        return Estimate(None, False, "RANSAC found no transform", 0, len(pairs), level="coarse")
-    count = int(inliers.sum())
-    full = _rescale(coarse, moving_factor, fixed_factor)
-    result = Estimate(
-        full, True, "", count, len(pairs), _residual(coarse, src[inliers], dst[inliers]) / fixed_factor, "coarse"
-    )
-
-    big = max(max(fixed.shape[:2]), max(moving.shape[:2]))
-    if options.fine_size and big > options.coarse_size and count >= options.min_inliers:
-        fine = _fine_level(fixed, moving, fixed_modality, moving_modality, full, detector, norm, options)
-        if fine is not None:
-            result = fine
+    if options.init == "correlation":
+        full, response = _correlation_init(fixed, moving, fixed_modality, moving_modality, options)
+        result = _fine_level(fixed, moving, fixed_modality, moving_modality, full, detector, norm, options)
+        if result is None:
+            return Estimate(
+                full, False, f"no keypoint support near the correlation estimate (phase correlation {response:.3f})",
+                level="correlation",
+            )
+    else:
+        result = _coarse_level(fixed, moving, fixed_modality, moving_modality, detector, norm, options)
+        if not result.ok:
+            return result
+        big = max(max(fixed.shape[:2]), max(moving.shape[:2]))
+        if options.fine_size and big > options.coarse_size and result.inliers >= options.min_inliers:
+            fine = _fine_level(fixed, moving, fixed_modality, moving_modality, result.matrix, detector, norm, options)
+            if fine is not None:
+                result = fine
 
     if result.inliers < options.min_inliers:
         result.ok, result.reason = False, f"too few inliers ({result.inliers} < --min-inliers {options.min_inliers})"
@@ -264,19 +270,74 @@ def estimate_transform(
     return result
 
 
+def _coarse_level(fixed, moving, fixed_modality, moving_modality, detector, norm, options) -> Estimate:
+    """Global keypoint matching on the vessel maps at ``coarse_size``."""
+    fixed_map, fixed_factor = prepare(fixed, fixed_modality, options.coarse_size)
+    moving_map, moving_factor = prepare(moving, moving_modality, options.coarse_size)
+    pts_f, desc_f = _features(fixed_map, detector)
+    pts_m, desc_m = _features(moving_map, detector)
+    pairs = _ratio_matches(desc_m, desc_f, norm, options.ratio)
+    if len(pairs) < options.min_inliers:
+        return Estimate(None, False, f"too few matches ({len(pairs)} < --min-inliers {options.min_inliers})", 0, len(pairs), level="coarse")
+    src = pts_m[[p[0] for p in pairs]]
+    dst = pts_f[[p[1] for p in pairs]]
+    coarse, inliers = _fit(src, dst, options.model, options.ransac_px)
+    if coarse is None:
+        return Estimate(None, False, "RANSAC found no transform", 0, len(pairs), level="coarse")
+    return Estimate(
+        _rescale(coarse, moving_factor, fixed_factor), True, "", int(inliers.sum()), len(pairs),
+        _residual(coarse, src[inliers], dst[inliers]) / fixed_factor, "coarse",
+    )
+
+
+def _correlation_init(fixed, moving, fixed_modality, moving_modality, options) -> tuple[np.ndarray, float]:
+    """Grid search over scale and rotation scored by phase correlation of blurred vessel maps at
+    :data:`INIT_SIZE` px (the moving map is first stretched onto the fixed grid); (full-size matrix, peak)."""
+    fixed_map, fixed_factor = prepare(fixed, fixed_modality, INIT_SIZE)
+    moving_map, moving_factor = prepare(moving, moving_modality, INIT_SIZE)
+    height, width = fixed_map.shape
+    stretch = np.diag([width / moving_map.shape[1], height / moving_map.shape[0], 1.0])
+    target = cv2.GaussianBlur(fixed_map.astype(np.float32), (0, 0), 2.0)
+    source = cv2.GaussianBlur(
+        cv2.warpPerspective(moving_map, stretch, (width, height)).astype(np.float32), (0, 0), 2.0
+    )
+    window = cv2.createHanningWindow((width, height), cv2.CV_32F)
+    best, best_matrix = -1.0, np.eye(3)
+    low, high, steps = options.init_scales
+    start, stop, step = options.init_angles
+    for scale in np.linspace(low, high, int(steps)):
+        for angle in np.arange(start, stop + 1e-9, step):
+            rotation = cv2.getRotationMatrix2D((width / 2, height / 2), float(angle), float(scale))
+            (dx, dy), response = cv2.phaseCorrelate(cv2.warpAffine(source, rotation, (width, height)), target, window)
+            if response > best:
+                best = response
+                best_matrix = np.vstack([rotation, [0.0, 0.0, 1.0]])
+                best_matrix[0, 2] += dx
+                best_matrix[1, 2] += dy
+    return _rescale(best_matrix @ stretch, moving_factor, fixed_factor), float(best)
+
+
+def _allowed(guess: np.ndarray, pts_m: np.ndarray, pts_f: np.ndarray, radius: float) -> np.ndarray:
+    """uint8 matrix moving x fixed: 1 where a fixed keypoint lies within ``radius`` of the predicted position."""
+    if len(pts_m) == 0 or len(pts_f) == 0:
+        return np.zeros((len(pts_m), len(pts_f)), np.uint8)
+    predicted = apply(guess, pts_m)
+    distance = np.linalg.norm(predicted[:, None, :] - pts_f[None, :, :], axis=2)
+    return (distance <= radius).astype(np.uint8)
+
+
 def _fine_level(fixed, moving, fixed_modality, moving_modality, full, detector, norm, options) -> Estimate | None:
     """Guided matching at up to ``fine_size`` around the coarse prediction; None when it does not improve."""
-    fixed_map, fixed_factor = prepare(fixed, fixed_modality, options.fine_size)
-    moving_map, moving_factor = prepare(moving, moving_modality, options.fine_size)
+    size = options.fine_size or options.coarse_size
+    fixed_map, fixed_factor = prepare(fixed, fixed_modality, size)
+    moving_map, moving_factor = prepare(moving, moving_modality, size)
     pts_f, desc_f = _features(fixed_map, detector)
     pts_m, desc_m = _features(moving_map, detector)
     if len(pts_f) < 2 or len(pts_m) < 2:
         return None
     # coarse prediction in fine-level px: fine_fixed = S_f * full * S_m^-1 * fine_moving
     guess = np.diag([fixed_factor, fixed_factor, 1.0]) @ full @ np.diag([1 / moving_factor, 1 / moving_factor, 1.0])
-    predicted = apply(guess, pts_m)
-    distance = np.linalg.norm(predicted[:, None, :] - pts_f[None, :, :], axis=2)
-    allowed = (distance <= options.guide_radius).astype(np.uint8)
+    allowed = _allowed(guess, pts_m, pts_f, options.guide_radius)
     pairs = _ratio_matches(desc_m, desc_f, norm, min(0.95, options.ratio + 0.1), mask=allowed)
     pairs = [p for p in pairs if allowed[p[0], p[1]]]
     if len(pairs) < options.min_inliers:
