@@ -18,6 +18,11 @@ per-category keys, they are computed from ``test_per_image.csv``. When the exper
 numbers for the dataset (``report.reported.<data config>.<metric>.<column>``, e.g.
 conf/experiment/li2020.yaml), a "(paper)" row follows each of our rows. Column order: ``report.columns``
 (the paper's order), then any others in the order the runs were found (sweep job order).
+
+Test metrics of the trivial baselines that ``fundus2ffa.run`` scores beside every model (metrics.json
+``baselines``: a constant image at the training FFA mean and a per-pixel linear map of the CF,
+metrics/baselines.py) become the columns ``baseline:constant`` and ``baseline:linear``; a model column
+that does not beat the better baseline on a quality metric is flagged ``(!)`` and listed under the table.
 """
 
 import argparse
@@ -34,7 +39,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-METRIC_ORDER = ("psnr", "ssim", "psnr_fov", "ssim_fov", "lpips", "fid", "kid", "fvd")
+METRIC_ORDER = ("psnr", "ssim", "psnr_fov", "ssim_fov", "vessel_dice", "leakage_dice", "lpips", "fid", "kid", "fvd")
+#: metrics (higher is better) on which a model must beat the trivial baselines
+BASELINE_CHECKED = ("psnr", "ssim", "psnr_fov", "ssim_fov", "vessel_dice", "leakage_dice")
+BASELINE_PREFIX = "baseline:"
 SKIPPED = ("count",)
 FORMATS = ("markdown", "csv", "json")
 
@@ -52,6 +60,7 @@ class Run:
     columns: list[str] = field(default_factory=list)
     reported: dict = field(default_factory=dict)
     dataset_label: str | None = None
+    baselines: dict = field(default_factory=dict)
 
 
 def _natural_key(path: Path):
@@ -127,6 +136,11 @@ def load_run(path: Path, stage: str = "test") -> Run | None:
         columns=[str(c) for c in report.get("columns") or []],
         reported={k: v for k, v in reported.items() if k != "dataset"},
         dataset_label=reported.get("dataset"),
+        baselines={
+            name: {k: float(v) for k, v in values.items() if k not in SKIPPED and isinstance(v, (int, float))}
+            for name, values in ((payload.get("baselines") or {}) if stage == "test" else {}).items()
+            if name != "fit" and isinstance(values, dict)
+        },
     )
 
 
@@ -152,12 +166,14 @@ class Cell:
     mean: float
     std: float | None
     n: int
+    flag: bool = False  # a model cell that does not beat the trivial baselines
 
     def text(self) -> str:
+        mark = " (!)" if self.flag else ""
         if self.n > 1 and self.std is not None:
             decimals = _decimals(self.mean)
-            return f"{fmt(self.mean, decimals)} ± {fmt(self.std, decimals)}"
-        return fmt(self.mean)
+            return f"{fmt(self.mean, decimals)} ± {fmt(self.std, decimals)}{mark}"
+        return fmt(self.mean) + mark
 
 
 def summarise(runs: list[Run], metrics: list[str] | None = None) -> list[dict]:
@@ -182,14 +198,31 @@ def summarise(runs: list[Run], metrics: list[str] | None = None) -> list[dict]:
                 if values:
                     std = statistics.stdev(values) if len(values) > 1 else None
                     cells[column] = Cell(statistics.fmean(values), std, len(values))
+            for baseline in dict.fromkeys(b for r in part for b in r.baselines):
+                values = [r.baselines[baseline][name] for r in part if name in r.baselines.get(baseline, {})]
+                if values:
+                    column = BASELINE_PREFIX + baseline
+                    cells[column] = Cell(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values))
+                    counts.setdefault(column, len(values))
             rows.append((name, cells))
             if name in reported:
                 rows.append((f"{name} (paper)", {c: float(v) for c, v in reported[name].items() if c in columns}))
+        baseline_columns = [c for c in counts if c.startswith(BASELINE_PREFIX)]
+        flags = []
+        for name, cells in rows:
+            if name not in BASELINE_CHECKED or not baseline_columns:
+                continue
+            best = max((cells[b].mean for b in baseline_columns if b in cells), default=None)
+            for column in columns:
+                if best is not None and column in cells and cells[column].mean <= best:
+                    cells[column].flag = True
+                    flags.append(f"{column} does not beat the trivial baselines on {name} ({fmt(cells[column].mean)} <= {fmt(best)})")
         tables.append({
             "dataset": dataset,
+            "flags": flags,
             "label": next((r.dataset_label for r in part if r.dataset_label), None),
             "paper": next((r.paper for r in part if r.paper), None),
-            "columns": columns,
+            "columns": columns + baseline_columns,
             "counts": counts,
             "rows": rows,
         })
@@ -222,6 +255,10 @@ def to_markdown(tables: list[dict], stage: str) -> str:
         for name, cells in table["rows"]:
             out.append(f"| {name} | " + " | ".join(_cell_text(cells.get(c)) for c in columns) + " |")
         out.append("")
+        for flag in table.get("flags", []):
+            out.append(f"(!) {flag}")
+        if table.get("flags"):
+            out.append("")
     return "\n".join(out)
 
 

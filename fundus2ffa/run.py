@@ -77,6 +77,18 @@ def write_rows(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
+def test_baselines(cfg: DictConfig, datamodule) -> dict | None:
+    """Trivial predictors (constant at the training FFA mean, per-pixel linear map of the CF) scored on the
+    test images like the model (metrics/baselines.py); None for datamodules without paired train/test."""
+    from fundus2ffa.data.datamodule import PairedDataModule
+    from fundus2ffa.metrics.baselines import score_baselines
+
+    if not isinstance(datamodule, PairedDataModule) or not {"train", "test"} <= set(datamodule.datasets):
+        return None
+    metrics = OmegaConf.to_container(cfg.model.get("metrics") or {}, resolve=True)
+    return score_baselines(datamodule, metrics)
+
+
 def evaluate(cfg: DictConfig, trainer: L.Trainer, model, datamodule, ckpt_path: str | None) -> dict:
     """Validate and test one checkpoint; write metrics.json and test_per_image.csv (rank 0)."""
     results = {}
@@ -95,6 +107,9 @@ def evaluate(cfg: DictConfig, trainer: L.Trainer, model, datamodule, ckpt_path: 
             "global_step": trainer.global_step,
             "model": cfg.model.get("_target_"),
         }
+        baselines = test_baselines(cfg, datamodule)
+        if baselines:
+            payload["baselines"] = baselines
         write_json(out / "metrics.json", payload)
         write_rows(out / "test_per_image.csv", getattr(model, "eval_rows", {}).get("test", []))
     return results

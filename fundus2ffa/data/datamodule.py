@@ -12,6 +12,7 @@ from fundus2ffa.data.transforms import PairedTransform
 from fundus2ffa.errors import ConfigError
 
 log = logging.getLogger(__name__)
+MIN_SPLIT_IMAGES = 3  # fewer make a split's mean score anecdotal (issue 11 item 3)
 
 
 class SplitLoaders(L.LightningDataModule):
@@ -114,6 +115,12 @@ class PairedDataModule(SplitLoaders):
             splits["val"] = list(splits["test"])
         self.splits = splits
         for name, part in splits.items():
+            if 0 < len(part) < MIN_SPLIT_IMAGES:
+                log.warning(
+                    "the %s split holds only %d image(s): its metrics are anecdotal (one image decides the mean). "
+                    "Add images or change data.split so that every split holds at least %d.",
+                    name, len(part), MIN_SPLIT_IMAGES,
+                )
             if not part:
                 continue
             transform = self.train_transform if name == "train" else self.eval_transform

@@ -14,7 +14,22 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fundus2ffa.metrics.image import MetricTable, image_quality
+from fundus2ffa.metrics.structure import structure_agreement
 from fundus2ffa.models.schedules import constant_then_linear_decay
+
+
+def evaluation_scores(fake: torch.Tensor, batch: dict, metrics: dict | None = None) -> dict[str, torch.Tensor]:
+    """Per-image val/test scores of a generated batch: PSNR/SSIM (whole and FOV) and, unless
+    ``metrics.structure`` is false, vessel and leakage Dice; a batch ``valid`` mask (registered pairs)
+    excludes the pixels outside it from all of them. Shared with the trivial baselines
+    (metrics/baselines.py), so models and baselines are scored alike."""
+    metrics = metrics or {}
+    valid = batch.get("valid")
+    scores = image_quality(fake, batch["ffa"], batch.get("fov"), quantize=metrics.get("quantize", True), valid=valid)
+    if metrics.get("structure", True):
+        region = batch.get("fov") if valid is None else (valid if batch.get("fov") is None else batch["fov"] * valid)
+        scores.update(structure_agreement(fake, batch["ffa"], region))
+    return scores
 
 
 class GANModule(L.LightningModule):
@@ -23,7 +38,8 @@ class GANModule(L.LightningModule):
     Args (common to subclasses):
         optimizer_g / optimizer_d: ``_partial_`` optimizer configs (Adam 2e-4, betas (0.5, 0.999) in every paper here).
         schedule: {constant_epochs, decay_epochs} of the linear-decay policy, stepped at epoch end.
-        metrics: {quantize: bool}; quantize evaluates on 8-bit images as saved files are.
+        metrics: {quantize: bool, structure: bool}; quantize evaluates on 8-bit images as saved files
+            are; structure (default true) adds vessel and leakage Dice (metrics/structure.py).
         compile: torch.compile the networks (never the LightningModule; conventions.md).
     """
 
@@ -101,7 +117,7 @@ class GANModule(L.LightningModule):
     def _eval_step(self, stage: str, batch) -> dict:
         """Score one batch; returns {"fake": ...} so callbacks (FID) reuse the translation."""
         fake = self.translate(batch["cf"])
-        scores = image_quality(fake, batch["ffa"], batch.get("fov"), quantize=self.hparams.get("metrics", {}).get("quantize", True))
+        scores = evaluation_scores(fake, batch, self.hparams.get("metrics") or {})
         self._tables.setdefault(stage, MetricTable()).add(batch["id"], batch.get("category"), scores)
         return {"fake": fake}
 

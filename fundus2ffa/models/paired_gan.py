@@ -9,7 +9,7 @@ from torch import nn
 
 from fundus2ffa.errors import ConfigError
 from fundus2ffa.losses.adversarial import AdversarialLoss
-from fundus2ffa.losses.base import LossInputs
+from fundus2ffa.losses.base import LossInputs, restrict_to_valid
 from fundus2ffa.models.gan_module import GANModule
 
 UPDATE_ORDERS = ("d_first", "g_first")
@@ -109,7 +109,8 @@ class PairedGAN(GANModule):
         opt_g = optimizers[0]
         cf, real = batch["cf"], batch["ffa"]
         batch_size = cf.shape[0]
-        fake = self.generator(cf)
+        # a registered pair's valid mask: nothing outside it reaches a loss or the discriminator
+        fake = restrict_to_valid(self.generator(cf), real, batch.get("valid"))
         if self.discriminator is None:
             self._generator_step(opt_g, batch, fake, batch_size)
             return
