@@ -159,6 +159,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--model", default="similarity")
     parser.add_argument("--detector", default="sift")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init-scales", type=float, nargs=3, default=RegistrationOptions.init_scales)
+    parser.add_argument("--init-angles", type=float, nargs=3, default=RegistrationOptions.init_angles)
+    parser.add_argument("--guide-radius", type=float, default=RegistrationOptions.guide_radius)
     parser.add_argument("--only", nargs="*", default=["a", "b", "c", "d"])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -172,7 +175,10 @@ def main(argv=None) -> dict:
         results["b_synthetic_cross_modal"] = bench_synthetic_cross_modal(args.pairs, 512, rng, options, args.success_px)
         print("(b)", json.dumps(results["b_synthetic_cross_modal"]), flush=True)
     if "c" in args.only:
-        uwf_options = RegistrationOptions(model=args.model, detector=args.detector, init="correlation")
+        uwf_options = RegistrationOptions(
+            model=args.model, detector=args.detector, init="correlation", init_scales=tuple(args.init_scales),
+            init_angles=tuple(args.init_angles), guide_radius=args.guide_radius,
+        )
         results["c_uwf_eyes"] = bench_uwf_eyes(args.data, uwf_options)
         for row in results["c_uwf_eyes"]:
             print("(c)", json.dumps(row), flush=True)

@@ -267,7 +267,40 @@ def estimate_transform(
     result.scale = scale
     if reason:
         result.ok, result.reason = False, reason
+    elif options.init == "correlation":
+        # the prior says the pair is roughly aligned already: a transform that agrees less with the CF's
+        # vessels than the unregistered FFA does is wrong, whatever its inliers say
+        before, after = vessel_agreement(fixed, moving, fixed_modality, moving_modality, None), vessel_agreement(
+            fixed, moving, fixed_modality, moving_modality, result.matrix
+        )
+        result.extra.update(agreement_before=before, agreement_after=after)
+        if after <= before:
+            result.ok = False
+            result.reason = (
+                f"registration lowers the vessel agreement with the CF ({after:.3f} <= {before:.3f} unregistered); "
+                "check the pair in qc/ or register it without --init correlation"
+            )
     return result
+
+
+def vessel_agreement(fixed, moving, fixed_modality, moving_modality, matrix) -> float:
+    """Normalised cross-correlation of the blurred vessel maps (at ``INIT_SIZE`` * 2 px) inside the common
+    field of view, with the moving image mapped by ``matrix`` (None: stretched onto the fixed grid)."""
+    fixed_map, fixed_factor = prepare(fixed, fixed_modality, 2 * INIT_SIZE)
+    moving_map, moving_factor = prepare(moving, moving_modality, 2 * INIT_SIZE)
+    height, width = fixed_map.shape
+    if matrix is None:
+        warp = np.diag([width / moving_map.shape[1], height / moving_map.shape[0], 1.0])
+    else:
+        warp = np.diag([fixed_factor, fixed_factor, 1.0]) @ matrix @ np.diag([1 / moving_factor, 1 / moving_factor, 1.0])
+    warped = cv2.warpPerspective(moving_map, warp, (width, height)).astype(np.float32)
+    inside = cv2.warpPerspective(np.ones_like(moving_map), warp, (width, height)) > 0
+    inside &= fov_mask(cv2.resize(fixed, (width, height)) if fixed.shape[:2] != (height, width) else fixed) > 0
+    a = cv2.GaussianBlur(fixed_map.astype(np.float32), (0, 0), 2.0)[inside]
+    b = cv2.GaussianBlur(warped, (0, 0), 2.0)[inside]
+    if a.size < 16 or a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 def _coarse_level(fixed, moving, fixed_modality, moving_modality, detector, norm, options) -> Estimate:
