@@ -7,9 +7,9 @@
    late (``.2``) FA as target; group = eye) and registers it with ``python -m fundus2ffa.register
    --init correlation`` (the eyes are published roughly aligned); pairs that fail are left out;
 2. trains pix2pix (``model=pix2pix``, unet_256, paper losses and optimiser) on the registered pairs with
-   ``data=paired_folder`` and their valid masks: the 682x853 images resized to 288x360 (aspect kept),
-   random 256 px crops with flips, ``--steps`` iterations (epochs of ``train_repeats`` crops per eye);
-   validation and test on the whole 256x320 image;
+   ``data=paired_folder`` and their valid masks: the 682x853 images resized to 9/8 of ``--size`` high
+   (aspect kept; 288x360 for 256), random ``--size`` crops with flips, ``--steps`` iterations (epochs of
+   ``train_repeats`` crops per eye); validation and test on the whole image at ``--size`` high (256x320);
 3. ``metrics.json`` of the run holds the test metrics (PSNR/SSIM whole and FOV, vessel and leakage Dice
    inside the valid mask) and the trivial baselines; this script prints them as one table
    (results_<phase>.md in --out).
@@ -64,8 +64,11 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "real_uwf")
     parser.add_argument("--phase", choices=("early", "late"), default="early")
     parser.add_argument("--steps", type=int, default=300, help="training iterations (batch 1)")
+    parser.add_argument("--size", type=int, default=256, help="crop side (a power of 2); images keep their 5:4 aspect")
+    parser.add_argument("--ngf", type=int, default=64, help="generator and discriminator width (pix2pix: 64)")
     parser.add_argument("--repeats", type=int, default=25, help="random crops per eye per epoch")
     parser.add_argument("--upsample", choices=("transpose", "resize_conv"), default="transpose")
+    parser.add_argument("--reuse-registration", action="store_true", help="keep an earlier registration of --out")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--extra", nargs="*", default=[], help="more fundus2ffa.run overrides")
     args = parser.parse_args(argv)
@@ -74,20 +77,25 @@ def main(argv=None) -> None:
     manifest = out / f"raw_{args.phase}.csv"
     write_manifest(args.data.resolve(), args.phase, manifest)
     registered = out / f"registered_{args.phase}"
-    rows = register_pairs(
-        registered, manifest=manifest, options=RegistrationOptions(init="correlation"),
-        pipeline=PipelineOptions(), workers=args.workers,
-    )
+    if args.reuse_registration and (registered / "registration.csv").is_file():
+        rows = list(csv.DictReader((registered / "registration.csv").open()))
+    else:
+        rows = register_pairs(
+            registered, manifest=manifest, options=RegistrationOptions(init="correlation"),
+            pipeline=PipelineOptions(), workers=args.workers,
+        )
     for row in rows:
         print(f"register {row['id']}: {row['status']} {row['reason']}")
 
-    run_dir = out / f"pix2pix_{args.phase}_{args.upsample}_{args.steps}steps"
+    run_dir = out / f"pix2pix_{args.phase}_{args.size}px_ngf{args.ngf}_{args.upsample}_{args.steps}steps"
     trained_eyes = sum(1 for r in rows if r["status"] == "ok" and r["id"] in {"eye1", "eye2", "eye3", "eye4"})
     epochs = max(1, round(args.steps / max(1, trained_eyes * args.repeats)))
     overrides = [
         "model=pix2pix", "trainer=cpu", "logger=csv", "data=paired_folder", "data.reader.root=null",
-        f"data.reader.manifest={registered / 'pairs.csv'}", "data.image_size=256",
-        "data.train_transform.load_size=[288,360]", "data.eval_transform.load_size=[256,320]",
+        f"data.reader.manifest={registered / 'pairs.csv'}", f"data.image_size={args.size}",
+        f"data.train_transform.load_size=[{args.size * 9 // 8},{args.size * 45 // 32}]",
+        f"data.eval_transform.load_size=[{args.size},{args.size * 5 // 4}]",
+        f"generator.num_downs={args.size.bit_length() - 1}", f"generator.ngf={args.ngf}", f"discriminator.ndf={args.ngf}",
         f"+data.train_repeats={args.repeats}", "data.num_workers=0", "data.cache=true",
         f"model.schedule.constant_epochs={epochs}", "model.schedule.decay_epochs=0",
         f"generator.upsample={args.upsample}", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=10",
@@ -99,7 +107,8 @@ def main(argv=None) -> None:
     minutes = (time.time() - start) / 60
     metrics = json.loads((run_dir / "metrics.json").read_text())
     text = (
-        f"Real UWF study, {args.phase} phase: pix2pix, {metrics.get('global_step', 0) // 2} iterations "
+        f"Real UWF study, {args.phase} phase: pix2pix ({args.size} px crops, ngf {args.ngf}), "
+        f"{metrics.get('global_step', 0) // 2} iterations "
         f"({epochs} epochs x {trained_eyes} eyes x {args.repeats} crops), upsample={args.upsample}, "
         f"{minutes:.1f} min wall on this machine. Test eyes: "
         f"{int(metrics.get('test', {}).get('count', 0))}.\n\n{table(metrics)}\n"
