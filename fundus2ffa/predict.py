@@ -22,9 +22,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from hydra.utils import get_class
 from omegaconf import DictConfig
 
+from fundus2ffa import checkpoint
 from fundus2ffa.data.io import list_images, read_cf, write_png
 from fundus2ffa.data.transforms import to_tensor_pm1
 from fundus2ffa.errors import ConfigError
@@ -37,12 +37,8 @@ VIDEO_FORMATS = ("mp4", "gif", "png")
 
 
 def load_model(ckpt_path: str, target: str | None = None):
-    """Rebuild a trained module from its checkpoint (class from the checkpoint, else ``target``)."""
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    target = checkpoint.get("fundus2ffa_target") or target
-    if not target:
-        raise ConfigError(f"checkpoint {ckpt_path} does not name its model class; pass model=<the model it was trained with>")
-    return get_class(target).load_from_checkpoint(ckpt_path, map_location="cpu")
+    """Rebuild a trained module from its checkpoint (weights_only; see :func:`fundus2ffa.checkpoint.load_model`)."""
+    return checkpoint.load_model(ckpt_path, target)
 
 
 @torch.no_grad()

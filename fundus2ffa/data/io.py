@@ -62,7 +62,7 @@ def read_cf(path: Path, allow_grey: bool = False) -> np.ndarray:
     if not allow_grey and (grey_mode or is_grey(rgb)):
         raise DataError(
             f"colour fundus image {path} is greyscale, but the CF input must be an RGB colour photograph. "
-            "Check that CF and FFA are not swapped for this pair, or set data.reader.allow_grey_cf=true to accept grey input."
+            "Check that CF and FFA are not swapped for this pair, or add ++data.reader.allow_grey_cf=true to the command line to accept grey input."
         )
     return rgb
 

@@ -396,8 +396,9 @@ class UWFVideo(VideoReader):
         eval_frames: str = "even",
         pad_to: int | None = None,
         cache: bool = True,
+        allow_grey_cf: bool = False,
     ):
-        super().__init__(frames_per_phase, (), {}, eval_frames, pad_to, cache=cache)
+        super().__init__(frames_per_phase, (), {}, eval_frames, pad_to, allow_grey_cf=allow_grey_cf, cache=cache)
         self.layout = UWFPhases(root)
 
     def records(self) -> list[VideoRecord]:
