@@ -18,6 +18,11 @@ per-category keys, they are computed from ``test_per_image.csv``. When the exper
 numbers for the dataset (``report.reported.<data config>.<metric>.<column>``, e.g.
 conf/experiment/li2020.yaml), a "(paper)" row follows each of our rows. Column order: ``report.columns``
 (the paper's order), then any others in the order the runs were found (sweep job order).
+
+A column holding a run whose checkpoint was selected on the split being reported (metrics.json
+``selected_on``, e.g. ``data.val_from=test`` with ``eval_ckpt=best``), or that validated on the test split
+when test is reported, is marked ``(!)`` with a note under the table: such a number is not an independent
+result (issue 15).
 """
 
 import argparse
@@ -52,6 +57,7 @@ class Run:
     columns: list[str] = field(default_factory=list)
     reported: dict = field(default_factory=dict)
     dataset_label: str | None = None
+    selection_note: str | None = None
 
 
 def _natural_key(path: Path):
@@ -117,6 +123,12 @@ def load_run(path: Path, stage: str = "test") -> Run | None:
     dataset = choices.get("data") or (reader.rsplit(".", 1)[-1] if reader else "data")
     reported = (report.get("reported") or {}).get(dataset) or {}
     seed = OmegaConf.select(config, "seed", default=None) if config is not None else None
+    selected, validated = payload.get("selected_on"), payload.get("validated_on")
+    note = None
+    if selected and str(selected).replace("val_carved_from_train", "val") == stage:
+        note = f"checkpoint selected on the {stage} split it reports (selected_on={selected})"
+    elif stage == "test" and validated == "test":
+        note = "validated on the test split (data.val_from=test)"
     return Run(
         path=path,
         column=str(column),
@@ -127,6 +139,7 @@ def load_run(path: Path, stage: str = "test") -> Run | None:
         columns=[str(c) for c in report.get("columns") or []],
         reported={k: v for k, v in reported.items() if k != "dataset"},
         dataset_label=reported.get("dataset"),
+        selection_note=note,
     )
 
 
@@ -192,6 +205,7 @@ def summarise(runs: list[Run], metrics: list[str] | None = None) -> list[dict]:
             "columns": columns,
             "counts": counts,
             "rows": rows,
+            "notes": {c: n for c in columns for n in [next((r.selection_note for r in part if r.column == c and r.selection_note), None)] if n},
         })
     return tables
 
@@ -216,11 +230,14 @@ def to_markdown(tables: list[dict], stage: str) -> str:
             out.append("Mean ± std over runs.")
         out.append("")
         columns = table["columns"]
-        out.append("| metric | " + " | ".join(columns) + " |")
+        notes = table.get("notes") or {}
+        out.append("| metric | " + " | ".join(f"{c} (!)" if c in notes else c for c in columns) + " |")
         out.append("|---|" + "---|" * len(columns))
         out.append("| runs | " + " | ".join(str(table["counts"][c]) for c in columns) + " |")
         for name, cells in table["rows"]:
             out.append(f"| {name} | " + " | ".join(_cell_text(cells.get(c)) for c in columns) + " |")
+        for column, note in notes.items():
+            out.append(f"(!) {column}: {note}; not an independent {stage} result.")
         out.append("")
     return "\n".join(out)
 
@@ -232,7 +249,8 @@ def to_records(tables: list[dict]) -> list[dict]:
             source = "paper" if name.endswith(" (paper)") else "ours"
             metric = name.removesuffix(" (paper)")
             for column, cell in cells.items():
-                record = {"dataset": table["dataset"], "metric": metric, "column": column, "source": source}
+                record = {"dataset": table["dataset"], "metric": metric, "column": column, "source": source,
+                          "selection_note": (table.get("notes") or {}).get(column) if source == "ours" else None}
                 if isinstance(cell, Cell):
                     record.update(mean=cell.mean, std=cell.std, n=cell.n)
                 else:
@@ -248,7 +266,7 @@ def render(tables: list[dict], output_format: str, stage: str) -> str:
     if output_format == "json":
         return json.dumps(records, indent=2)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["dataset", "metric", "column", "source", "mean", "std", "n"])
+    writer = csv.DictWriter(buffer, fieldnames=["dataset", "metric", "column", "source", "mean", "std", "n", "selection_note"])
     writer.writeheader()
     writer.writerows(records)
     return buffer.getvalue()
