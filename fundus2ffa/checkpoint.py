@@ -51,7 +51,7 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fundus2ffa.errors import CheckpointError, ConfigError
 
@@ -147,8 +147,12 @@ def checkpoint_config(path: str | Path) -> DictConfig:
 
 def run_record(cfg: DictConfig) -> dict:
     """What ``checkpoint["fundus2ffa"]`` holds for a run of ``cfg`` (plain containers only)."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    plain.pop("hydra", None)
+    plain = {}
+    for key in cfg:
+        if key == "hydra":  # Hydra's own settings (present with return_hydra_config): not the run's
+            continue
+        value = cfg[key]
+        plain[key] = OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
     return {"format": FORMAT, "config": plain, "model_target": OmegaConf.select(cfg, "model._target_")}
 
 

@@ -194,6 +194,11 @@ def config_from_checkpoint(cfg: DictConfig) -> DictConfig:
     overrides apply on top; a change of ``data.image_size`` is warned about by name."""
     path = cfg.ckpt_path
     checkpoint = ckpt_io.load_checkpoint(path, mmap=True)
+    if not isinstance(checkpoint.get(ckpt_io.RECORD_KEY), dict):
+        # written without a run record (an older fundus2ffa, or trainer.save_checkpoint of a bare module)
+        ckpt_io.check_model_class(path, checkpoint, cfg.model.get("_target_") if cfg.task == "test" else None)
+        log.warning("checkpoint %s carries no run config: model and data settings come from the command line", path)
+        return cfg
     stored = ckpt_io.stored_config(checkpoint, path)
     target = ckpt_io.check_model_class(path, checkpoint, None)
     keys = [_override_key(o) for o in _cli_overrides() if "=" in o]
