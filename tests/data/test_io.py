@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SHARED_DATA
+from conftest import UWF, UWF_SIZE
 from fundus2ffa.data.io import image_size, is_grey, list_images, read_cf, read_grey, write_png
 from fundus2ffa.errors import DataError
 
-UWF_DATA = SHARED_DATA / "uwf_slo_fa_phases"
 
 
 def colour_image(height: int = 24, width: int = 32, seed: int = 0) -> np.ndarray:
@@ -38,8 +37,8 @@ def test_read_cf_refuses_grey_with_swap_hint(tmp_path, stored_as):
 
 def test_read_cf_accepts_uwf_slo_pseudo_colour():
     """The UWF-SLO input is red/green only (blue flat): colour, not grey (data README)."""
-    slo = read_cf(UWF_DATA / "train" / "1.png")
-    assert slo.shape == (682, 853, 3)
+    slo = read_cf(UWF / "train" / "1.png")
+    assert slo.shape == (UWF_SIZE[1], UWF_SIZE[0], 3)
     assert np.ptp(slo[..., 2]) <= 4 and not is_grey(slo)
 
 
