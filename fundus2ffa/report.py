@@ -51,7 +51,7 @@ IGNORED = (
     # seeds: runs differing only in these are repeats of one configuration, averaged
     "seed", "*_seed",
     # where things are written or read from, and which weights file holds a pretrained network
-    "paths.*", "hydra.*", "ckpt_path", "task", "pretrained.*", "*.root", "*.csv", "*.manifest", "*_dir", "*dirpath",
+    "paths", "paths.*", "hydra", "hydra.*", "ckpt_path", "task", "pretrained.*", "*.root", "*.csv", "*.manifest", "*_dir", "*dirpath",
     # the machine and bookkeeping, not the experiment
     "trainer", "trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.num_nodes",
     "trainer.enable_progress_bar", "trainer.log_every_n_steps", "data.num_workers", "*.cache",
