@@ -13,8 +13,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from fundus2ffa.errors import ConfigError
 from fundus2ffa.metrics.image import MetricTable, image_quality
-from fundus2ffa.models.schedules import constant_then_linear_decay
+from fundus2ffa.models.schedules import CONVENTIONS, constant_then_linear_decay
 
 
 class GANModule(L.LightningModule):
@@ -22,7 +23,8 @@ class GANModule(L.LightningModule):
 
     Args (common to subclasses):
         optimizer_g / optimizer_d: ``_partial_`` optimizer configs (Adam 2e-4, betas (0.5, 0.999) in every paper here).
-        schedule: {constant_epochs, decay_epochs} of the linear-decay policy, stepped at epoch end.
+        schedule: {constant_epochs, decay_epochs, convention: pix2pix | pix2pixhd} of the linear-decay
+            policy (models/schedules.py: pix2pixhd starts the decay one epoch later), set at epoch start.
         metrics: {quantize: bool}; quantize evaluates on 8-bit images as saved files are.
         compile: torch.compile the networks (never the LightningModule; conventions.md).
     """
@@ -64,8 +66,13 @@ class GANModule(L.LightningModule):
 
     def make_schedulers(self, optimizers: list) -> list:
         schedule = self.hparams.get("schedule") or {}
+        convention = schedule.get("convention", "pix2pix")
+        if convention not in CONVENTIONS:
+            raise ConfigError(f"model.schedule.convention must be one of {'|'.join(CONVENTIONS)}, got {convention!r}")
         return [
-            constant_then_linear_decay(opt, int(schedule.get("constant_epochs", 100)), int(schedule.get("decay_epochs", 100)))
+            constant_then_linear_decay(
+                opt, int(schedule.get("constant_epochs", 100)), int(schedule.get("decay_epochs", 100)), convention
+            )
             for opt in optimizers
         ]
 
