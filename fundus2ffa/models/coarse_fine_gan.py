@@ -23,10 +23,14 @@ Keras quirks kept (A2): the generators are updated by three independent Adam sta
 BatchNorm modes, two defaults this module derives from Keras' semantics (the spec does not state them):
 ``predict_bn_inference``: Keras' ``predict`` always runs BatchNorm in inference mode, so the fakes of
 step 1 and the cached feature of step 2 use the generators' running statistics (and do not update
-them). ``frozen_d_bn_inference``: in TensorFlow 2 a BatchNorm of a frozen (``trainable=False``) model runs
-in inference mode, so the discriminators inside the compiled GAN model of step 4 use and keep their
-running statistics; this depends on when the official loop's ``trainable`` flags are traced, so it is
-the less certain of the two. false = batch statistics (the PyTorch habit).
+them). ``frozen_d_bn_inference``: the official code is multi-backend Keras 2.3.1 (``import keras``), where
+``trainable=False`` only stops weight updates: the frozen discriminators inside the GAN model of step 4
+normalise with *batch* statistics (the training phase), and since a non-trainable nested model reports
+no updates (``Network.updates`` is empty when not trainable; the loop sets ``trainable=False`` right
+before the GAN model's first, lazily compiled, ``train_on_batch``), their moving statistics stay as they
+are (keras-team/keras issue 9522; PR 13892, which would have changed it, was closed unmerged). That is
+the default, false. true = inference mode (running statistics), which is what tf.keras (TF2) does for a
+frozen BatchNorm; an earlier version of this module defaulted to it.
 
 Batches: the Keras loop draws each of its random batches itself. Here the data loader supplies them:
 a loader batch of ``k * B`` samples is split into ``k`` batches of B, ``k = d_rounds + 1`` (+1 with
@@ -75,6 +79,22 @@ def inference_mode_bn(module: nn.Module, enabled: bool = True):
 
 
 @contextlib.contextmanager
+def batch_stats_without_update(module: nn.Module):
+    """BatchNorm layers of ``module`` normalise with batch statistics (if in training mode) but leave their
+    running statistics as they are (momentum 0 inside the block): Keras 2.3.1's frozen nested model."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m, m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum, count in saved:
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)
+
+
+@contextlib.contextmanager
 def frozen(module: nn.Module):
     """Parameters of ``module`` do not require grad inside the block (restored afterwards)."""
     flags = [(p, p.requires_grad) for p in module.parameters()]
@@ -107,7 +127,8 @@ class CoarseFineGAN(GANModule):
             live coarse feature (false: the cached constant, as the code).
         predict_bn_inference: step 1's fakes and the cached feature with BatchNorm in inference mode
             (Keras ``predict``); see the module docstring.
-        frozen_d_bn_inference: the frozen discriminators of step 4 in inference mode (TF2 semantics).
+        frozen_d_bn_inference: the frozen discriminators of step 4 in inference mode (tf.keras / TF2
+            semantics); false (default, Keras 2.3.1 as the code): batch statistics, running ones untouched.
         lanczos: float (the code: tf.image.resize on [-1, 1] floats) | uint8 (the halved real images
             rounded to 8-bit levels, as the SZU reproduction's PIL path on uint8 gives).
         metrics: {quantize}; compile: torch.compile the networks.
@@ -125,7 +146,7 @@ class CoarseFineGAN(GANModule):
         fine_new_batch: bool = False,
         coarse_feature_grad: bool = False,
         predict_bn_inference: bool = True,
-        frozen_d_bn_inference: bool = True,
+        frozen_d_bn_inference: bool = False,
         lanczos: str = "float",
         metrics: DictConfig | None = None,
         compile: bool = False,
@@ -285,7 +306,8 @@ class CoarseFineGAN(GANModule):
         fake = self.generator.fine(draw["cf"], live_feature if self.hparams.coarse_feature_grad else feature)
         terms = {}
         if self.gan.active:
-            with inference_mode_bn(self.discriminator, self.hparams.frozen_d_bn_inference):
+            bn_mode = inference_mode_bn if self.hparams.frozen_d_bn_inference else batch_stats_without_update
+            with bn_mode(self.discriminator):
                 preds = self.discriminator(torch.cat([draw["cf"], fake], 1), torch.cat([draw["cf_c"], fake_c], 1))
             for name in self.d_names:
                 terms[f"gan_{name}"] = self.gan(LossInputs(cf=draw["cf"], real=draw["ffa"], fake=fake, pred_fake=preds[name]))
