@@ -4,7 +4,8 @@ separate optimiser steps per iteration.
 
 One ``training_step`` is one iteration of the official Keras loop:
 
-1. Discriminator phase, ``d_rounds`` (2) times, each on its own random batch: Lanczos-halve CF and FFA,
+1. Discriminator phase, ``d_rounds`` (2) times, each on its own random batch: Lanczos-halve CF and FFA
+   (``tf.image.resize(LANCZOS3)``, not antialiased: ``lanczos_antialias``),
    predict fake_256 and the coarse feature with G_coarse and fake_512 with G_fine, then eight separate
    Adam steps: for each of d1_fine, d2_fine, d1_coarse, d2_coarse, one step on real -> 1 and one on
    fake -> 0 (LSGAN).
@@ -131,6 +132,8 @@ class CoarseFineGAN(GANModule):
             semantics); false (default, Keras 2.3.1 as the code): batch statistics, running ones untouched.
         lanczos: float (the code: tf.image.resize on [-1, 1] floats) | uint8 (the halved real images
             rounded to 8-bit levels, as the SZU reproduction's PIL path on uint8 gives).
+        lanczos_antialias: false (the code: TensorFlow's default, a 6-tap halving kernel) | true (the
+            stretched 12-tap kernel of PIL / antialias=True); nets/resample.py.
         metrics: {quantize}; compile: torch.compile the networks.
     """
 
@@ -148,6 +151,7 @@ class CoarseFineGAN(GANModule):
         predict_bn_inference: bool = True,
         frozen_d_bn_inference: bool = False,
         lanczos: str = "float",
+        lanczos_antialias: bool = False,
         metrics: DictConfig | None = None,
         compile: bool = False,
     ):
@@ -191,8 +195,9 @@ class CoarseFineGAN(GANModule):
 
     # ----------------------------------------------------------------- inference
     def halve(self, x: torch.Tensor) -> torch.Tensor:
-        """The 512 -> 256 step: antialiased Lanczos-3 on [-1, 1] floats, clamped (optionally 8-bit)."""
-        return lanczos_halve(x, quantize=self.hparams.lanczos == "uint8")
+        """The 512 -> 256 step: Lanczos-3 on [-1, 1] floats, clamped (optionally 8-bit); 6 taps as the
+        code's tf.image.resize unless ``lanczos_antialias``."""
+        return lanczos_halve(x, quantize=self.hparams.lanczos == "uint8", antialias=bool(self.hparams.get("lanczos_antialias", False)))
 
     def translate(self, cf: torch.Tensor) -> torch.Tensor:
         """Lanczos-halve the CF, G_coarse's feature, G_fine's output (reference_spec 3.6); any size."""
