@@ -92,7 +92,9 @@ class AutoregressiveVideoGAN(GANModule):
         scheduled_sampling: {mode: scheduled | generated | real, step: 100, always_after: 1000,
             count_current: true (s includes the current batch's videos, the code) | false (one video late)}.
         num_frames: frames generated when no ground truth gives T (``translate`` and prediction; 12).
-        metrics: {quantize, compat_mode, report_compat, fvd, fvd_mode, fvd_clip_length, fvd_weights}:
+        metrics: {quantize, compat_mode, report_compat, fvd, fvd_mode, fvd_clip_length, fvd_weights, lpips,
+            lpips_backbone, lpips_heads}: ``lpips``: per-frame LPIPS (AlexNet v0.1, metrics/lpips.py) as lpips,
+            and the code's double-mapped spatial variant as lpips_compat (spec 6.1);
             standard PSNR/SSIM (spec 6.2) as psnr, ssim, psnr_fov, ssim_fov, and the released code's
             [-1, 1] variants (6.1) as psnr_compat, ssim_compat (``report_compat``; ``compat_mode`` makes
             psnr/ssim the code's); ``fvd``: FVD with the I3D weights, ``fvd_mode`` dataset (logged as
@@ -139,7 +141,7 @@ class AutoregressiveVideoGAN(GANModule):
         self.sampling = sampling
         self.metric_settings = {
             "quantize": True, "compat_mode": False, "report_compat": True, "fvd": False, "fvd_mode": "dataset",
-            "fvd_clip_length": 16, "fvd_weights": None, **dict(metrics or {}),
+            "fvd_clip_length": 16, "fvd_weights": None, "lpips": False, **dict(metrics or {}),
         }
 
         raw_generator = self.build(generator)
@@ -219,7 +221,9 @@ class AutoregressiveVideoGAN(GANModule):
 
     # ----------------------------------------------------------------- fit-time checks
     def setup(self, stage: str) -> None:
-        """Refuse still-image data before anything runs (the model config cannot switch the data group)."""
+        """Refuse still-image data before anything runs (the model config cannot switch the data group);
+        load the LPIPS network if asked for (missing weights fail before training)."""
+        super().setup(stage)
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is None:
             return
@@ -532,6 +536,13 @@ class AutoregressiveVideoGAN(GANModule):
         if m.get("report_compat", True) and not m["compat_mode"]:
             compat = video_quality(fake, real, compat_mode=True)
             scores.update({f"{k}_compat": v for k, v in compat.items()})
+        lpips = self.lpips_network()
+        if lpips is not None:  # per frame, averaged per video: standard (spec 6.2) and the code's (6.1)
+            frames_fake, frames_real = fake.flatten(0, 1), real.flatten(0, 1)
+            per_video = lambda values: values.view(fake.shape[0], fake.shape[1]).mean(1)  # noqa: E731
+            scores["lpips"] = per_video(lpips(frames_fake, frames_real))
+            if m.get("report_compat", True) or m["compat_mode"]:
+                scores["lpips_compat"] = per_video(lpips(frames_fake, frames_real, compat=True))
         self._tables.setdefault(stage, MetricTable()).add(batch["id"], batch.get("category"), scores)
         if m.get("fvd"):
             for metric in self._fvd_metrics(stage).values():

@@ -25,7 +25,9 @@ class GANModule(L.LightningModule):
         optimizer_g / optimizer_d: ``_partial_`` optimizer configs (Adam 2e-4, betas (0.5, 0.999) in every paper here).
         schedule: {constant_epochs, decay_epochs, convention: pix2pix | pix2pixhd} of the linear-decay
             policy (models/schedules.py: pix2pixhd starts the decay one epoch later), set at epoch start.
-        metrics: {quantize: bool}; quantize evaluates on 8-bit images as saved files are.
+        metrics: {quantize: bool, lpips: bool, lpips_backbone, lpips_heads}; quantize evaluates on 8-bit
+            images as saved files are; lpips adds LPIPS v0.1 (AlexNet, metrics/lpips.py; spec 6.2) per image,
+            with the trunk from ``pretrained.lpips_backbone`` and the heads from ``pretrained.lpips_heads``.
         compile: torch.compile the networks (never the LightningModule; conventions.md).
     """
 
@@ -96,6 +98,21 @@ class GANModule(L.LightningModule):
         """Record the class so ``task=predict`` can rebuild the module from the checkpoint alone."""
         checkpoint["fundus2ffa_target"] = f"{type(self).__module__}.{type(self).__qualname__}"
 
+    # ----------------------------------------------------------------- metrics
+    def setup(self, stage: str) -> None:
+        """Load the metric networks a run will need before it trains, so missing weights fail at once."""
+        self.lpips_network()
+
+    def lpips_network(self):
+        """The LPIPS network when ``metrics.lpips`` is on (else None), on this module's device. Shared and
+        kept outside the module: checkpoints never carry it."""
+        settings = self.hparams.get("metrics") or {}
+        if not settings.get("lpips"):
+            return None
+        from fundus2ffa.metrics.lpips import lpips_network
+
+        return lpips_network(settings.get("lpips_backbone"), settings.get("lpips_heads", "package")).to(self.device)
+
     # ----------------------------------------------------------------- inference
     def translate(self, cf: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         """CF N x 3 x H x W in [-1, 1] -> generated FFA N x 1 x H x W in [-1, 1]."""
@@ -109,6 +126,9 @@ class GANModule(L.LightningModule):
         """Score one batch; returns {"fake": ...} so callbacks (FID) reuse the translation."""
         fake = self.translate(batch["cf"])
         scores = image_quality(fake, batch["ffa"], batch.get("fov"), quantize=self.hparams.get("metrics", {}).get("quantize", True))
+        lpips = self.lpips_network()
+        if lpips is not None:
+            scores["lpips"] = lpips(fake, batch["ffa"])
         self._tables.setdefault(stage, MetricTable()).add(batch["id"], batch.get("category"), scores)
         return {"fake": fake}
 
