@@ -14,6 +14,7 @@ import torch
 
 from fundus2ffa.errors import WeightsError
 from fundus2ffa.metrics.lpips import LPIPS, heads_path
+from fundus2ffa.models.gan_module import GANModule
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -88,3 +89,30 @@ def test_weights_must_be_named_and_verified(tmp_path):
     good = tmp_path / "copy.pth"
     shutil.copy(heads_path("package"), good)
     assert heads_path(str(good)) == good
+
+
+class Echo(GANModule):
+    """A minimal GAN module whose translation is the CF's first channel (to test the evaluation path)."""
+
+    def __init__(self, metrics: dict):
+        super().__init__()
+        self.store_hparams()
+
+    def translate(self, cf: torch.Tensor) -> torch.Tensor:
+        return cf[:, :1]
+
+
+def test_model_evaluation_adds_per_image_lpips_and_fails_early_without_weights():
+    images = retina_like(4, 32, seed=3)
+    module = Echo({"quantize": False, "lpips": True, "lpips_backbone": "random", "lpips_heads": "package"})
+    module.setup("fit")
+    noisy = (images + 0.3 * torch.randn(images.shape, generator=torch.Generator().manual_seed(4))).clamp(-1, 1)
+    batch = {"cf": images.expand(-1, 3, -1, -1), "ffa": torch.cat([images[:2], noisy[2:]]), "id": list("abcd")}
+    module._eval_step("test", batch)
+    rows = {row["id"]: row for row in module._tables["test"].rows}
+    assert rows["a"]["lpips"] == 0.0 and rows["b"]["lpips"] == 0.0
+    assert rows["c"]["lpips"] > 0 and rows["d"]["lpips"] > 0
+    # asked for without a trunk: a WeightsError naming the key, before anything trains
+    with pytest.raises(WeightsError, match="pretrained.lpips_backbone is not set"):
+        Echo({"lpips": True, "lpips_backbone": None}).setup("fit")
+    Echo({"quantize": True}).setup("fit")  # off by default: nothing to load
