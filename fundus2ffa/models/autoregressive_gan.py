@@ -119,6 +119,7 @@ class AutoregressiveVideoGAN(GANModule):
         scheduled_sampling: DictConfig | None = None,
         num_frames: int = 12,
         metrics: DictConfig | None = None,
+        eval_mode: str = "eval",
         compile: bool = False,
     ):
         super().__init__()

@@ -153,6 +153,7 @@ class CoarseFineGAN(GANModule):
         lanczos: str = "float",
         lanczos_antialias: bool = False,
         metrics: DictConfig | None = None,
+        eval_mode: str = "eval",
         compile: bool = False,
     ):
         super().__init__()

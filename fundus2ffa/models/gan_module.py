@@ -12,10 +12,13 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import nn
 
 from fundus2ffa.errors import ConfigError
 from fundus2ffa.metrics.image import MetricTable, image_quality
 from fundus2ffa.models.schedules import CONVENTIONS, constant_then_linear_decay
+
+EVAL_MODES = ("eval", "train")
 
 
 class GANModule(L.LightningModule):
@@ -28,6 +31,11 @@ class GANModule(L.LightningModule):
         metrics: {quantize: bool, lpips: bool, lpips_backbone, lpips_heads}; quantize evaluates on 8-bit
             images as saved files are; lpips adds LPIPS v0.1 (AlexNet, metrics/lpips.py; spec 6.2) per image,
             with the trunk from ``pretrained.lpips_backbone`` and the heads from ``pretrained.lpips_heads``.
+        eval_mode: eval | train: how the generators run whenever the model is evaluated (validation, test,
+            prediction, sample grids). eval (default; reference_spec pitfall B4): dropout off, BatchNorm on
+            its running statistics, as Lightning's ``model.eval()``. train: pix2pix's own test.py default
+            (without ``--eval``): dropout active and BatchNorm on the statistics of the evaluated batch, so
+            outputs vary between runs and with the batch; running statistics are not updated by it here.
         compile: torch.compile the networks (never the LightningModule; conventions.md).
     """
 
@@ -51,6 +59,12 @@ class GANModule(L.LightningModule):
             for k, v in values.items()
         }
         self.save_hyperparameters(plain, logger=False)
+        eval_mode = plain.get("eval_mode", "eval")
+        if eval_mode not in EVAL_MODES:
+            raise ConfigError(
+                f"model.eval_mode must be one of {'|'.join(EVAL_MODES)}, got {eval_mode!r} (eval: dropout off and "
+                "BatchNorm running statistics; train: pix2pix's test.py default without --eval)"
+            )
 
     @staticmethod
     def build(config):
@@ -97,6 +111,31 @@ class GANModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Record the class so ``task=predict`` can rebuild the module from the checkpoint alone."""
         checkpoint["fundus2ffa_target"] = f"{type(self).__module__}.{type(self).__qualname__}"
+
+    # ----------------------------------------------------------------- evaluation mode
+    def evaluated_networks(self) -> list[nn.Module]:
+        """The networks ``translate`` runs, to which ``eval_mode`` applies."""
+        return [net for name in ("generator", "g_ab", "g_ba") if isinstance(net := getattr(self, name, None), nn.Module)]
+
+    def train(self, mode: bool = True):
+        """``eval()`` (Lightning's evaluation loops, prediction) puts the generators in train mode when
+        ``eval_mode=train``, with BatchNorm momentum 0 so evaluation leaves the running statistics as they
+        are; ``train()`` restores the momenta."""
+        super().train(mode)
+        frozen = self.__dict__.setdefault("_eval_bn_momenta", [])
+        if mode:
+            for norm, momentum in frozen:
+                norm.momentum = momentum
+            frozen.clear()
+        elif self.hparams.get("eval_mode", "eval") == "train":
+            for net in self.evaluated_networks():
+                net.train(True)
+                if not frozen:
+                    for m in net.modules():
+                        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                            frozen.append((m, m.momentum))
+                            m.momentum = 0.0
+        return self
 
     # ----------------------------------------------------------------- metrics
     def setup(self, stage: str) -> None:

@@ -41,6 +41,7 @@ class PairedGAN(GANModule):
         update_order: str = "d_first",
         conditional: bool = True,
         metrics: DictConfig | None = None,
+        eval_mode: str = "eval",
         compile: bool = False,
     ):
         super().__init__()
