@@ -133,7 +133,8 @@ class CoarseFineGAN(GANModule):
         lanczos: float (the code: tf.image.resize on [-1, 1] floats) | uint8 (the halved real images
             rounded to 8-bit levels, as the SZU reproduction's PIL path on uint8 gives).
         lanczos_antialias: false (the code: TensorFlow's default, a 6-tap halving kernel) | true (the
-            stretched 12-tap kernel of PIL / antialias=True); nets/resample.py.
+            stretched 12-tap kernel of PIL / antialias=True); nets/resample.py. None (a checkpoint written
+            before the switch existed) means true, the kernel such a model was trained with.
         metrics: {quantize}; compile: torch.compile the networks.
     """
 
@@ -151,7 +152,7 @@ class CoarseFineGAN(GANModule):
         predict_bn_inference: bool = True,
         frozen_d_bn_inference: bool = False,
         lanczos: str = "float",
-        lanczos_antialias: bool = False,
+        lanczos_antialias: bool | None = None,
         metrics: DictConfig | None = None,
         eval_mode: str = "eval",
         compile: bool = False,
@@ -164,6 +165,10 @@ class CoarseFineGAN(GANModule):
         if discriminator is None:
             raise ConfigError("model=fundus2angio needs its discriminators; set discriminator=fundus2angio")
         self.store_hparams()
+        if lanczos_antialias is None:
+            log.warning("model.lanczos_antialias is not set (a Fundus2Angio checkpoint from before it existed): using the "
+                        "antialiased 12-tap Lanczos halving it was trained with; new runs default to the code's 6-tap kernel")
+        self.lanczos_antialias = True if lanczos_antialias is None else bool(lanczos_antialias)
         self.generator = self.build(generator)
         self.discriminator = self.build(discriminator)
         for attr in ("coarse", "fine"):
@@ -198,7 +203,7 @@ class CoarseFineGAN(GANModule):
     def halve(self, x: torch.Tensor) -> torch.Tensor:
         """The 512 -> 256 step: Lanczos-3 on [-1, 1] floats, clamped (optionally 8-bit); 6 taps as the
         code's tf.image.resize unless ``lanczos_antialias``."""
-        return lanczos_halve(x, quantize=self.hparams.lanczos == "uint8", antialias=bool(self.hparams.get("lanczos_antialias", False)))
+        return lanczos_halve(x, quantize=self.hparams.lanczos == "uint8", antialias=self.lanczos_antialias)
 
     def translate(self, cf: torch.Tensor) -> torch.Tensor:
         """Lanczos-halve the CF, G_coarse's feature, G_fine's output (reference_spec 3.6); any size."""

@@ -230,3 +230,19 @@ def test_configuration_errors():
         make_model("generator=resnet_9blocks", tiny=())
     with pytest.raises(ConfigError, match="model.lanczos"):
         make_model("model.lanczos=bicubic")
+
+
+def test_halving_is_the_codes_6_tap_kernel_and_old_checkpoints_keep_theirs():
+    from omegaconf import OmegaConf
+
+    from fundus2ffa.nets.resample import lanczos_halve
+
+    cfg = compose_run(["debug=smoke", "model=fundus2angio", *TINY])
+    model = build(cfg.model, "model", _recursive_=False)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert model.lanczos_antialias is False and model.generator.lanczos_antialias is False
+    torch.testing.assert_close(model.halve(x), lanczos_halve(x, antialias=False))
+    assert not torch.allclose(model.halve(x), lanczos_halve(x, antialias=True))
+    old = OmegaConf.to_container(cfg.model, resolve=True)  # hyperparameters of a checkpoint written before the switch
+    del old["lanczos_antialias"], old["generator"]["lanczos_antialias"], old["discriminator"]["lanczos_antialias"]
+    assert build(OmegaConf.create(old), "model", _recursive_=False).lanczos_antialias is True
