@@ -20,7 +20,7 @@ import csv
 from dataclasses import replace
 from pathlib import Path
 
-from fundus2ffa.data.io import IMAGE_SUFFIXES, list_images
+from fundus2ffa.data.io import IMAGE_SUFFIXES, list_images, missing_reason
 from fundus2ffa.data.readers.base import PairReader
 from fundus2ffa.data.records import PairRecord
 from fundus2ffa.data.splits import SPLITS
@@ -40,7 +40,7 @@ class PairedFolder(PairReader):
             sub-folders are not scanned. Rows name image paths relative to the CSV's own folder.
         mask_dir: sub-folder of ``root`` with one valid-region mask per pair (same name, any image
             suffix; nonzero = valid), used when it exists; null ignores it.
-        allow_grey_cf, ffa_channel, resize_ffa_to_cf: see :class:`PairReader`.
+        allow_grey_cf, ffa_channel, resize_ffa_to_cf, bit_depth: see :class:`PairReader`.
     """
 
     def __init__(
@@ -53,8 +53,11 @@ class PairedFolder(PairReader):
         allow_grey_cf: bool = False,
         ffa_channel: str = "luma",
         resize_ffa_to_cf: bool = False,
+        bit_depth: str | int = "auto",
     ):
-        super().__init__(allow_grey_cf=allow_grey_cf, ffa_channel=ffa_channel, resize_ffa_to_cf=resize_ffa_to_cf)
+        super().__init__(
+            allow_grey_cf=allow_grey_cf, ffa_channel=ffa_channel, resize_ffa_to_cf=resize_ffa_to_cf, bit_depth=bit_depth
+        )
         if root is None and manifest is None:
             raise ConfigError(
                 "PairedFolder needs data.reader.root (a folder with cf/ and ffa/ sub-folders) or "
@@ -139,6 +142,8 @@ class PairedFolder(PairReader):
                     )
                 path = Path(row[column])
                 path = path if path.is_absolute() else manifest.parent / path
+                if path.is_symlink() and not path.exists():
+                    raise DataError(f"{where}: {column} {missing_reason(path)}")
                 if not path.is_file():
                     raise DataError(
                         f"{where}: {column} image {path} not found. Paths are relative to the manifest's folder "
