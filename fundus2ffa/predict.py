@@ -52,13 +52,14 @@ def prediction_preprocess(cfg: DictConfig) -> Preprocess:
     ``predict.mode`` overrides the resize policy: resize (``predict.image_size`` square) | native (padded
     to ``predict.multiple``)."""
     settings = None
-    try:
-        from fundus2ffa.checkpoint import checkpoint_config  # stores the run config in checkpoints (issue 8)
-
-        stored = checkpoint_config(cfg.ckpt_path) or {}
-        settings = (stored.get("data") or {}).get("preprocess")
-    except ImportError:
-        pass
+    if cfg.get("ckpt_path"):
+        try:
+            from fundus2ffa.checkpoint import checkpoint_config  # the run config stored in checkpoints (issue 8)
+        except ImportError:
+            checkpoint_config = None
+        if checkpoint_config is not None:
+            stored = checkpoint_config(cfg.ckpt_path) or {}
+            settings = (stored.get("data") or {}).get("preprocess")
     if settings is None:
         settings = OmegaConf.to_container(cfg.data.get("preprocess") or {}, resolve=True)
     preprocess = Preprocess.from_config(settings)
