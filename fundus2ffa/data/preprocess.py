@@ -35,11 +35,10 @@ import torch
 from fundus2ffa.data.transforms import to_tensor_pm1
 from fundus2ffa.errors import ConfigError, DataError
 from fundus2ffa.nets.padding import pad_to_multiple
-from fundus2ffa.priors.fov import fov_bbox, fov_mask
+from fundus2ffa.priors.fov import fov_bbox, fov_crop, fov_mask
 
 RESIZE_POLICIES = ("square", "scale_width", "shorter_side", "native")
 INTERPOLATIONS = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA}
-_CV_MAX_CHANNELS = 512
 
 
 @dataclass(frozen=True)
@@ -53,16 +52,6 @@ class Geometry:
     size: tuple[int, int]
     pad: tuple[int, int, int, int] = (0, 0, 0, 0)
     fov: np.ndarray | None = field(default=None, compare=False, repr=False)
-
-
-def resize_stack(stack: np.ndarray, height: int, width: int, interpolation: int) -> np.ndarray:
-    """Resize a T x H x W stack (every frame alike) with as few OpenCV calls as possible."""
-    chunks = []
-    for start in range(0, stack.shape[0], _CV_MAX_CHANNELS):
-        chunk = np.ascontiguousarray(np.moveaxis(stack[start : start + _CV_MAX_CHANNELS], 0, -1))
-        resized = cv2.resize(chunk, (width, height), interpolation=interpolation)
-        chunks.append(np.moveaxis(resized.reshape(height, width, -1), -1, 0))
-    return np.ascontiguousarray(np.concatenate(chunks)) if len(chunks) > 1 else np.ascontiguousarray(chunks[0])
 
 
 @dataclass(frozen=True)
@@ -145,25 +134,19 @@ class Preprocess:
 
     def resample(self, image: np.ndarray, geometry: Geometry, nearest: bool = False, stack: bool = False, sub_box=None) -> np.ndarray:
         """Zero outside the field of view (``fov_crop``), cut the box (and ``sub_box``, given in output
-        coordinates, mapped onto the raw box so the image is resampled once) and resize to the output size.
-        ``stack``: ``image`` is T x H x W."""
+        coordinates, mapped onto the raw box so the image is resampled once) and resize to the output size
+        (:func:`~fundus2ffa.priors.fov.fov_crop`). ``stack``: ``image`` is T x H x W."""
         top, bottom, left, right = geometry.box
-        height, width = geometry.size
         if sub_box is not None:
             y1, y2, x1, x2 = sub_box
-            sy, sx = (bottom - top) / height, (right - left) / width
+            sy, sx = (bottom - top) / geometry.size[0], (right - left) / geometry.size[1]
             top, bottom = top + round(y1 * sy), top + max(round(y1 * sy) + 1, round(y2 * sy))
             left, right = left + round(x1 * sx), left + max(round(x1 * sx) + 1, round(x2 * sx))
-        cut = image[:, top:bottom, left:right] if stack else image[top:bottom, left:right]
-        if self.fov_crop and geometry.fov is not None:
-            inside = geometry.fov[top:bottom, left:right].astype(image.dtype)
-            cut = cut * (inside[..., None] if cut.ndim == 3 and not stack else inside)
         interpolation = cv2.INTER_NEAREST if nearest else INTERPOLATIONS[self.interpolation]
-        if (cut.shape[1:3] if stack else cut.shape[:2]) == (height, width):
-            return np.ascontiguousarray(cut)
-        if stack:
-            return resize_stack(cut, height, width, interpolation)
-        return cv2.resize(np.ascontiguousarray(cut), (width, height), interpolation=interpolation)
+        mask = geometry.fov if self.fov_crop else None
+        image = np.moveaxis(image, 0, -1) if stack else image
+        out = fov_crop(image, mask, geometry.size, (top, bottom, left, right), interpolation)
+        return np.ascontiguousarray(np.moveaxis(out, -1, 0)) if stack else out
 
     # -- prediction --------------------------------------------------------------------------------
 
@@ -186,12 +169,9 @@ class Preprocess:
         h, w = output.shape[-2:]
         output = output[..., pt : h - pb, pl : w - pr]
         top, bottom, left, right = geometry.box
-        if output.shape[-2:] != (bottom - top, right - left):
-            interpolation = INTERPOLATIONS[self.interpolation]
-            if stack:
-                output = resize_stack(output, bottom - top, right - left, interpolation)
-            else:
-                output = cv2.resize(np.ascontiguousarray(output), (right - left, bottom - top), interpolation=interpolation)
+        output = np.moveaxis(output, 0, -1) if stack else output
+        output = fov_crop(output, None, (bottom - top, right - left), (0, output.shape[0], 0, output.shape[1]), INTERPOLATIONS[self.interpolation])
+        output = np.moveaxis(output, -1, 0) if stack else output
         raw = np.zeros((*output.shape[:-2], *geometry.shape), output.dtype)
         raw[..., top:bottom, left:right] = output
         if self.fov_crop and geometry.fov is not None:
