@@ -136,6 +136,8 @@ def predict(cfg: DictConfig) -> list[str]:
 
     model = load_model(cfg.ckpt_path, cfg.model.get("_target_"))
     preprocess = prediction_preprocess(cfg)
+    for path, cf in images:  # an empty field of view fails before anything is written
+        preprocess.plan(cf, name=f"CF {path}")
     if hasattr(model, "translate_video"):
         video = _video_settings(settings, int(getattr(model, "hparams", {}).get("num_frames", 12)))
     accelerator = cfg.trainer.get("accelerator", "auto")
