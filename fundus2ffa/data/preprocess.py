@@ -26,7 +26,7 @@ Settings are a plain dict under ``data.preprocess`` (so they are in the checkpoi
 """
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -96,9 +96,6 @@ class Preprocess:
         if unknown:
             raise ConfigError(f"data.preprocess has unknown key(s) {unknown}; use {', '.join(cls.__dataclass_fields__)}.")
         return cls(**given)
-
-    def settings(self) -> dict:
-        return asdict(self)
 
     def output_size(self, height: int, width: int, size: int | None = None) -> tuple[int, int]:
         """(h, w) of a ``height`` x ``width`` box under the policy; ``size`` overrides ``self.size``

@@ -19,7 +19,6 @@ A one-frame record (a still pair) always selects its frame. Phase codes (section
 becomes V, as train.py).
 """
 
-import logging
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,8 +29,6 @@ import numpy as np
 from fundus2ffa.data.io import image_size, read_cf, read_grey
 from fundus2ffa.data.records import Frame, Record, Sample
 from fundus2ffa.errors import ConfigError, DataError
-
-log = logging.getLogger(__name__)
 
 EVAL_FRAMES = ("even", "all", "sampled")
 FFA_CHANNELS = ("luma", "green")
