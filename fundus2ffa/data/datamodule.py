@@ -5,7 +5,6 @@
 :class:`VideoDataModule` are the same module with each kind's defaults (splits, seeds, preprocessing).
 """
 
-import logging
 
 import lightning as L
 from torch.utils.data import DataLoader
@@ -13,11 +12,10 @@ from torch.utils.data import DataLoader
 from fundus2ffa.data.dataset import KINDS, FFADataset, collate, km_settings
 from fundus2ffa.data.preprocess import Preprocess
 from fundus2ffa.data.readers.base import Reader
-from fundus2ffa.data.splits import SPLITS, split_records
+from fundus2ffa.data.splits import SPLITS, fill_validation, split_records
 from fundus2ffa.data.transforms import Transform
 from fundus2ffa.errors import ConfigError, DataError
 
-log = logging.getLogger(__name__)
 
 
 class DataModule(L.LightningDataModule):
@@ -25,7 +23,8 @@ class DataModule(L.LightningDataModule):
 
     Records that carry a ``split`` of their own (fixed train/test folders, a manifest or CSV column) keep
     it; the others are split by ``split`` fractions with ``split_seed`` (independent of the training seed).
-    Without any validation record, validation uses test.
+    Without any validation record, one is carved from the training records, never taken from test unless
+    asked (``val_from``; :func:`~fundus2ffa.data.splits.fill_validation`).
 
     Args:
         reader: a :class:`~fundus2ffa.data.readers.base.Reader`.
@@ -40,6 +39,9 @@ class DataModule(L.LightningDataModule):
         cache: keep decoded samples in memory. train_repeats: passes over each training record per epoch.
         km: knowledge-mask settings (video; :func:`~fundus2ffa.data.dataset.km_settings`).
         verify: decode every image once before training (``header`` reads headers only, for large sets).
+        val_from / val_fraction: where validation comes from when the data has no validation split
+            (train: carve ``val_fraction`` of the training groups | test | none); ``val_source`` tells
+            which it was after ``setup``.
     """
 
     def __init__(
@@ -61,8 +63,11 @@ class DataModule(L.LightningDataModule):
         train_repeats: int = 1,
         km: dict | None = None,
         verify: str = "decode",
+        val_from: str = "train",
+        val_fraction: float = 0.1,
     ):
         super().__init__()
+        self.val_from, self.val_fraction, self.val_source = val_from, float(val_fraction), None
         if kind not in KINDS:
             raise ConfigError(f"data.kind must be one of {'|'.join(KINDS)}, got {kind!r}")
         if verify not in ("decode", "header"):
@@ -102,15 +107,13 @@ class DataModule(L.LightningDataModule):
         if free:
             for name, part in split_records(free, self.split, seed=self.split_seed, stratify=self.stratify).items():
                 splits[name].extend(part)
-        if not splits["train"] or not (splits["val"] or splits["test"]):
+        if not splits["train"] or (self.kind == "video" and not (splits["val"] or splits["test"])):
             raise DataError(
                 f"{len(records)} {self.reader.noun}(s) of {len({r.split_group for r in records})} group(s) leave "
                 f"{'no training' if not splits['train'] else 'no validation or test'} records with data.split="
                 f"{self.split}; add data or change data.split."
             )
-        if not splits["val"] and splits["test"]:
-            log.warning("no validation records: validating on the test split")
-            splits["val"] = list(splits["test"])
+        self.val_source = fill_validation(splits, self.val_from, self.val_fraction, seed=self.split_seed, stratify=self.stratify)
         self.splits = splits
         for name, part in splits.items():
             if part:
@@ -142,7 +145,9 @@ class DataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True, self.batch_size)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list:
+        if "val" not in self.datasets:  # no validation split (data.val_from): no validation loop
+            return []
         return self._loader("val", False, self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:

@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fundus2ffa.data.io import image_size, read_cf, read_grey
+from fundus2ffa.data.io import check_bit_depth, image_size, missing_reason, read_cf, read_grey
 from fundus2ffa.data.records import Frame, Record, Sample
 from fundus2ffa.errors import ConfigError, DataError
 
@@ -56,6 +56,7 @@ class Reader:
         resize_to_cf: resample frames and masks whose size differs from the CF (bilinear/bicubic frames,
             nearest masks) instead of refusing the eye; registered data never needs it.
         cache: keep decoded images in memory (small datasets; each DataLoader worker keeps its own).
+        bit_depth: significant bits of 16-bit FFA files, auto | 8 | 10 | 12 | 14 | 16 (``io.read_grey``).
     """
 
     noun = "video"  # how errors name one record
@@ -73,6 +74,7 @@ class Reader:
         ffa_channel: str = "green",
         resize_to_cf: bool = False,
         cache: bool = False,
+        bit_depth: str | int = "auto",
     ):
         if int(frames_per_phase) < 1:
             raise ConfigError(f"data.reader.frames_per_phase must be at least 1, got {frames_per_phase}")
@@ -89,6 +91,7 @@ class Reader:
         self.pad_to = None if pad_to is None else int(pad_to)
         self.allow_grey_cf, self.ffa_channel = allow_grey_cf, ffa_channel
         self.resize_to_cf, self.cache = resize_to_cf, cache
+        self.bit_depth = check_bit_depth(bit_depth)
         self._images: dict[Path, np.ndarray] = {}
 
     # Listing -------------------------------------------------------------------------------------
@@ -139,7 +142,7 @@ class Reader:
         if kind == "cf":
             image = read_cf(path, allow_grey=self.allow_grey_cf)
         else:
-            image = read_grey(path, channel=self.ffa_channel if kind == "frame" else "luma")
+            image = read_grey(path, channel=self.ffa_channel if kind == "frame" else "luma", bit_depth=self.bit_depth)
             if kind == "mask":
                 image = (image > 127).astype(np.uint8)
         if self.cache:
@@ -208,7 +211,7 @@ class Reader:
         if not records:
             raise DataError(f"{type(self).__name__} found no {self.noun}s; check data.reader and the data layout.")
         paths = [p for r in records for p in (r.cf, *(f.path for f in r.frames), *(m for _, m in r.masks))]
-        missing = sorted({str(p) for p in paths if p is not None and not Path(p).is_file()})
+        missing = sorted({missing_reason(p) for p in paths if p is not None and not Path(p).is_file()})
         if missing:
             shown = "\n  ".join(missing[:8])
             raise DataError(
@@ -233,12 +236,17 @@ class PairReader(Reader):
     Args:
         allow_grey_cf: accept a grey CF. ffa_channel: luma | green.
         resize_ffa_to_cf: resample an FFA whose size differs from its CF instead of refusing the pair.
-        cache: keep decoded images in memory.
+        bit_depth: significant bits of 16-bit FFA files (``io.read_grey``). cache: keep decoded images in memory.
     """
 
     noun = "pair"
     resize_key = "resize_ffa_to_cf"
     resize_interpolation = cv2.INTER_CUBIC
 
-    def __init__(self, allow_grey_cf: bool = False, ffa_channel: str = "luma", resize_ffa_to_cf: bool = False, cache: bool = False):
-        super().__init__(allow_grey_cf=allow_grey_cf, ffa_channel=ffa_channel, resize_to_cf=resize_ffa_to_cf, cache=cache)
+    def __init__(
+        self, allow_grey_cf: bool = False, ffa_channel: str = "luma", resize_ffa_to_cf: bool = False,
+        bit_depth: str | int = "auto", cache: bool = False,
+    ):
+        super().__init__(
+            allow_grey_cf=allow_grey_cf, ffa_channel=ffa_channel, resize_to_cf=resize_ffa_to_cf, cache=cache, bit_depth=bit_depth
+        )

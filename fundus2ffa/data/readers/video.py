@@ -39,7 +39,7 @@ class FFAVideoCSV(Reader):
         skip_empty: leave out (with a warning) eyes with no frame left after phase filtering instead of
             refusing the CSV.
         frames_per_phase, phases_drop, phase_merge, eval_frames, pad_to, allow_grey_cf, resize_to_cf,
-        cache: see :class:`~fundus2ffa.data.readers.base.Reader`.
+        cache, bit_depth: see :class:`~fundus2ffa.data.readers.base.Reader`.
     """
 
     def __init__(
@@ -56,10 +56,11 @@ class FFAVideoCSV(Reader):
         allow_grey_cf: bool = False,
         resize_to_cf: bool = False,
         cache: bool = False,
+        bit_depth: str | int = "auto",
     ):
         super().__init__(
             frames_per_phase, phases_drop, DEFAULT_PHASE_MERGE if phase_merge is None else phase_merge, eval_frames, pad_to,
-            allow_grey_cf=allow_grey_cf, resize_to_cf=resize_to_cf, cache=cache,
+            allow_grey_cf=allow_grey_cf, resize_to_cf=resize_to_cf, cache=cache, bit_depth=bit_depth,
         )
         self.csv = Path(csv)
         self.root = Path(root) if root is not None else self.csv.parent
@@ -180,8 +181,12 @@ class UWFVideo(Reader):
         eval_frames: str = "even",
         pad_to: int | None = None,
         cache: bool = True,
+        allow_grey_cf: bool = False,
+        bit_depth: str | int = "auto",
     ):
-        super().__init__(frames_per_phase, (), {}, eval_frames, pad_to, cache=cache)
+        super().__init__(
+            frames_per_phase, (), {}, eval_frames, pad_to, allow_grey_cf=allow_grey_cf, cache=cache, bit_depth=bit_depth
+        )
         self.layout = UWFPhases(root)
 
     def records(self) -> list[Record]:
