@@ -104,6 +104,8 @@ class FFADataset(Dataset):
             return self._cached[key]
         sample = self.reader.load(self.records[index], indices)
         sample = replace(sample, masks=dict(sample.masks))  # never edit a reader's cached sample
+        if "fov" not in sample.masks:  # computed once per cached sample (section 1.3), from every loaded frame
+            sample.masks["fov"] = self.preprocess.field_of_view(sample.cf, sample.frames)
         if self.cache and (not self.train or len(self.records[index].frames) == 1):
             self._cached[key] = sample
         return sample
@@ -126,7 +128,6 @@ class FFADataset(Dataset):
         geometry = pre.plan(sample.cf, sample.frames, sample.masks.get("fov"), self.transform.load_size, f"{self.reader.noun} {record.id!r}")
         box = self.transform.draw_box(None if seed is None else np.random.default_rng([seed, 1]), *geometry.size)
         masks = {name: pre.resample(mask, geometry, nearest=True, sub_box=box) for name, mask in sample.masks.items()}
-        masks["fov"] = pre.resample(geometry.fov, geometry, nearest=True, sub_box=box)
         sample = replace(
             sample,
             cf=pre.resample(sample.cf, geometry, sub_box=box),

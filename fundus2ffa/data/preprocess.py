@@ -112,12 +112,16 @@ class Preprocess:
 
     # -- planning and resampling (shared by the dataset and prediction) ---------------------------
 
+    def field_of_view(self, cf: np.ndarray, frames=()) -> np.ndarray:
+        """Section 1.3 steps 1-5 from the CF and, with ``fov_frames``, the frames."""
+        return fov_mask(cf, list(frames) if self.fov_frames else [])
+
     def plan(self, cf: np.ndarray, frames=(), fov: np.ndarray | None = None, size: int | None = None, name: str = "") -> Geometry:
         """The geometry of one sample: its field of view (``fov`` if the reader has one, else computed
         from the CF and, with ``fov_frames``, ``frames``), box and output size."""
         height, width = cf.shape[:2]
         if fov is None:
-            fov = fov_mask(cf, list(frames) if self.fov_frames else [])
+            fov = self.field_of_view(cf, frames)
         box = (0, height, 0, width)
         if self.fov_crop:
             if not fov.any():
