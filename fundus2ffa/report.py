@@ -49,7 +49,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-METRIC_ORDER = ("psnr", "ssim", "psnr_fov", "ssim_fov", "lpips", "fid", "kid", "fvd")
+METRIC_ORDER = ("psnr", "ssim", "psnr_fov", "ssim_fov", "lpips", "lpips_compat", "fid", "kid", "fvd")
 SKIPPED = ("count",)
 FORMATS = ("markdown", "csv", "json")
 IGNORED = (
