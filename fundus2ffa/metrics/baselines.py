@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from fundus2ffa.data.dataset import PairedDataset
+from fundus2ffa.data.dataset import FFADataset
 from fundus2ffa.metrics.image import MetricTable
 
 BASELINES = ("constant", "linear")
 
 
-def _train_pixels(dataset: PairedDataset):
+def _train_pixels(dataset: FFADataset):
     """Yields (cf 3 x P, ffa P) of the training pixels (inside ``valid`` where given), in [-1, 1]."""
     for index in range(len(dataset)):
         item = dataset[index]
@@ -38,7 +38,10 @@ def _train_pixels(dataset: PairedDataset):
 def fit_baselines(datamodule) -> dict:
     """{'mean': float, 'weights': [w_r, w_g, w_b, c]} from the training pairs of ``datamodule``."""
     train = datamodule.datasets["train"]
-    dataset = PairedDataset(train.reader, train.records, datamodule.eval_transform, cache=False)
+    dataset = FFADataset(
+        train.reader, train.records, datamodule.eval_transform, datamodule.preprocess, train=False,
+        kind=datamodule.kind, km=datamodule.km, cache=False,
+    )
     gram = torch.zeros(4, 4, dtype=torch.float64)
     moment = torch.zeros(4, dtype=torch.float64)
     total, count = 0.0, 0

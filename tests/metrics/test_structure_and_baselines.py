@@ -63,9 +63,12 @@ def test_baselines_are_fitted_on_train_and_scored_on_test(tmp_path):
     # independent reference: numpy least squares over every training pixel
     train = datamodule.datasets["train"]
     xs, ys = [], []
-    from fundus2ffa.data.dataset import PairedDataset
+    from fundus2ffa.data.dataset import FFADataset
 
-    dataset = PairedDataset(train.reader, train.records, datamodule.eval_transform, cache=False)
+    dataset = FFADataset(
+        train.reader, train.records, datamodule.eval_transform, datamodule.preprocess, train=False,
+        kind=datamodule.kind, km=datamodule.km, cache=False,
+    )
     for item in (dataset[i] for i in range(len(dataset))):
         xs.append(np.concatenate([item["cf"].reshape(3, -1).numpy(), np.ones((1, item["cf"][0].numel()))]).T)
         ys.append(item["ffa"].reshape(-1).numpy())

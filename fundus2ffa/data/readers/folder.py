@@ -50,14 +50,9 @@ class PairedFolder(PairReader):
         ffa_dir: str = "ffa",
         manifest: str | Path | None = None,
         mask_dir: str | None = "mask",
-        allow_grey_cf: bool = False,
-        ffa_channel: str = "luma",
-        resize_ffa_to_cf: bool = False,
-        bit_depth: str | int = "auto",
+        **options,
     ):
-        super().__init__(
-            allow_grey_cf=allow_grey_cf, ffa_channel=ffa_channel, resize_ffa_to_cf=resize_ffa_to_cf, bit_depth=bit_depth
-        )
+        super().__init__(**options)  # allow_grey_cf, ffa_channel, resize_ffa_to_cf, bit_depth, cache
         if root is None and manifest is None:
             raise ConfigError(
                 "PairedFolder needs data.reader.root (a folder with cf/ and ffa/ sub-folders) or "
@@ -97,7 +92,7 @@ class PairedFolder(PairReader):
                 f"{masks} holds valid-region masks but none for pair(s) {missing[:5]}: add {masks}/<name>.png "
                 "for every pair, or set data.reader.mask_dir=null to ignore the masks."
             )
-        return [replace(r, valid=mask_by_stem[r.id]) for r in records]
+        return [replace(r, masks=r.masks + (("valid", mask_by_stem[r.id]),)) for r in records]
 
     def _manifest_records(self) -> list[PairRecord]:
         manifest = self.manifest
@@ -162,17 +157,17 @@ class PairedFolder(PairReader):
                     "file name without extension) must be unique: fill the id column."
                 )
             seen[pair_id] = line
-            records.append(
-                PairRecord(
+            record = PairRecord(
                     id=pair_id,
                     cf=paths["cf"],
                     ffa=paths["ffa"],
                     category=row.get("category", ""),
                     group=row.get("group", ""),
                     split=split,
-                    valid=paths.get("mask"),
                 )
-            )
+            if "mask" in paths:
+                record = replace(record, masks=record.masks + (("valid", paths["mask"]),))
+            records.append(record)
         if not records:
             raise DataError(f"pair manifest {manifest} has no rows; add one row per CF/FFA pair.")
         return records
