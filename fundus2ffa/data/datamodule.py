@@ -6,6 +6,8 @@
 """
 
 
+import logging
+
 import lightning as L
 from torch.utils.data import DataLoader
 
@@ -15,6 +17,9 @@ from fundus2ffa.data.readers.base import Reader
 from fundus2ffa.data.splits import SPLITS, fill_validation, split_records
 from fundus2ffa.data.transforms import Transform
 from fundus2ffa.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+MIN_SPLIT_IMAGES = 3  # fewer make a split's mean score anecdotal (issue 11 item 3)
 
 
 
