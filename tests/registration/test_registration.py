@@ -116,7 +116,7 @@ def test_register_cli_writes_pairs_reports_failures_and_trains(tmp_path, caplog)
     # the output is a paired_folder with valid masks ...
     records = PairedFolder(root=out).records()
     assert {r.id for r in records} == set(truths) | {"video"}
-    assert all(r.valid is not None for r in records)
+    assert all(dict(r.masks).get("valid") is not None for r in records)
     # ... that trains (tiny), with the mask in the batches and the baselines in metrics.json
     cfg = compose_run(
         [
