@@ -74,31 +74,38 @@ def classification_scores(logits: torch.Tensor, labels: torch.Tensor, num_classe
     return {"accuracy": float((pred == labels).float().mean()), "balanced_accuracy": sum(recalls) / len(recalls), "auroc": auroc}
 
 
+def fit_classifier(encoder: nn.Module, train: DownstreamSet, mode: str, settings: dict, trainer_cfg, seed: int) -> tuple[Classifier, L.Trainer]:
+    """Train encoder + GAP + linear head on ``train``.
+
+    ``linear_probe``: the encoder is frozen (eval mode, no gradient); its pooled features are computed
+    once and only the head is trained on them. ``finetune``: encoder and head train together.
+    """
+    if mode not in CLASSIFICATION_MODES:
+        raise ConfigError(f"downstream.modes: {mode!r} is not a classification mode; use {'|'.join(CLASSIFICATION_MODES)}")
+    L.seed_everything(seed, workers=True, verbose=False)
+    model = Classifier(encoder, len(train.classes))
+    trainer = make_trainer(trainer_cfg, settings["steps"])
+    optim = {"lr": settings["lr"], "weight_decay": settings.get("weight_decay", 0.0)}
+    if mode == "linear_probe":
+        encoder.requires_grad_(False)
+        encoder.to(_device(trainer)).eval()
+        features = _batched(encoder.pooled, train.images, _device(trainer))
+        module = DownstreamModule(model.head, "classification", hflip=0.0, **optim)
+        trainer.fit(module, _loader((features, train.labels), settings["batch_size"], seed))
+    else:
+        module = DownstreamModule(model, "classification", hflip=settings.get("hflip", 0.5), **optim)
+        trainer.fit(module, _loader((train.images, train.labels), settings["batch_size"], seed))
+    return model, trainer
+
+
 def classify(source: BackboneSource, init: str, train: DownstreamSet, test: DownstreamSet, mode: str, settings: dict,
              trainer_cfg, seed: int) -> dict[str, float]:
     """Train a classifier on ``train`` (few-shot) and score it on ``test``."""
-    if mode not in CLASSIFICATION_MODES:
-        raise ConfigError(f"downstream.mode must be one of {'|'.join(CLASSIFICATION_MODES)} for classification, got {mode!r}")
-    L.seed_everything(seed, workers=True, verbose=False)
-    num_classes = len(train.classes)
-    encoder = source.encoder(init)
-    model = Classifier(encoder, num_classes)
-    trainer = make_trainer(trainer_cfg, settings["steps"])
+    L.seed_everything(seed, workers=True, verbose=False)  # a random init depends on the seed
+    model, trainer = fit_classifier(source.encoder(init), train, mode, settings, trainer_cfg, seed)
     device = _device(trainer)
-    if mode == "linear_probe":
-        encoder.to(device).eval()
-        train_x, test_x = (_batched(encoder.pooled, s.images, device) for s in (train, test))
-        module = DownstreamModule(model.head, "classification", lr=settings["lr"], weight_decay=settings.get("weight_decay", 0.0), hflip=0.0)
-        trainer.fit(module, _loader((train_x, train.labels), settings["batch_size"], seed))
-        model.head.to(device).eval()
-        logits = _batched(model.head, test_x, device)
-    else:
-        module = DownstreamModule(model, "classification", lr=settings["lr"], weight_decay=settings.get("weight_decay", 0.0),
-                                  hflip=settings.get("hflip", 0.5))
-        trainer.fit(module, _loader((train.images, train.labels), settings["batch_size"], seed))
-        model.to(device).eval()
-        logits = _batched(model, test.images, device)
-    return classification_scores(logits, test.labels, num_classes)
+    model.to(device).eval()
+    return classification_scores(_batched(model, test.images, device), test.labels, len(train.classes))
 
 
 # ------------------------------------------------------------------------------------------ segmentation
@@ -107,25 +114,34 @@ def predict_masks(net: nn.Module, images: torch.Tensor, device: torch.device) ->
     return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
 
 
-def segment(source: BackboneSource, init: str, train: DownstreamSet, test: DownstreamSet, mode: str, settings: dict,
-            trainer_cfg, seed: int) -> dict[str, float]:
-    """Fine-tune a segmentation net on ``train`` (few-shot images) and score Dice on ``test``."""
+def fit_segmenter(net: nn.Module, train: DownstreamSet, mode: str, settings: dict, trainer_cfg, seed: int) -> L.Trainer:
+    """Train a segmentation net (``finetune``: everything; ``frozen_encoder``: decoder and head only)."""
     if mode not in SEGMENTATION_MODES:
-        raise ConfigError(f"downstream.mode must be one of {'|'.join(SEGMENTATION_MODES)} for segmentation, got {mode!r}")
+        raise ConfigError(f"downstream.modes: {mode!r} is not a segmentation mode; use {'|'.join(SEGMENTATION_MODES)}")
     L.seed_everything(seed, workers=True, verbose=False)
-    num_classes = int(settings.get("num_classes", 1))
-    net = source.segmenter(init, num_classes)
     frozen = [net.encoder.layers if isinstance(net, GeneratorSegmenter) else net.encoder] if mode == "frozen_encoder" else []
     module = DownstreamModule(net, "segmentation", frozen=frozen, lr=settings["lr"], weight_decay=settings.get("weight_decay", 0.0),
                               hflip=settings.get("hflip", 0.5), loss=settings.get("loss"))
     trainer = make_trainer(trainer_cfg, settings["steps"])
     valid = train.fov if train.fov is not None else torch.ones_like(train.masks, dtype=torch.bool)
     trainer.fit(module, _loader((train.images, train.masks, valid), settings["batch_size"], seed))
-    device = _device(trainer)
+    return trainer
+
+
+def segmentation_scores(net: nn.Module, test: DownstreamSet, device, num_classes: int = 1) -> dict[str, float]:
     net.to(device).eval()
     pred = predict_masks(net, test.images, device)
-    dice = dice_per_image(pred, test.masks, test.fov, num_classes=max(2, num_classes))
-    return {"dice": float(dice.mean())}
+    return {"dice": float(dice_per_image(pred, test.masks, test.fov, num_classes=max(2, num_classes)).mean())}
+
+
+def segment(source: BackboneSource, init: str, train: DownstreamSet, test: DownstreamSet, mode: str, settings: dict,
+            trainer_cfg, seed: int) -> dict[str, float]:
+    """Fine-tune a segmentation net on ``train`` (few-shot images) and score Dice on ``test``."""
+    L.seed_everything(seed, workers=True, verbose=False)  # a random init depends on the seed
+    num_classes = int(settings.get("num_classes", 1))
+    net = source.segmenter(init, num_classes)
+    trainer = fit_segmenter(net, train, mode, settings, trainer_cfg, seed)
+    return segmentation_scores(net, test, _device(trainer), num_classes)
 
 
 # ------------------------------------------------------------------------------------------ retrieval
