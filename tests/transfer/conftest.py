@@ -20,6 +20,12 @@ def save_checkpoint(path, config, prefix="generator.", seed=0):
 
 
 @pytest.fixture
+def tiny():
+    """Generator configs: ``global`` (pix2pixHD global, 3 -> 1) and ``video`` (Fundus2Video with attention)."""
+    return {"global": dict(GLOBAL), "video": dict(VIDEO)}
+
+
+@pytest.fixture
 def global_checkpoint(tmp_path):
     path = tmp_path / "global.ckpt"
     return path, save_checkpoint(path, GLOBAL)

@@ -8,15 +8,14 @@ from fundus2ffa.transfer.backbone import BackboneSource, GeneratorEncoder, Gener
 from fundus2ffa.transfer.readers import SyntheticEyes
 from fundus2ffa.transfer.tasks import fit_classifier, fit_segmenter, retrieve, segmentation_scores
 
-from .conftest import GLOBAL
-
 CPU = {"_target_": "lightning.Trainer", "accelerator": "cpu", "devices": 1, "precision": "32-true"}
 
 
-def test_linear_probe_trains_only_the_head():
+def test_linear_probe_trains_only_the_head(tiny):
+    generator_config = tiny["global"]
     data = SyntheticEyes(num_eyes=8, image_size=32, target="lesion").load()
     for mode in ("linear_probe", "finetune"):
-        encoder = GeneratorEncoder(build_generator(GLOBAL))
+        encoder = GeneratorEncoder(build_generator(generator_config))
         before = copy.deepcopy(encoder.state_dict())
         model, _ = fit_classifier(encoder, data, mode, {"steps": 5, "batch_size": 4, "lr": 1e-2}, CPU, seed=0)
         after = model.encoder.state_dict()
@@ -25,9 +24,10 @@ def test_linear_probe_trains_only_the_head():
         assert model.head.weight.abs().sum() > 0
 
 
-def test_frozen_encoder_segmentation_keeps_the_encoder():
+def test_frozen_encoder_segmentation_keeps_the_encoder(tiny):
+    generator_config = tiny["global"]
     data = SyntheticEyes(num_eyes=4, image_size=32, target="vessel").load()
-    net = GeneratorSegmenter(build_generator(GLOBAL), 1)
+    net = GeneratorSegmenter(build_generator(generator_config), 1)
     encoder_before = copy.deepcopy(net.encoder.layers.state_dict())
     head_before = net.generator.model[-2].weight.clone()
     fit_segmenter(net, data, "frozen_encoder", {"steps": 3, "batch_size": 2, "lr": 1e-2}, CPU, seed=0)
@@ -35,12 +35,13 @@ def test_frozen_encoder_segmentation_keeps_the_encoder():
     assert not torch.equal(head_before, net.generator.model[-2].weight)
 
 
-def test_segmentation_dice_rises_on_synthetic_vessels():
+def test_segmentation_dice_rises_on_synthetic_vessels(tiny):
+    generator_config = tiny["global"]
     torch.manual_seed(0)
     data = SyntheticEyes(num_eyes=10, image_size=64, target="vessel").load()
     train, test = data.subset(range(7)), data.subset(range(7, 10))
     assert 0.02 < float(test.masks.float().mean()) < 0.2  # vessels are there to be found
-    config = {**GLOBAL, "ngf": 8}
+    config = {**generator_config, "ngf": 8}
     net = GeneratorSegmenter(build_generator(config), 1)
     before = segmentation_scores(net, test, torch.device("cpu"))["dice"]
     fit_segmenter(net, train, "finetune", {"steps": 60, "batch_size": 4, "lr": 5e-3}, CPU, seed=0)
@@ -48,9 +49,10 @@ def test_segmentation_dice_rises_on_synthetic_vessels():
     assert after > before + 0.15 and after > 0.3, (before, after)
 
 
-def test_retrieval_runs_zero_shot_and_matches_a_constructed_gallery():
+def test_retrieval_runs_zero_shot_and_matches_a_constructed_gallery(tiny):
+    generator_config = tiny["global"]
     data = SyntheticEyes(num_eyes=6, image_size=32, target="pairs").load()
-    source = BackboneSource(generator=GLOBAL)
+    source = BackboneSource(generator=generator_config)
     for query in ("cf", "generated"):
         m = retrieve(source, "random", data, query, CPU, seed=0)
         assert 0.0 <= m["recall@1"] <= m["recall@5"] <= m["recall@10"] == 1.0 and m["num_queries"] == 6
