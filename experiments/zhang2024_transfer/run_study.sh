@@ -13,7 +13,7 @@ mkdir -p "$OUT"
 CKPT=${CKPT:-}
 if [[ -z "$CKPT" ]]; then
   $PY -m fundus2ffa.run model=pix2pix generator=pix2pixhd_global generator.ngf=8 data.image_size=64 \
-      data.reader.num_pairs=96 data.batch_size=8 model.schedule.constant_epochs=10 model.schedule.decay_epochs=5 \
+      data.reader.num_pairs=96 data.batch_size=8 model.schedule.constant_epochs=4 model.schedule.decay_epochs=0 \
       logger=csv trainer=cpu trainer.enable_progress_bar=false trainer.num_sanity_val_steps=0 seed=0 \
       hydra.run.dir="$OUT/pretrain"
   CKPT="$OUT/pretrain/checkpoints/last.ckpt"
