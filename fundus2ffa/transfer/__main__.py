@@ -5,6 +5,7 @@ tasks in ``conf/downstream/``). Writes results.csv and table.md into the run dir
 import logging
 
 import hydra
+import torch
 from omegaconf import DictConfig
 
 from fundus2ffa.config import config_dir, register_resolvers
@@ -16,6 +17,8 @@ log = logging.getLogger("fundus2ffa.transfer")
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="transfer")
 def main(cfg: DictConfig) -> None:
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))  # CPU runs on a shared machine: fewer threads spin less
     run_study(cfg)
 
 

@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from fundus2ffa.errors import ConfigError
 from fundus2ffa.metrics.retrieval import cosine_similarity_matrix, retrieval_metrics
@@ -46,10 +46,13 @@ def _device(trainer: L.Trainer) -> torch.device:
     return trainer.strategy.root_device
 
 
-def _loader(tensors, batch_size: int, seed: int, shuffle: bool = True) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)
+def _loader(tensors, batch_size: int, seed: int, steps: int) -> DataLoader:
+    """``steps`` batches drawn with replacement in one epoch: with k = 1 a per-sample epoch would make
+    every optimiser step an epoch, and Lightning's per-epoch overhead would dominate the fit."""
     dataset = TensorDataset(*tensors)
-    return DataLoader(dataset, batch_size=min(int(batch_size), len(dataset)), shuffle=shuffle, generator=generator, drop_last=False)
+    batch_size = min(int(batch_size), len(dataset))
+    sampler = RandomSampler(dataset, replacement=True, num_samples=int(steps) * batch_size, generator=torch.Generator().manual_seed(seed))
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=False)
 
 
 @torch.no_grad()
@@ -91,10 +94,10 @@ def fit_classifier(encoder: nn.Module, train: DownstreamSet, mode: str, settings
         encoder.to(_device(trainer)).eval()
         features = _batched(encoder.pooled, train.images, _device(trainer))
         module = DownstreamModule(model.head, "classification", hflip=0.0, **optim)
-        trainer.fit(module, _loader((features, train.labels), settings["batch_size"], seed))
+        trainer.fit(module, _loader((features, train.labels), settings["batch_size"], seed, settings["steps"]))
     else:
         module = DownstreamModule(model, "classification", hflip=settings.get("hflip", 0.5), **optim)
-        trainer.fit(module, _loader((train.images, train.labels), settings["batch_size"], seed))
+        trainer.fit(module, _loader((train.images, train.labels), settings["batch_size"], seed, settings["steps"]))
     return model, trainer
 
 
@@ -124,7 +127,7 @@ def fit_segmenter(net: nn.Module, train: DownstreamSet, mode: str, settings: dic
                               hflip=settings.get("hflip", 0.5), loss=settings.get("loss"))
     trainer = make_trainer(trainer_cfg, settings["steps"])
     valid = train.fov if train.fov is not None else torch.ones_like(train.masks, dtype=torch.bool)
-    trainer.fit(module, _loader((train.images, train.masks, valid), settings["batch_size"], seed))
+    trainer.fit(module, _loader((train.images, train.masks, valid), settings["batch_size"], seed, settings["steps"]))
     return trainer
 
 
