@@ -21,14 +21,14 @@ fi
 
 # 2. Downstream studies (held-out synthetic eyes: seeds 900000+), rows pretrained / random.
 for study in synthetic_vessels synthetic_lesions synthetic_retrieval; do
-  $PY -m fundus2ffa.transfer downstream=$study backbone.checkpoint="$CKPT" trainer.accelerator=cpu hydra.run.dir="$OUT/$study"
+  $PY -m fundus2ffa.transfer downstream=$study backbone.checkpoint="$CKPT" trainer.accelerator=cpu threads=1 hydra.run.dir="$OUT/$study"
 done
 
 # 3. Real data probes (FFA frames: phase; UWF eyes: SLO -> FA retrieval).
 SHARED=${FUNDUS2FFA_SHARED_DATA:-../shared/data}
 if [[ -d "$SHARED" ]]; then
   for study in ffa_phase uwf_retrieval; do
-    $PY -m fundus2ffa.transfer downstream=$study backbone.checkpoint="$CKPT" trainer.accelerator=cpu hydra.run.dir="$OUT/$study"
+    $PY -m fundus2ffa.transfer downstream=$study backbone.checkpoint="$CKPT" trainer.accelerator=cpu threads=1 hydra.run.dir="$OUT/$study"
   done
 fi
 

@@ -254,9 +254,7 @@ class GeneratorSegmenter(nn.Module):
         if isinstance(g, CoarseFineGenerator):
             _, feature = g.coarse(lanczos_halve(x))
             return g.fine(x, feature)
-        if isinstance(g, GlobalGenerator) and hasattr(g, "kba_positions"):
-            return g(x)  # Fundus2Video: forward applies the attention boost
-        return g(x)
+        return g(x)  # Fundus2Video's forward applies its attention boost
 
     def encoder_parameters(self):
         return self.encoder.layers.parameters()

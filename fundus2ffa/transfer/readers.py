@@ -255,9 +255,7 @@ class ImageMaskFolders:
         return found
 
     def _mask(self, path: Path) -> np.ndarray:
-        from PIL import Image
-
-        from fundus2ffa.data.io import _open
+        from fundus2ffa.data.io import _open  # the reader's errors (missing / corrupt file) for masks too
 
         image = _open(path)
         array = np.asarray(image) if image.mode == "P" else np.asarray(image.convert("L"))
