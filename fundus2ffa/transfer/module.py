@@ -16,15 +16,26 @@ from fundus2ffa.losses.dice_bce import DiceBCELoss
 
 
 class Classifier(nn.Module):
-    """Encoder + global average pooling + a linear head (reference_spec 4.9)."""
+    """Encoder + global average pooling + a linear head (reference_spec 4.9).
+
+    ``feature_mean`` / ``feature_std`` standardise the pooled features before the head (identity by
+    default); a linear probe sets them from its training features, as a non-affine BatchNorm in front of
+    the head does in the usual linear-probe recipe: the pooled features of a generator have very
+    different scales per channel, and an unnormalised head at few-shot sample sizes learns mostly a bias.
+    """
 
     def __init__(self, encoder: nn.Module, num_classes: int):
         super().__init__()
         self.encoder = encoder
         self.head = nn.Linear(encoder.out_channels, num_classes)
+        self.register_buffer("feature_mean", torch.zeros(encoder.out_channels))
+        self.register_buffer("feature_std", torch.ones(encoder.out_channels))
+
+    def standardise(self, features: torch.Tensor) -> torch.Tensor:
+        return (features - self.feature_mean) / self.feature_std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder.pooled(x))
+        return self.head(self.standardise(self.encoder.pooled(x)))
 
 
 class DownstreamModule(L.LightningModule):

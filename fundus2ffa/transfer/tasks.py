@@ -81,7 +81,8 @@ def fit_classifier(encoder: nn.Module, train: DownstreamSet, mode: str, settings
     """Train encoder + GAP + linear head on ``train``.
 
     ``linear_probe``: the encoder is frozen (eval mode, no gradient); its pooled features are computed
-    once and only the head is trained on them. ``finetune``: encoder and head train together.
+    once, standardised with the training set's mean and std (``settings.standardise``, default true)
+    and only the head is trained on them. ``finetune``: encoder and head train together.
     """
     if mode not in CLASSIFICATION_MODES:
         raise ConfigError(f"downstream.modes: {mode!r} is not a classification mode; use {'|'.join(CLASSIFICATION_MODES)}")
@@ -93,6 +94,11 @@ def fit_classifier(encoder: nn.Module, train: DownstreamSet, mode: str, settings
         encoder.requires_grad_(False)
         encoder.to(_device(trainer)).eval()
         features = _batched(encoder.pooled, train.images, _device(trainer))
+        if settings.get("standardise", True):
+            model.feature_mean.copy_(features.mean(0))
+            std = features.std(0, unbiased=False)
+            model.feature_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))  # constant channels stay unscaled
+        features = model.standardise(features)
         module = DownstreamModule(model.head, "classification", hflip=0.0, **optim)
         trainer.fit(module, _loader((features, train.labels), settings["batch_size"], seed, settings["steps"]))
     else:
