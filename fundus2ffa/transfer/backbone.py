@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from hydra.utils import get_class
 from torch import nn
 
-from fundus2ffa.errors import ConfigError, WeightsError
+from fundus2ffa.checkpoint import load_checkpoint
+from fundus2ffa.errors import CheckpointError, ConfigError, WeightsError
 from fundus2ffa.nets.generators.fundus2angio import CoarseFineGenerator
 from fundus2ffa.nets.generators.pix2pixhd import GlobalGenerator, LocalEnhancer
 from fundus2ffa.nets.generators.resnet import ResnetGenerator
@@ -49,7 +50,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # --------------------------------------------------------------------------------------------- loading
 def read_checkpoint(path: str | Path, key: str = "backbone.checkpoint") -> dict:
-    """A training checkpoint as a dict, loaded with ``weights_only=True`` (nothing in it runs as code)."""
+    """A training checkpoint as a dict, through ``fundus2ffa.checkpoint.load_checkpoint``
+    (``weights_only=True``: nothing in it runs as code); errors name ``key``."""
     path = Path(str(path)).expanduser()
     if not path.is_file():
         raise WeightsError(
@@ -57,13 +59,9 @@ def read_checkpoint(path: str | Path, key: str = "backbone.checkpoint") -> dict:
             "(python -m fundus2ffa.run ... writes one), or use backbone.inits=[random] for a from-scratch baseline."
         )
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-        raise WeightsError(
-            f"{key}={path} cannot be read as a weights-only checkpoint ({exc.__class__.__name__}: {str(exc)[:300]}). "
-            "It must be a fundus2ffa training checkpoint (.ckpt) saved by this version; objects that need code "
-            "to unpickle are refused on purpose."
-        ) from None
+        checkpoint = load_checkpoint(path)  # the project's one reader: torch.load(weights_only=True)
+    except CheckpointError as exc:
+        raise WeightsError(f"{key}={path}: {exc}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise WeightsError(f"{key}={path} is not a Lightning checkpoint (no state_dict); give a run's checkpoints/*.ckpt")
     return checkpoint
