@@ -10,10 +10,10 @@ import logging
 import time
 from pathlib import Path
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fundus2ffa.errors import ConfigError
+from fundus2ffa.run import build
 from fundus2ffa.transfer.backbone import BackboneSource
 from fundus2ffa.transfer.fewshot import few_shot_indices, parse_k, split_pool_test
 from fundus2ffa.transfer.report import write_tables
@@ -49,7 +49,7 @@ def run_study(cfg: DictConfig) -> list[dict]:
         raise ConfigError("backbone.inits is empty; list at least one of pretrained, random, imagenet")
     source = BackboneSource(cfg.backbone.get("checkpoint"), _plain(cfg.backbone.get("generator")), _plain(cfg.backbone.get("imagenet")))
     source.check(inits)
-    data = instantiate(down.data)
+    data = build(down.data, "downstream.data")  # a missing (???) key or bad argument is a ConfigError naming it
     data = data.load() if hasattr(data, "load") else data
     out = Path(cfg.paths.output_dir)
     rows: list[dict] = []

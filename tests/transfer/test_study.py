@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from fundus2ffa.config import config_dir, register_resolvers
-from fundus2ffa.errors import WeightsError
+from fundus2ffa.errors import ConfigError, WeightsError
 from fundus2ffa.transfer.study import run_study
 
 TINY = ["trainer.accelerator=cpu", "backbone.inits=[pretrained,random]", "downstream.seeds=[0]", "downstream.data.image_size=32"]
@@ -39,3 +39,8 @@ def test_missing_imagenet_weights_fail_before_training(tmp_path, global_checkpoi
     with pytest.raises(WeightsError, match="backbone.imagenet.weights"):
         _run(tmp_path, global_checkpoint[0], ["downstream=synthetic_retrieval", "backbone.inits=[pretrained,imagenet]"])
     assert not (tmp_path / "results.csv").exists()
+
+
+def test_a_missing_data_root_names_the_key(tmp_path, global_checkpoint):
+    with pytest.raises(ConfigError, match="downstream.data.root"):
+        _run(tmp_path, global_checkpoint[0], ["downstream=vessel_segmentation"])
