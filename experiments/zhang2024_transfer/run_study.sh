@@ -24,10 +24,10 @@ for study in synthetic_vessels synthetic_lesions synthetic_retrieval; do
   $PY -m fundus2ffa.transfer downstream=$study backbone.checkpoint="$CKPT" trainer.accelerator=cpu threads=1 hydra.run.dir="$OUT/$study"
 done
 
-# 3. Real data probes (FFA frames: phase; UWF eyes: SLO -> FA retrieval).
+# 3. Real data probes (FFA frames: phase, lesion areas; UWF eyes: SLO -> FA retrieval).
 SHARED=${FUNDUS2FFA_SHARED_DATA:-../shared/data}
 if [[ -d "$SHARED" ]]; then
-  for study in ffa_phase uwf_retrieval; do
+  for study in ffa_phase ffa_lesions uwf_retrieval; do
     $PY -m fundus2ffa.transfer downstream=$study backbone.checkpoint="$CKPT" trainer.accelerator=cpu threads=1 hydra.run.dir="$OUT/$study"
   done
 fi
