@@ -17,7 +17,7 @@ from conftest import UWF, compose_run
 from hydra.utils import instantiate
 
 from fundus2ffa.data.synthetic.export import export_video_csv
-from fundus2ffa.data.video import (
+from fundus2ffa.data import (
     FFAVideoCSV,
     SyntheticVideos,
     UWFVideo,

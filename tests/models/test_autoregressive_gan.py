@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from conftest import compose_run
-from fundus2ffa.data.video.dataset import collate_videos
+from fundus2ffa.data.dataset import collate_videos
 from fundus2ffa.errors import ConfigError
 from fundus2ffa.graph_memory import SavedTensorMeter
 from fundus2ffa.losses.feature_matching import FeatureMatching
