@@ -97,7 +97,7 @@ def _image_cells(results_dir: Path, item_id: str, video: bool) -> list[str]:
             cells.append(f'<td><video src="{_link(path, results_dir)}" controls loop muted preload="metadata"></video></td>')
         else:
             cells.append(f'<td><a href="{_link(path, results_dir)}"><img src="{_link(path, results_dir)}" '
-                         f'alt="{kind} {html.escape(item_id, quote=True)}" loading="lazy"></a></td>')
+                         f'alt="{kind} {html.escape(item_id, quote=True)}"></a></td>')
     return cells
 
 
