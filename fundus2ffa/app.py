@@ -31,7 +31,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fundus2ffa.config import config_dir
-from fundus2ffa.errors import ConfigError, Fundus2FFAError
+from fundus2ffa.errors import ConfigError, DataError, Fundus2FFAError
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -123,7 +123,13 @@ def translate_upload(model, upload: str | Path, cfg: DictConfig, device: torch.d
     upload = Path(upload)
     if upload.suffix.lower() not in UPLOAD_TYPES:
         raise ConfigError(f"{upload.name} is not a JPEG, PNG or TIFF image; upload a colour fundus photograph ({', '.join(UPLOAD_TYPES)})")
-    cf = read_cf(upload, allow_grey=bool(cfg.allow_grey_cf))
+    try:
+        cf = read_cf(upload, allow_grey=bool(cfg.allow_grey_cf))
+    except DataError as exc:
+        grey = "greyscale" in str(exc)
+        reason = ("it is greyscale (an angiogram, or a grey export?); start the demo with allow_grey_cf=true to accept it"
+                  if grey else "it is corrupt or not an image; upload a JPEG, PNG or TIFF colour fundus photograph")
+        raise DataError(f"{upload.name} cannot be used as a colour fundus photograph: {reason}") from None
     settings = cfg.predict
     mode, size, multiple = str(settings.mode), int(settings.image_size), int(settings.multiple)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -149,7 +155,8 @@ def build_demo(cfg: DictConfig, models: dict, device: torch.device):
     work = Path(tempfile.mkdtemp(prefix="fundus2ffa_app_"))
 
     def run(upload, label):
-        empty = (None, None, None, None, None, None, gr.update(maximum=1, value=0, visible=False), None)
+        empty = (None, None, None, None, gr.update(value=None, visible=False), None,
+                 gr.update(maximum=1, value=0, visible=False), None)
         if upload is None:
             return ("Upload a colour fundus photograph (JPEG, PNG or TIFF).", *empty)
         try:
@@ -160,11 +167,12 @@ def build_demo(cfg: DictConfig, models: dict, device: torch.device):
         ffa_rgb = np.repeat(result.ffa[..., None], 3, axis=2)
         height, width = result.cf.shape[:2]
         video = str(result.mp4) if result.mp4 else None
-        frames = gr.update(maximum=max(len(result.frames) - 1, 1), value=len(result.frames) - 1, visible=bool(result.frames))
+        last = max(len(result.frames) - 1, 0)
+        frames = gr.update(maximum=max(last, 1), value=last, visible=bool(result.frames))
         status = f"Generated with **{label}** at {width} x {height} px (predict.mode={cfg.predict.mode})."
         downloads = [str(p) for p in (result.png, result.mp4) if p]
         return (status, (result.cf, ffa_rgb), blend(result.cf, result.ffa, 0.5), fov_overlay(result.cf, result.fov),
-                result.ffa, video, downloads, frames, result)
+                result.ffa, gr.update(value=video, visible=video is not None), downloads, frames, result)
 
     def reblend(result, opacity):
         return None if result is None else blend(result.cf, result.ffa, opacity)
@@ -190,15 +198,18 @@ def build_demo(cfg: DictConfig, models: dict, device: torch.device):
                 compare = gr.ImageSlider(label="CF | generated FFA (drag to compare)", type="numpy", format="png",
                                          interactive=False, elem_id="compare")
                 opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="FFA opacity over the CF", elem_id="opacity")
-                blended = gr.Image(label="Blend", type="numpy", format="png", interactive=False, elem_id="blend")
+                blended = gr.Image(label="Blend", type="numpy", height=320, format="png", interactive=False, elem_id="blend")
         with gr.Row():
-            overlay = gr.Image(label="Field of view (green outline)", type="numpy", format="png", interactive=False, elem_id="fov")
-            generated = gr.Image(label="Generated FFA (input resolution)", type="numpy", format="png", interactive=False,
+            overlay = gr.Image(label="Field of view (green outline)", type="numpy", height=320, format="png", interactive=False, elem_id="fov")
+            generated = gr.Image(label="Generated FFA (input resolution)", type="numpy", height=320, format="png", interactive=False,
                                  elem_id="generated")
-        with gr.Row():
-            player = gr.Video(label="Generated FFA video", interactive=False, elem_id="video")
-            frame = gr.Slider(0, 1, value=0, step=1, label="Frame", visible=False, elem_id="frame")
-            frame_image = gr.Image(label="Frame", type="numpy", format="png", interactive=False, elem_id="frame_image")
+        any_video = any(hasattr(m, "translate_video") for m in models.values())
+        with gr.Row(visible=any_video):
+            player = gr.Video(label="Generated FFA video", interactive=False, visible=False, elem_id="video")
+            with gr.Column():
+                frame = gr.Slider(0, 1, value=0, step=1, label="Frame", visible=False, elem_id="frame")
+                frame_image = gr.Image(label="Frame", type="numpy", format="png", interactive=False, height=320,
+                                       elem_id="frame_image")
         state = gr.State(None)
         outputs = [status, compare, blended, overlay, generated, player, files, frame, state]
         button.click(run, [upload, choice], outputs)
