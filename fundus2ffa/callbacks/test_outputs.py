@@ -56,6 +56,8 @@ class TestOutputs(L.Callback):
         fps: frames per second of the generated videos (video models).
     """
 
+    __test__ = False  # not a pytest test class despite its name
+
     def __init__(self, dirpath: str, fps: float = 4.0):
         self.dirpath = Path(dirpath)
         self.fps = float(fps)
