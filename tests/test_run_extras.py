@@ -3,6 +3,9 @@ MLflow on a local file store, W&B offline), the Optuna sweeper returning a valid
 --cfg job --resolve, the epoch count and time estimate at start, grids written while fitting only."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -64,15 +67,22 @@ def test_config_hparams_are_resolved_plain_containers():
     assert config_hparams(cfg) == {"a": 2, "b": 2, "tags": ["x"]}
 
 
+def _cli(*args: str):
+    """``python -m fundus2ffa.run ARGS`` without stdin (nothing here may wait for a terminal)."""
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    return subprocess.run([sys.executable, "-m", "fundus2ffa.run", *args], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=600)
+
+
 def test_help_lists_launchers_and_cfg_resolve():
-    result = cli("--help")
+    result = _cli("--help")
     assert result.returncode == 0
     for launcher in sorted(p.stem for p in (REPO / "conf" / "hydra" / "launcher").glob("*.yaml")):
         assert f"hydra/launcher={launcher}" in result.stdout
     assert "hparams_search=pix2pix_optuna" in result.stdout and "--resolve" in result.stdout
     assert "model: " in result.stdout and "hparams_search: " in result.stdout  # the config groups
 
-    resolved = cli("--cfg", "job", "--resolve", "data.reader.num_pairs=8")
+    resolved = _cli("--cfg", "job", "--resolve", "data.reader.num_pairs=8")
     assert resolved.returncode == 0
     assert yaml.safe_load(resolved.stdout)["trainer"]["max_epochs"] == 5  # synthetic: 3 + 2, resolved
 
