@@ -11,7 +11,8 @@ ship): a CF of any size (JPEG, PNG, TIFF) is translated exactly as ``task=predic
 the ``predict`` settings of ``conf/app.yaml``), and shown beside the CF with a compare slider, an
 opacity blend and the field-of-view outline (:func:`fundus2ffa.priors.fov.fov_mask`, reference_spec
 1.3); video models (those with ``translate_video``) add a player and a frame slider. The PNG (or MP4)
-can be downloaded. Several checkpoints can be selected; each loads through predict's load path.
+can be downloaded. Several checkpoints can be selected; each is checked with ``torch.load(weights_only=True)``
+(no code from the file runs) and rebuilt through predict's load path.
 
 Offline by design: Gradio's analytics are switched off before it is imported, the page uses system
 fonts, server-side rendering (a Node process) is off and Gradio's public share tunnel is never used;
@@ -31,7 +32,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fundus2ffa.config import config_dir
-from fundus2ffa.errors import ConfigError, DataError, Fundus2FFAError
+from fundus2ffa.errors import ConfigError, DataError, Fundus2FFAError, WeightsError
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -77,12 +78,29 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def check_weights_only(path: Path) -> None:
+    """Refuse a checkpoint that holds anything but tensors and plain containers, before it is rebuilt.
+
+    ``torch.load(weights_only=True)`` unpickles no code; a file that needs more (a crafted or foreign
+    pickle) is an error naming the file, and nothing from it runs."""
+    import pickle
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        raise WeightsError(
+            f"checkpoint {path} cannot be loaded safely (weights_only): {str(exc).splitlines()[0][:200]}. "
+            "Use a checkpoint written by fundus2ffa training (<run>/checkpoints/last.ckpt) from a source you trust"
+        ) from None
+
+
 def load_models(paths: list[Path], device: torch.device) -> dict:
-    """label -> model in eval mode, each rebuilt through predict's checkpoint load path."""
+    """label -> model in eval mode: each file checked with weights_only, then rebuilt by predict's load path."""
     from fundus2ffa.predict import load_model
 
     models = {}
     for path in paths:
+        check_weights_only(path)
         models[checkpoint_label(path)] = load_model(str(path)).to(device).eval()
     return models
 

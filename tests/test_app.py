@@ -67,3 +67,24 @@ def test_bad_uploads_are_refused_with_the_file_name(tmp_path):
     with pytest.raises(ConfigError, match="notes.txt is not a JPEG, PNG or TIFF"):
         translate_upload(None, notes, cfg, torch.device("cpu"), tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing written for a refused upload
+
+
+class _Payload:
+    """Unpickling this would run code: what a crafted checkpoint does."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PWNED_BY_CHECKPOINT",))
+
+
+def test_a_checkpoint_with_code_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    from fundus2ffa.app import load_models
+    from fundus2ffa.errors import WeightsError
+
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {}, "payload": _Payload()}, bad)
+    with pytest.raises(WeightsError, match=f"checkpoint {bad} cannot be loaded safely"):
+        load_models([bad], torch.device("cpu"))
+    assert not (tmp_path / "PWNED_BY_CHECKPOINT").exists()

@@ -36,7 +36,7 @@ COMMAND = re.compile(r"(?:OMP_NUM_THREADS=\d+ )?python3? -m fundus2ffa\.run\b[^\
 OTHER = {
     "python -m fundus2ffa.run --help": "tests/test_run_extras.py::test_help_lists_launchers_and_cfg_resolve",
     "python -m fundus2ffa.run --cfg job": "tests/test_run_extras.py::test_help_lists_launchers_and_cfg_resolve (with --resolve)",
-    "python -m fundus2ffa.data.synthetic export": "test_commands_run_in_short_form (the <export> folders)",
+    "python -m fundus2ffa.data.synthetic": "test_commands_run_in_short_form (the <export> folders)",
     "python -m fundus2ffa.report": "tests/test_report.py, tests/test_zhang2024.py",
     "python -m fundus2ffa.weights": "tests/test_weights.py; .ci/run fetches before the tests",
     "python -m fundus2ffa.bench": "tests/test_bench.py",
