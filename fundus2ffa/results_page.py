@@ -125,7 +125,7 @@ STYLE = """
 body { font-family: sans-serif; margin: 1.5em; } table { border-collapse: collapse; }
 td, th { border: 1px solid #ccc; padding: 4px 6px; text-align: center; }
 th[data-col] { cursor: pointer; background: #eef; } th[data-dir="asc"]::after { content: " \\25B2"; }
-th[data-dir="desc"]::after { content: " \\25BC"; } img, video { max-width: 256px; max-height: 256px; }
+th[data-dir="desc"]::after { content: " \\25BC"; } img, video { max-width: 256px; max-height: 256px; min-width: 96px; }
 td.missing { color: #a00; } pre { background: #f6f6f6; padding: 1em; overflow: auto; max-height: 40em; }
 """
 

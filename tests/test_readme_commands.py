@@ -35,7 +35,7 @@ COMMAND = re.compile(r"(?:OMP_NUM_THREADS=\d+ )?python3? -m fundus2ffa\.run\b[^\
 # The README commands that are not `fundus2ffa.run` training/test/predict commands, and where they are run.
 OTHER = {
     "python -m fundus2ffa.run --help": "tests/test_run_extras.py::test_help_lists_launchers_and_cfg_resolve",
-    "python -m fundus2ffa.run --cfg job": "tests/test_run_extras.py::test_help_lists_launchers_and_cfg_resolve (with --resolve)",
+    "python -m fundus2ffa.run --cfg job [--resolve]": "tests/test_run_extras.py::test_help_lists_launchers_and_cfg_resolve",
     "python -m fundus2ffa.data.synthetic": "test_commands_run_in_short_form (the <export> folders)",
     "python -m fundus2ffa.report": "tests/test_report.py, tests/test_zhang2024.py",
     "python -m fundus2ffa.weights": "tests/test_weights.py; .ci/run fetches before the tests",
@@ -85,7 +85,7 @@ def fixtures(tmp_path_factory):
     from fundus2ffa.data.synthetic.__main__ import main as synthetic_cli
 
     root = tmp_path_factory.mktemp("readme")
-    assert synthetic_cli(["export", "--layout", "isfahan", str(root / "isfahan"), "--count", "8", "--size", "144", "--width", "180"]) == 0
+    assert synthetic_cli(["export", "--layout", "isfahan", str(root / "isfahan")]) == 0  # 8 eyes, 288 x 360
     assert synthetic_cli(["export", "--layout", "video_csv", str(root / "f2v"), "--count", "6", "--size", "32"]) == 0
     cf_dir = root / "cf"
     cf_dir.mkdir()
@@ -146,7 +146,7 @@ def _smoke(job: list[str]) -> list[str]:
     return [t for t in extra if t.split("=", 1)[0] not in own] + job
 
 
-FLAG_COMMANDS = ("python -m fundus2ffa.run --help", "python -m fundus2ffa.run --cfg job")
+FLAG_COMMANDS = ("python -m fundus2ffa.run --help", "python -m fundus2ffa.run --cfg job", "python -m fundus2ffa.run --cfg job --resolve")
 
 
 def test_every_readme_command_is_covered():
