@@ -11,8 +11,9 @@ ship): a CF of any size (JPEG, PNG, TIFF) is translated exactly as ``task=predic
 the ``predict`` settings of ``conf/app.yaml``), and shown beside the CF with a compare slider, an
 opacity blend and the field-of-view outline (:func:`fundus2ffa.priors.fov.fov_mask`, reference_spec
 1.3); video models (those with ``translate_video``) add a player and a frame slider. The PNG (or MP4)
-can be downloaded. Several checkpoints can be selected; each is checked with ``torch.load(weights_only=True)``
-(no code from the file runs) and rebuilt through predict's load path.
+can be downloaded. Several checkpoints can be selected; each loads through :mod:`fundus2ffa.checkpoint`
+(``torch.load(weights_only=True)``, as test and predict). ``predict.image_size=null`` (the default) takes
+the training size from the checkpoint's stored run config.
 
 Offline by design: Gradio's analytics are switched off before it is imported, the page uses system
 fonts, server-side rendering (a Node process) is off and Gradio's public share tunnel is never used;
@@ -32,7 +33,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fundus2ffa.config import config_dir
-from fundus2ffa.errors import ConfigError, DataError, Fundus2FFAError, WeightsError
+from fundus2ffa.errors import ConfigError, DataError, Fundus2FFAError
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -78,31 +79,28 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def check_weights_only(path: Path) -> None:
-    """Refuse a checkpoint that holds anything but tensors and plain containers, before it is rebuilt.
-
-    ``torch.load(weights_only=True)`` unpickles no code; a file that needs more (a crafted or foreign
-    pickle) is an error naming the file, and nothing from it runs."""
-    import pickle
-
-    try:
-        torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise WeightsError(
-            f"checkpoint {path} cannot be loaded safely (weights_only): {str(exc).splitlines()[0][:200]}. "
-            "Use a checkpoint written by fundus2ffa training (<run>/checkpoints/last.ckpt) from a source you trust"
-        ) from None
-
-
 def load_models(paths: list[Path], device: torch.device) -> dict:
-    """label -> model in eval mode: each file checked with weights_only, then rebuilt by predict's load path."""
-    from fundus2ffa.predict import load_model
+    """label -> model in eval mode, each rebuilt by :func:`fundus2ffa.checkpoint.load_model`: the safe load
+    path of test and predict (``torch.load(weights_only=True)``: no code from the file runs)."""
+    from fundus2ffa.checkpoint import load_model
 
     models = {}
     for path in paths:
-        check_weights_only(path)
-        models[checkpoint_label(path)] = load_model(str(path)).to(device).eval()
+        model = load_model(path).to(device).eval()
+        model.fundus2ffa_image_size = training_size(path)  # predict.image_size=null uses it
+        models[checkpoint_label(path)] = model
     return models
+
+
+def training_size(path: Path, default: int = 256) -> int:
+    """``data.image_size`` of the run a checkpoint was trained in (its stored config), else ``default``."""
+    from fundus2ffa.checkpoint import checkpoint_config
+    from fundus2ffa.errors import CheckpointError
+
+    try:
+        return int(checkpoint_config(path).data.image_size)
+    except (CheckpointError, AttributeError, TypeError, ValueError):
+        return default
 
 
 @dataclass
@@ -149,7 +147,8 @@ def translate_upload(model, upload: str | Path, cfg: DictConfig, device: torch.d
                   if grey else "it is corrupt or not an image; upload a JPEG, PNG or TIFF colour fundus photograph")
         raise DataError(f"{upload.name} cannot be used as a colour fundus photograph: {reason}") from None
     settings = cfg.predict
-    mode, size, multiple = str(settings.mode), int(settings.image_size), int(settings.multiple)
+    size = int(settings.image_size or getattr(model, "fundus2ffa_image_size", 256))
+    mode, multiple = str(settings.mode), int(settings.multiple)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"{upload.stem}_ffa"
     if hasattr(model, "translate_video"):

@@ -15,3 +15,7 @@ class ConfigError(Fundus2FFAError, ValueError):
 
 class WeightsError(Fundus2FFAError, FileNotFoundError):
     """Pretrained weights are missing or do not match their checksum."""
+
+
+class CheckpointError(DataError):
+    """A checkpoint is missing, corrupt, truncated, refused as unsafe, or cannot be written (disk full)."""

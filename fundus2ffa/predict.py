@@ -14,6 +14,11 @@ take T from) at the input's resolution, written as ``<stem>.mp4`` (H.264 through
 ffmpeg; sides padded to even numbers), ``<stem>.gif`` or ``<stem>/frame_XXX.png`` per
 ``predict.video_format`` (mp4 | gif | png), at ``predict.fps`` frames per second. The format and the
 encoder are checked, like the inputs, before anything is written.
+
+Inputs and outputs (:mod:`fundus2ffa.predict_io`): ``predict.input_dir`` is a folder, one image or a
+glob; inputs sharing a stem get distinct names (``x.png``, ``x.jpg`` -> ``x__png``, ``x__jpg``); the
+output folder's writability is checked before the model is loaded, and existing outputs are refused,
+naming them, before the model runs, unless ``predict.overwrite=true``.
 """
 
 import logging
@@ -22,14 +27,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from hydra.utils import get_class
 from omegaconf import DictConfig
 
-from fundus2ffa.data.io import list_images, read_cf, write_png
+from fundus2ffa import checkpoint
+from fundus2ffa.data.io import read_cf, write_png
 from fundus2ffa.data.transforms import to_tensor_pm1
 from fundus2ffa.errors import ConfigError
 from fundus2ffa.metrics.convert import to_uint8
 from fundus2ffa.nets.padding import pad_to_multiple
+from fundus2ffa.predict_io import check_output_dir, check_overwrite, output_names, resolve_inputs
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +43,8 @@ VIDEO_FORMATS = ("mp4", "gif", "png")
 
 
 def load_model(ckpt_path: str, target: str | None = None):
-    """Rebuild a trained module from its checkpoint (class from the checkpoint, else ``target``)."""
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    target = checkpoint.get("fundus2ffa_target") or target
-    if not target:
-        raise ConfigError(f"checkpoint {ckpt_path} does not name its model class; pass model=<the model it was trained with>")
-    return get_class(target).load_from_checkpoint(ckpt_path, map_location="cpu")
+    """Rebuild a trained module from its checkpoint (weights_only; see :func:`fundus2ffa.checkpoint.load_model`)."""
+    return checkpoint.load_model(ckpt_path, target)
 
 
 @torch.no_grad()
@@ -114,11 +116,15 @@ def write_frames(path_stem: Path, frames: list[np.ndarray], video_format: str, f
 
 
 def predict(cfg: DictConfig) -> list[str]:
-    """Translate every image of ``predict.input_dir`` into ``predict.output_dir``; returns the paths."""
+    """Translate every image of ``predict.input_dir`` (folder, file or glob) into ``predict.output_dir``;
+    returns the written paths. Inputs, output folder and existing outputs are checked before the model runs."""
     settings = cfg.predict
-    inputs = list_images(Path(settings.input_dir))
+    inputs = resolve_inputs(settings.input_dir)
+    names = output_names(inputs)
     allow_grey = bool(cfg.data.get("reader", {}).get("allow_grey_cf", False))
     images = [(path, read_cf(path, allow_grey=allow_grey)) for path in inputs]  # check all before writing
+    out_dir = Path(settings.output_dir)
+    check_output_dir(out_dir)
     video = None
 
     model = load_model(cfg.ckpt_path, cfg.model.get("_target_"))
@@ -129,20 +135,22 @@ def predict(cfg: DictConfig) -> list[str]:
     device = torch.device("cuda" if use_cuda else "cpu")
     model.to(device).eval()
 
-    out_dir = Path(settings.output_dir)
+    output_format = video[0] if video is not None else "png"
+    suffix = "" if video is not None and output_format == "png" else f".{output_format}"  # png video: a folder
+    check_overwrite([out_dir / f"{name}{suffix}" for name in names], inputs, bool(settings.get("overwrite", False)))
     written = []
     if video is not None:
         video_format, num_frames, fps = video
-        for path, cf in images:
+        for name, (_, cf) in zip(names, images):
             frames = translate_video_frames(
                 model, cf, settings.mode, int(settings.image_size), int(settings.multiple), device, num_frames
             )
-            written.append(write_frames(out_dir / path.stem, frames, video_format, fps))
+            written.append(write_frames(out_dir / name, frames, video_format, fps))
         log.info("wrote %d generated videos (%s, %d frames) to %s", len(written), video_format, num_frames, out_dir)
         return written
-    for path, cf in images:
+    for name, (_, cf) in zip(names, images):
         ffa = translate_image(model, cf, settings.mode, int(settings.image_size), int(settings.multiple), device)
-        target = out_dir / f"{path.stem}.png"
+        target = out_dir / f"{name}.png"
         write_png(target, ffa)
         written.append(str(target))
     log.info("wrote %d predictions to %s", len(written), out_dir)

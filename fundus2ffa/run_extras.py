@@ -107,7 +107,9 @@ def optimized_metric(cfg: DictConfig, results) -> float | None:
             f"optimized_metric={name} is not a validation metric; sweeps must optimise val/<metric> "
             "(e.g. optimized_metric=val/psnr), never the test split"
         )
-    values = results.get("val", {})
+    values = results.get("val") or {}
+    if not values:  # no validation split: nothing to optimise
+        return None
     if key not in values:
         raise ConfigError(
             f"optimized_metric={name} was not logged; this run logged val/{', val/'.join(sorted(values)) or '(nothing)'}"

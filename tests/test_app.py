@@ -80,11 +80,11 @@ class _Payload:
 
 def test_a_checkpoint_with_code_is_refused_before_anything_runs(tmp_path, monkeypatch):
     from fundus2ffa.app import load_models
-    from fundus2ffa.errors import WeightsError
+    from fundus2ffa.errors import CheckpointError
 
     monkeypatch.chdir(tmp_path)
     bad = tmp_path / "last.ckpt"
     torch.save({"state_dict": {}, "payload": _Payload()}, bad)
-    with pytest.raises(WeightsError, match=f"checkpoint {bad} cannot be loaded safely"):
+    with pytest.raises(CheckpointError, match=f"refused to load checkpoint {bad}"):
         load_models([bad], torch.device("cpu"))
     assert not (tmp_path / "PWNED_BY_CHECKPOINT").exists()

@@ -117,7 +117,7 @@ def test_demo_upload_round_trip(trained_run, browser, tmp_path):
 
     ckpt = trained_run / "checkpoints" / "last.ckpt"
     port = _free_port()
-    cfg = load_config([f"ckpt_path={ckpt}", f"port={port}", "predict.image_size=32", "device=cpu"])
+    cfg = load_config([f"ckpt_path={ckpt}", f"port={port}", "device=cpu"])  # the 32 px training size from the checkpoint
     app, url, _ = launch(cfg, prevent_thread_lock=True)
     try:
         assert url.startswith(f"http://127.0.0.1:{port}")  # loopback by default
