@@ -8,8 +8,8 @@ fails until it is listed here). Shortening, the same for every command:
   ``--layout video_csv`` export, ``<run>/checkpoints/last.ckpt`` (and ``.../last.ckpt``) the checkpoint
   of the shortened default run, ``/my/cf*`` a folder of two CF photographs of different sizes,
   ``/weights/vgg19-dcbb9e9d.pth`` ``random`` (no ImageNet file offline), ``<any>`` pix2pix / synthetic;
-- ``debug=smoke`` and small sizes are appended (32-64 px, narrow networks); ``trainer=gpu`` runs as
-  ``trainer=cpu`` when no GPU is present;
+- ``debug=smoke`` and small sizes are appended (32-64 px, narrow networks); without a GPU
+  ``trainer=gpu`` runs as ``trainer=cpu`` and ``trainer=ddp`` is composed as ``trainer=ddp_cpu``;
 - ``-m`` sweeps: every job of the sweep is composed and checked; the first job runs;
 - ``hydra/launcher=slurm``: composed and checked (no cluster here).
 
@@ -119,8 +119,8 @@ def shorten(command: str, fx: dict, ckpts: dict) -> tuple[list[list[str]], bool]
         for old, new in subs.items():
             if new is not None and old in value:
                 value = value.replace(old, new)
-        if token == "trainer=gpu" and not torch.cuda.is_available():
-            value = "cpu"
+        if key == "trainer" and value in ("gpu", "ddp") and not torch.cuda.is_available():
+            value = {"gpu": "cpu", "ddp": "ddp_cpu"}[value]
         out.append(f"{key}={value}")
     runnable = not any(t.startswith("hydra/launcher=slurm") for t in out)
     out = [t for t in out if not t.startswith("hydra.launcher.") and not t.startswith("hydra/launcher=")
