@@ -137,6 +137,8 @@ def _smoke(job: list[str]) -> list[str]:
     if data is None:
         data = {"kamran2020": "isfahan_fundus2angio", "li2020": "isfahan_li2020", "zhang2024": "fundus2video_csv"}.get(
             experiment.split("/")[0], "synthetic_video" if "model=fundus2video" in job else "synthetic")
+    if "task=predict" in job:  # predict reads no data config: the model and its settings come from the checkpoint
+        return ["debug=smoke", *job]
     extra = ["debug=smoke", *TINY.get(data, [])]
     if data.startswith("isfahan") and data != "isfahan_fundus2angio":
         extra += ["data.image_size=64"]
