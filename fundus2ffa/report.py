@@ -49,7 +49,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-METRIC_ORDER = ("psnr", "ssim", "psnr_fov", "ssim_fov", "lpips", "fid", "kid", "fvd")
+METRIC_ORDER = ("psnr", "ssim", "psnr_fov", "ssim_fov", "lpips", "lpips_compat", "fid", "kid", "fvd")
 SKIPPED = ("count",)
 FORMATS = ("markdown", "csv", "json")
 IGNORED = (
@@ -193,7 +193,7 @@ def nan_mean(values) -> float:
 def load_run(path: Path, stage: str = "test", ignore: tuple[str, ...] = IGNORED) -> Run | None:
     """The run in ``path``; None when its metrics.json holds no ``stage`` metrics."""
     payload = json.loads((path / "metrics.json").read_text())
-    metrics = {k: float(v) for k, v in (payload.get(stage) or {}).items() if k not in SKIPPED}
+    metrics = {k: float("nan") if v is None else float(v) for k, v in (payload.get(stage) or {}).items() if k not in SKIPPED}
     if not metrics.get("fov_empty"):  # shown only where some image had no field of view
         metrics.pop("fov_empty", None)
     if not metrics:

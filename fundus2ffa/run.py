@@ -30,6 +30,7 @@ the evaluated checkpoint: null for last.ckpt); a ``warning`` when validation use
 
 import csv
 import json
+import math
 import logging
 from pathlib import Path
 
@@ -105,10 +106,21 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list, validate: boo
     return trainer
 
 
+def _strict_json(value):
+    """NaN / inf (an empty field of view scores NaN) become null: metrics.json stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
+
+
 def write_json(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    tmp.write_text(json.dumps(_strict_json(payload), indent=2, sort_keys=True, allow_nan=False))
     tmp.replace(path)
 
 

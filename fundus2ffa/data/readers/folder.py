@@ -42,14 +42,9 @@ class PairedFolder(PairReader):
         cf_dir: str = "cf",
         ffa_dir: str = "ffa",
         manifest: str | Path | None = None,
-        allow_grey_cf: bool = False,
-        ffa_channel: str = "luma",
-        resize_ffa_to_cf: bool = False,
-        bit_depth: str | int = "auto",
+        **options,
     ):
-        super().__init__(
-            allow_grey_cf=allow_grey_cf, ffa_channel=ffa_channel, resize_ffa_to_cf=resize_ffa_to_cf, bit_depth=bit_depth
-        )
+        super().__init__(**options)  # allow_grey_cf, ffa_channel, resize_ffa_to_cf, bit_depth, cache
         if root is None and manifest is None:
             raise ConfigError(
                 "PairedFolder needs data.reader.root (a folder with cf/ and ffa/ sub-folders) or "
