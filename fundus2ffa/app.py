@@ -88,6 +88,7 @@ def load_models(paths: list[Path], device: torch.device) -> dict:
     for path in paths:
         model = load_model(path).to(device).eval()
         model.fundus2ffa_image_size = training_size(path)  # predict.image_size=null uses it
+        model.fundus2ffa_ckpt_path = str(path)  # its stored data.preprocess
         models[checkpoint_label(path)] = model
     return models
 
@@ -101,6 +102,20 @@ def training_size(path: Path, default: int = 256) -> int:
         return int(checkpoint_config(path).data.image_size)
     except (CheckpointError, AttributeError, TypeError, ValueError):
         return default
+
+
+def upload_preprocess(model, cfg: DictConfig):
+    """predict's preprocessing for this model: the checkpoint's stored ``data.preprocess`` (and its inverse),
+    ``predict.mode`` overriding the resize policy as in ``task=predict``."""
+    from fundus2ffa.predict import prediction_preprocess
+
+    settings = cfg.predict
+    size = int(settings.image_size or getattr(model, "fundus2ffa_image_size", 256))
+    run_cfg = OmegaConf.create({
+        "ckpt_path": getattr(model, "fundus2ffa_ckpt_path", None), "data": {"preprocess": {"size": size}},
+        "predict": {"mode": settings.mode, "image_size": size, "multiple": int(settings.multiple)},
+    })
+    return prediction_preprocess(run_cfg)
 
 
 @dataclass
@@ -147,18 +162,17 @@ def translate_upload(model, upload: str | Path, cfg: DictConfig, device: torch.d
                   if grey else "it is corrupt or not an image; upload a JPEG, PNG or TIFF colour fundus photograph")
         raise DataError(f"{upload.name} cannot be used as a colour fundus photograph: {reason}") from None
     settings = cfg.predict
-    size = int(settings.image_size or getattr(model, "fundus2ffa_image_size", 256))
-    mode, multiple = str(settings.mode), int(settings.multiple)
+    preprocess = upload_preprocess(model, cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"{upload.stem}_ffa"
     if hasattr(model, "translate_video"):
         num_frames = int(settings.num_frames or model.hparams.get("num_frames", 12))
-        frames = translate_video_frames(model, cf, mode, size, multiple, device, num_frames)
+        frames = translate_video_frames(model, cf, preprocess, device, num_frames)
         mp4 = Path(write_frames(stem, frames, "mp4", float(settings.fps)))
         png = stem.with_suffix(".png")
         write_png(png, frames[-1])
         return Translation(cf, frames[-1], fov_mask(cf), frames, png, mp4)
-    ffa = translate_image(model, cf, mode, size, multiple, device)
+    ffa = translate_image(model, cf, preprocess, device)
     png = stem.with_suffix(".png")
     write_png(png, ffa)
     return Translation(cf, ffa, fov_mask(cf), [], png, None)
@@ -186,7 +200,7 @@ def build_demo(cfg: DictConfig, models: dict, device: torch.device):
         video = str(result.mp4) if result.mp4 else None
         last = max(len(result.frames) - 1, 0)
         frames = gr.update(maximum=max(last, 1), value=last, visible=bool(result.frames))
-        status = f"Generated with **{label}** at {width} x {height} px (predict.mode={cfg.predict.mode})."
+        status = f"Generated with **{label}** at {width} x {height} px (predict.mode={cfg.predict.mode or 'as trained'})."
         downloads = [str(p) for p in (result.png, result.mp4) if p]
         return (status, (result.cf, ffa_rgb), blend(result.cf, result.ffa, 0.5), fov_overlay(result.cf, result.fov),
                 result.ffa, gr.update(value=video, visible=video is not None), downloads, frames, result)

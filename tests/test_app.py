@@ -49,7 +49,7 @@ def test_video_upload_gives_frames_png_and_mp4_at_the_input_size(tmp_path):
 
     upload = tmp_path / "eye.jpg"
     Image.fromarray(synthesize_eye(1, size=40, width=56).cf).save(upload)
-    cfg = load_config(["ckpt_path=x.ckpt", "predict.image_size=32", "predict.num_frames=4"])
+    cfg = load_config(["ckpt_path=x.ckpt", "predict.mode=resize", "predict.image_size=32", "predict.num_frames=4"])
     result = translate_upload(_video_model(), upload, cfg, torch.device("cpu"), tmp_path / "out")
     assert len(result.frames) == 4 and all(f.shape == (40, 56) for f in result.frames)
     assert result.mp4.stat().st_size > 0 and np.asarray(Image.open(result.png)).shape == (40, 56)
