@@ -1,14 +1,18 @@
 """The Hydra entry point: compose -> check -> instantiate -> fit / test / predict.
 
     python -m fundus2ffa.run                                   # pix2pix on the synthetic retina, CPU
-    python -m fundus2ffa.run model=saliency_cgan data=isfahan data.root=/data/isfahan
+    python -m fundus2ffa.run model=saliency_cgan data=isfahan data.reader.root=/data/isfahan
     python -m fundus2ffa.run task=test ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt
     python -m fundus2ffa.run task=predict ckpt_path=... predict.input_dir=/my/cf/images
     python -m fundus2ffa.run -m model=pix2pix,saliency_cgan   # a sweep, one run directory per job
+    python -m fundus2ffa.run hparams_search=pix2pix_optuna    # Optuna search of optimized_metric (val/psnr)
+    python -m fundus2ffa.run --cfg job --resolve              # the composed config, interpolations resolved
+    python -m fundus2ffa.run --help                           # config groups, launchers, sweepers
 
 Each run writes into its run directory: checkpoints/ (last.ckpt, best-*.ckpt), metrics.json (final val
-and test metrics), test_per_image.csv, samples/ (CF | real FFA | generated FFA grids), the resolved
-config (.hydra/config.yaml and config_resolved.yaml) and the logs.
+and test metrics), test_per_image.csv, samples/ (CF | real FFA | generated FFA grids), results/ (per test image
+outputs and index.html, fundus2ffa.results_page), the resolved config (.hydra/config.yaml,
+config_resolved.yaml, config_tree.log) and the logs (run.log).
 
 Checkpoints (fundus2ffa/checkpoint.py) carry the resolved run config. ``task=test`` and ``task=predict``
 rebuild the model, and take the data settings, from the checkpoint alone: the command line's model,
@@ -40,6 +44,7 @@ from omegaconf.errors import MissingMandatoryValue
 from fundus2ffa import checkpoint as ckpt_io
 from fundus2ffa.config import check_config, config_dir, register_resolvers
 from fundus2ffa.errors import ConfigError
+from fundus2ffa.run_extras import finish_run, log_config, optimized_metric, start_run
 
 register_resolvers()
 log = logging.getLogger("fundus2ffa")
@@ -315,9 +320,12 @@ def run(cfg: DictConfig) -> dict:
         out = Path(cfg.paths.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    log_config(cfg, trainer.loggers, model)
 
     if cfg.task == "test":
-        return evaluate(cfg, trainer, model, datamodule, cfg.ckpt_path)
+        results = evaluate(cfg, trainer, model, datamodule, cfg.ckpt_path)
+        finish_run(cfg, trainer)
+        return results
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     checkpoint = trainer.checkpoint_callback
@@ -327,19 +335,20 @@ def run(cfg: DictConfig) -> dict:
         if best and not checkpoint.best_model_path:
             log.warning("eval_ckpt=best but no checkpoint was selected (no validation split): evaluating last.ckpt")
         ckpt = checkpoint.best_model_path if best and checkpoint.best_model_path else checkpoint.last_model_path
-    return evaluate(cfg, trainer, model, datamodule, ckpt or None)
+    results = evaluate(cfg, trainer, model, datamodule, ckpt or None)
+    finish_run(cfg, trainer)
+    return results
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="run")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra main; returns the validation PSNR (never a test metric unless data.val_from=test) so sweepers
-    can optimise it; None without a validation split."""
+    """Hydra main; returns ``optimized_metric`` (a validation metric, never a test metric unless
+    data.val_from=test) so sweepers can optimise it; None without a validation split."""
+    start_run(cfg)
     results = run(cfg)
-    if isinstance(results, dict):
-        if results.get("validated_on") == "test":
-            log.warning("the sweep objective (val/psnr) is measured on the TEST split (data.val_from=test)")
-        return results.get("val", {}).get("psnr")
-    return None
+    if isinstance(results, dict) and results.get("validated_on") == "test":
+        log.warning("the sweep objective (%s) is measured on the TEST split (data.val_from=test)", cfg.get("optimized_metric"))
+    return optimized_metric(cfg, results)
 
 
 if __name__ == "__main__":
