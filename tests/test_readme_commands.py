@@ -42,6 +42,8 @@ OTHER = {
     "python -m fundus2ffa.bench": "tests/test_bench.py",
     "python -m fundus2ffa.app": "tests/test_browser.py::test_demo_upload_round_trip",
     "python -m fundus2ffa.results_page": "tests/test_results_page.py (write_results_page), tests/test_browser.py",
+    "python -m fundus2ffa.transfer": "tests/transfer/ (its own commands and checks)",
+    "python -m fundus2ffa.transfer.report": "tests/transfer/",
     "make": "make test is the suite itself; make train/smoke = python -m fundus2ffa.run [debug=smoke]",
 }
 
