@@ -111,6 +111,7 @@ class CoarseFineGAN(GANModule):
         lanczos: float (the code: tf.image.resize on [-1, 1] floats) | uint8 (the halved real images
             rounded to 8-bit levels, as the SZU reproduction's PIL path on uint8 gives).
         metrics: {quantize}; compile: torch.compile the networks.
+        ema: {enabled, decay, start_step, every_n_steps}: EMA of G_coarse and G_fine (models/ema.py).
     """
 
     def __init__(
@@ -129,6 +130,7 @@ class CoarseFineGAN(GANModule):
         lanczos: str = "float",
         metrics: DictConfig | None = None,
         compile: bool = False,
+        ema: DictConfig | None = None,
     ):
         super().__init__()
         if lanczos not in LANCZOS_MODES:
@@ -167,6 +169,7 @@ class CoarseFineGAN(GANModule):
                 self.discriminator.nets[name] = self.maybe_compile(self.discriminator.nets[name])
         self.d_names = tuple(self.discriminator.names)
         self._warned_small_batch = False
+        self.setup_ema(ema, ("generator",))  # both G_coarse and G_fine
 
     # ----------------------------------------------------------------- inference
     def halve(self, x: torch.Tensor) -> torch.Tensor:
@@ -180,8 +183,9 @@ class CoarseFineGAN(GANModule):
         if pad_h or pad_w:
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
             cf = F.pad(cf, (0, pad_w, 0, pad_h), mode=mode)
-        _, feature = self.generator.coarse(self.halve(cf))
-        return self.generator.fine(cf, feature)[..., :height, :width]
+        generator = self.eval_net("generator")
+        _, feature = generator.coarse(self.halve(cf))
+        return generator.fine(cf, feature)[..., :height, :width]
 
     # ----------------------------------------------------------------- optimisers
     def configure_optimizers(self):

@@ -93,6 +93,7 @@ class CycleGAN(GANModule):
         ffa_channels: int = 1,
         metrics: DictConfig | None = None,
         compile: bool = False,
+        ema: DictConfig | None = None,
     ):
         super().__init__()
         self.store_hparams()
@@ -130,6 +131,7 @@ class CycleGAN(GANModule):
         self.pool_a, self.pool_b = ImagePool(pool_size), ImagePool(pool_size)
         self.partners = PartnerHistory(partner_history) if unpaired else None
         self._warned_skip = False
+        self.setup_ema(ema, ("g_ab",))  # the CF -> FFA direction translate uses
 
     def _check_terms(self, unpaired: bool) -> None:
         """Refuse terms this procedure cannot compute, naming the config key and the fix."""
@@ -157,7 +159,7 @@ class CycleGAN(GANModule):
         return ffa.expand(-1, self.ffa_channels, -1, -1)
 
     def translate(self, cf: torch.Tensor) -> torch.Tensor:
-        fake = self.g_ab(cf)
+        fake = self.eval_net("g_ab")(cf)
         return fake if self.ffa_channels == 1 else fake.mean(1, keepdim=True)
 
     def configure_optimizers(self):

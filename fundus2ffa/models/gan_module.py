@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fundus2ffa.metrics.image import MetricTable, image_quality
+from fundus2ffa.models.ema import EMASettings, ema_update, frozen_copy
 from fundus2ffa.models.schedules import constant_then_linear_decay
 
 
@@ -25,12 +26,47 @@ class GANModule(L.LightningModule):
         schedule: {constant_epochs, decay_epochs} of the linear-decay policy, stepped at epoch end.
         metrics: {quantize: bool}; quantize evaluates on 8-bit images as saved files are.
         compile: torch.compile the networks (never the LightningModule; conventions.md).
+        ema: {enabled, decay, start_step, every_n_steps}: an EMA copy of the generator(s) that
+            ``translate`` (validation, test, predict, export) uses when enabled (models/ema.py).
     """
 
     def __init__(self):
         super().__init__()
         self.automatic_optimization = False
         self._tables: dict[str, MetricTable] = {}
+        self.ema_settings = EMASettings()
+        self.ema = None
+
+    # ----------------------------------------------------------------- EMA generator
+    def setup_ema(self, config, names: tuple[str, ...] = ("generator",)) -> None:
+        """Keep EMA copies of the networks ``names`` (the ones ``translate`` uses) when
+        ``model.ema.enabled``; call at the end of ``__init__``, once the networks exist."""
+        self.ema_settings = EMASettings.from_config(config)
+        if not self.ema_settings.enabled:
+            return
+        self.ema = torch.nn.ModuleDict({name: frozen_copy(getattr(self, name)) for name in names})
+        self.register_buffer("ema_batches", torch.zeros((), dtype=torch.long))  # training batches seen
+
+    def eval_net(self, name: str = "generator") -> torch.nn.Module:
+        """The network ``name`` as inference uses it: its EMA copy when ``model.ema.enabled``."""
+        if self.ema is not None and name in self.ema:
+            return self.ema[name]
+        return getattr(self, name)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        """Advance the EMA after the batch's optimiser steps (a lerp of weights, no forward pass)."""
+        if self.ema is None:
+            return
+        self.ema_batches += 1
+        settings, seen = self.ema_settings, int(self.ema_batches)
+        if seen <= settings.start_step:
+            decay = 0.0  # follow the raw weights until start_step
+        elif (seen - settings.start_step) % settings.every_n_steps == 0:
+            decay = float(settings.decay)
+        else:
+            return
+        for name, twin in self.ema.items():
+            ema_update(twin, getattr(self, name), decay)
 
     # ----------------------------------------------------------------- building
     def store_hparams(self) -> None:

@@ -28,6 +28,7 @@ class PairedGAN(GANModule):
         update_order: d_first (pix2pix: D then G on the same fake) | g_first (pix2pixHD: G then D).
         conditional: the discriminator sees concat(CF, FFA) (pix2pix) rather than the FFA alone.
         metrics: {quantize}; compile: torch.compile G and D.
+        ema: {enabled, decay, start_step, every_n_steps}: EMA generator (models/ema.py).
     """
 
     def __init__(
@@ -42,6 +43,7 @@ class PairedGAN(GANModule):
         conditional: bool = True,
         metrics: DictConfig | None = None,
         compile: bool = False,
+        ema: DictConfig | None = None,
     ):
         super().__init__()
         if update_order not in UPDATE_ORDERS:
@@ -59,10 +61,11 @@ class PairedGAN(GANModule):
         if self.discriminator is None and self.gan is not None and self.gan.active:
             raise ConfigError("loss.gan has a non-zero weight but the model has no discriminator; set loss.gan.weight=0 or choose a discriminator")
         self.active_terms = [name for name, term in self.losses.items() if term.active]
+        self.setup_ema(ema, ("generator",))
 
     # ----------------------------------------------------------------- nets
     def translate(self, cf: torch.Tensor) -> torch.Tensor:
-        return self.generator(cf)
+        return self.eval_net("generator")(cf)
 
     def discriminate(self, cf: torch.Tensor, ffa: torch.Tensor) -> list[list[torch.Tensor]]:
         return self.discriminator(torch.cat([cf, ffa], 1) if self.hparams.conditional else ffa)

@@ -1,0 +1,2 @@
+"""Inference at clinical scale: tiled full-resolution translation (tiled.py), the streaming predict
+loop (streaming.py)."""
