@@ -15,3 +15,7 @@ class ConfigError(Fundus2FFAError, ValueError):
 
 class WeightsError(Fundus2FFAError, FileNotFoundError):
     """Pretrained weights are missing or do not match their checksum."""
+
+
+class ExportError(Fundus2FFAError, RuntimeError):
+    """A model cannot be exported, or its exported graph disagrees with PyTorch."""
