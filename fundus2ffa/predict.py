@@ -114,36 +114,10 @@ def write_frames(path_stem: Path, frames: list[np.ndarray], video_format: str, f
 
 
 def predict(cfg: DictConfig) -> list[str]:
-    """Translate every image of ``predict.input_dir`` into ``predict.output_dir``; returns the paths."""
-    settings = cfg.predict
-    inputs = list_images(Path(settings.input_dir))
-    allow_grey = bool(cfg.data.get("reader", {}).get("allow_grey_cf", False))
-    images = [(path, read_cf(path, allow_grey=allow_grey)) for path in inputs]  # check all before writing
-    video = None
+    """Translate every image of ``predict.input_dir`` into ``predict.output_dir``; returns the paths.
+
+    Streaming, batched, on the devices of ``trainer=`` (inference/streaming.py)."""
+    from fundus2ffa.inference.streaming import predict_streaming
 
     model = load_model(cfg.ckpt_path, cfg.model.get("_target_"))
-    if hasattr(model, "translate_video"):
-        video = _video_settings(settings, int(getattr(model, "hparams", {}).get("num_frames", 12)))
-    accelerator = cfg.trainer.get("accelerator", "auto")
-    use_cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
-    device = torch.device("cuda" if use_cuda else "cpu")
-    model.to(device).eval()
-
-    out_dir = Path(settings.output_dir)
-    written = []
-    if video is not None:
-        video_format, num_frames, fps = video
-        for path, cf in images:
-            frames = translate_video_frames(
-                model, cf, settings.mode, int(settings.image_size), int(settings.multiple), device, num_frames
-            )
-            written.append(write_frames(out_dir / path.stem, frames, video_format, fps))
-        log.info("wrote %d generated videos (%s, %d frames) to %s", len(written), video_format, num_frames, out_dir)
-        return written
-    for path, cf in images:
-        ffa = translate_image(model, cf, settings.mode, int(settings.image_size), int(settings.multiple), device)
-        target = out_dir / f"{path.stem}.png"
-        write_png(target, ffa)
-        written.append(str(target))
-    log.info("wrote %d predictions to %s", len(written), out_dir)
-    return written
+    return predict_streaming(cfg, model)

@@ -1,0 +1,253 @@
+"""Streaming batched prediction (``task=predict``; issue 12, item 1): memory flat in the number of
+inputs, batches, DataLoader workers, one or many devices through Lightning.
+
+1. Validation pass: every input not skipped is decoded and checked (readable, colour) and dropped at
+   once, so a bad file stops the run before anything is written (all bad files named in one error)
+   and no pixels are kept. ``predict.skip_existing=true`` leaves out inputs whose output exists
+   (outputs are written atomically, so an interrupted run leaves no partial file to skip).
+2. A DataLoader with ``predict.num_workers`` workers reads and preprocesses (``resize``: the training
+   size, INTER_AREA; ``native`` / ``tiled``: the full image), ``predict.batch_size`` inputs a batch.
+3. ``Trainer.predict`` (devices, precision and strategy from ``trainer=``; ``trainer=ddp`` /
+   ``ddp_cpu`` shard the inputs with Lightning's unrepeated distributed sampler, so each input is
+   translated and written by exactly one process) runs :class:`StreamingPredictor`: same-size inputs
+   of a batch go through the generator together; ``tiled`` (or ``native`` above
+   ``predict.tiled.auto_above`` pixels) runs overlapping tiles (inference/tiled.py); outputs go back
+   to the input's size.
+4. :class:`PredictionWriter` writes each batch as it comes (nothing accumulates) and records written /
+   skipped / failed (with the reason); rank 0 logs the summary and writes ``summary.json`` beside the outputs.
+"""
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset
+
+from fundus2ffa.data.io import list_images, read_cf, write_png
+from fundus2ffa.data.transforms import to_tensor_pm1
+from fundus2ffa.errors import ConfigError, DataError
+from fundus2ffa.inference.tiled import TileSettings, tiled_translate, tiled_translate_video
+from fundus2ffa.metrics.convert import to_uint8
+from fundus2ffa.nets.padding import pad_to_multiple
+
+log = logging.getLogger(__name__)
+
+MODES = ("resize", "native", "tiled")
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    mode: str
+    image_size: int
+    multiple: int
+    tiles: TileSettings
+    batch_size: int = 4
+    num_workers: int = 2
+    skip_existing: bool = False
+    video: tuple | None = None  # (format, num_frames, fps) for video models
+
+    @classmethod
+    def from_config(cls, node: DictConfig, video=None) -> "PredictSettings":
+        mode = str(node.get("mode", "resize"))
+        if mode not in MODES:
+            raise ConfigError(f"predict.mode must be one of {'|'.join(MODES)}, got {mode!r}")
+        batch_size, num_workers = int(node.get("batch_size", 4)), int(node.get("num_workers", 2))
+        if batch_size < 1:
+            raise ConfigError(f"predict.batch_size must be at least 1, got {batch_size}")
+        if num_workers < 0:
+            raise ConfigError(f"predict.num_workers must be >= 0, got {num_workers}")
+        return cls(mode, int(node.image_size), int(node.multiple), TileSettings.from_config(node.get("tiled")),
+                   batch_size, num_workers, bool(node.get("skip_existing", False)), video)
+
+
+def output_path(out_dir: Path, source: Path, video: tuple | None) -> Path:
+    """Where the prediction of ``source`` goes: <stem>.png, or the video file / frame folder."""
+    if video is None:
+        return out_dir / f"{source.stem}.png"
+    video_format = video[0]
+    return out_dir / source.stem if video_format == "png" else out_dir / f"{source.stem}.{video_format}"
+
+
+def is_done(target: Path, video: tuple | None) -> bool:
+    """A finished output: the file, or a frame folder with all its frames."""
+    if video is not None and video[0] == "png":
+        return target.is_dir() and all((target / f"frame_{t:03d}.png").is_file() for t in range(video[1]))
+    return target.is_file()
+
+
+def validate_inputs(paths: list[Path], allow_grey: bool) -> None:
+    """Decode and check every input, keeping no pixels; one DataError naming every bad file."""
+    bad = []
+    for path in paths:
+        try:
+            read_cf(path, allow_grey=allow_grey)
+        except (DataError, OSError, ValueError) as exc:
+            bad.append(f"{path}: {exc}")
+    if bad:
+        raise DataError(f"{len(bad)} of {len(paths)} inputs cannot be used (nothing was written); fix or remove them:\n  " + "\n  ".join(bad))
+
+
+class PredictInputs(Dataset):
+    """Reads and preprocesses one input per item (in DataLoader workers)."""
+
+    def __init__(self, paths: list[Path], settings: PredictSettings, allow_grey: bool):
+        self.paths, self.settings, self.allow_grey = [str(p) for p in paths], settings, allow_grey
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict:
+        path = self.paths[index]
+        try:
+            cf = read_cf(Path(path), allow_grey=self.allow_grey)
+        except Exception as exc:  # noqa: BLE001 - changed since validation: report, do not stop the archive
+            return {"index": index, "path": path, "error": f"{type(exc).__name__}: {exc}"}
+        height, width = cf.shape[:2]
+        if self.settings.mode == "resize":
+            size = self.settings.image_size
+            cf = cv2.resize(cf, (size, size), interpolation=cv2.INTER_AREA)
+        return {"index": index, "path": path, "cf": to_tensor_pm1(cf), "size": (height, width)}
+
+
+def collate(items: list[dict]) -> list[dict]:
+    """Keep the items: inputs of different sizes cannot be stacked; the step groups equal sizes."""
+    return items
+
+
+class StreamingPredictor(L.LightningModule):
+    """Runs a trained module's generator on batches of preprocessed inputs; returns uint8 outputs."""
+
+    def __init__(self, model, settings: PredictSettings):
+        super().__init__()
+        self.model, self.settings = model, settings
+
+    def _translate(self, x: torch.Tensor, tiled: bool):
+        settings, video = self.settings, self.settings.video
+        if tiled:
+            if video is not None:
+                return tiled_translate_video(self.model, x, video[1], settings.tiles, settings.multiple)[:, :, 0]
+            return tiled_translate(self.model, x, settings.tiles, settings.multiple)[:, 0]
+        x, crop = (x, None) if settings.mode == "resize" else pad_to_multiple(x, settings.multiple)
+        out = self.model.translate_video(x, video[1])[:, :, 0] if video is not None else self.model.translate(x)[:, 0]
+        return out if crop is None else out[..., crop[0], crop[1]]
+
+    def _finish(self, fake: torch.Tensor, size: tuple[int, int]):
+        """One output (H x W, or T x H x W for a video) -> uint8 at the input's size."""
+        frames = [to_uint8(f.float()).cpu().numpy() for f in (fake if fake.ndim == 3 else fake[None])]
+        if self.settings.mode == "resize":
+            frames = [cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_CUBIC) for f in frames]
+        return frames if fake.ndim == 3 else frames[0]
+
+    @torch.no_grad()
+    def predict_step(self, batch: list[dict], batch_idx: int) -> list[dict]:
+        results = [{"index": item["index"], "path": item["path"], "error": item["error"]} for item in batch if "error" in item]
+        groups: dict[tuple, list[dict]] = {}
+        for item in batch:
+            if "cf" in item:
+                groups.setdefault(tuple(item["cf"].shape), []).append(item)
+        for shape, items in groups.items():
+            height, width = shape[-2:]
+            tiled = self.settings.mode == "tiled" or (self.settings.mode == "native" and self.settings.tiles.wants_tiles(height, width))
+            try:
+                fake = self._translate(torch.stack([item["cf"] for item in items]), tiled)
+            except torch.OutOfMemoryError as exc:
+                reason = f"out of memory at {height}x{width} ({exc}); use predict.mode=tiled or a smaller predict.tiled.size"
+                results += [{"index": item["index"], "path": item["path"], "error": reason} for item in items]
+                continue
+            for item, out in zip(items, fake):
+                results.append({"index": item["index"], "path": item["path"], "output": self._finish(out, item["size"])})
+        return results
+
+
+@dataclass
+class Summary:
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+    ranks: list[int] = field(default_factory=list)  # the process that wrote written[i]
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes each batch's outputs as they come; gathers the summary on rank 0 at the end."""
+
+    def __init__(self, out_dir: Path, settings: PredictSettings, summary: Summary):
+        super().__init__(write_interval="batch")
+        self.out_dir, self.settings, self.summary = out_dir, settings, summary
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
+        from fundus2ffa.predict import write_frames
+
+        for item in prediction:
+            if "error" in item:
+                self.summary.failed.append({"path": item["path"], "reason": item["error"]})
+                continue
+            target = output_path(self.out_dir, Path(item["path"]), self.settings.video)
+            try:
+                if self.settings.video is None:
+                    write_png(target, item["output"])
+                    written = str(target)
+                else:
+                    video_format, _, fps = self.settings.video
+                    written = write_frames(self.out_dir / Path(item["path"]).stem, item["output"], video_format, fps)
+            except OSError as exc:
+                self.summary.failed.append({"path": item["path"], "reason": f"cannot write {target}: {exc}"})
+                continue
+            self.summary.written.append(written)
+            self.summary.ranks.append(trainer.global_rank)
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            parts = [None] * trainer.world_size
+            torch.distributed.all_gather_object(parts, (self.summary.written, self.summary.failed, self.summary.ranks))
+            self.summary.written = [p for part in parts for p in part[0]]
+            self.summary.failed = [f for part in parts for f in part[1]]
+            self.summary.ranks = [r for part in parts for r in part[2]]
+
+
+def predict_streaming(cfg: DictConfig, model) -> list[str]:
+    """Translate ``predict.input_dir`` into ``predict.output_dir``; returns the written paths (all ranks)."""
+    from fundus2ffa.predict import _video_settings
+    from fundus2ffa.run import build_trainer
+
+    node = cfg.predict
+    video = _video_settings(node, int(model.hparams.get("num_frames", 12))) if hasattr(model, "translate_video") else None
+    settings = PredictSettings.from_config(node, video)
+    out_dir = Path(node.output_dir)
+    inputs = list_images(Path(node.input_dir))
+    summary = Summary()
+    todo = []
+    for path in inputs:
+        if settings.skip_existing and is_done(output_path(out_dir, path, video), video):
+            summary.skipped.append(str(path))
+        else:
+            todo.append(path)
+    allow_grey = bool(cfg.data.get("reader", {}).get("allow_grey_cf", False))
+    validate_inputs(todo, allow_grey)
+
+    loader = DataLoader(
+        PredictInputs(todo, settings, allow_grey), batch_size=settings.batch_size, shuffle=False,
+        num_workers=settings.num_workers, collate_fn=collate, persistent_workers=False,
+    )
+    writer = PredictionWriter(out_dir, settings, summary)
+    trainer = build_trainer(cfg, [writer], [])
+    if todo:
+        trainer.predict(StreamingPredictor(model.eval(), settings), dataloaders=loader, return_predictions=False)
+    if trainer.is_global_zero:
+        log.info("predict: %d written, %d skipped (output exists), %d failed, to %s",
+                 len(summary.written), len(summary.skipped), len(summary.failed), out_dir)
+        for failure in summary.failed:
+            log.warning("failed: %s: %s", failure["path"], failure["reason"])
+        if summary.written or summary.failed or summary.skipped:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "summary.json").write_text(json.dumps(
+                {"written": summary.written, "skipped": summary.skipped, "failed": summary.failed, "rank_of_written": summary.ranks},
+                indent=2,
+            ))
+    return sorted(summary.written)
