@@ -279,7 +279,15 @@ def export(ckpt_path: str, fmt: str, out: str, check: bool = True, tolerance: fl
         ) from exc
     info = card(model, checkpoint, fmt, path, names, outputs, multiple, kind)
     if check:
-        diffs = parity(module, runner(fmt, tmp, names), cases)
+        try:
+            diffs = parity(module, runner(fmt, tmp, names), cases)
+        except Exception as exc:  # noqa: BLE001 - a graph that does not run is not exported
+            tmp.unlink(missing_ok=True)
+            raise ExportError(
+                f"the exported {fmt} graph of {type(model).__name__} ({kind}) cannot be run on its inputs {names}: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}; nothing was written (a generator that leaves "
+                "torch, e.g. through NumPy, is traced as a constant)"
+            ) from exc
         info["parity"] = {"tolerance": float(tolerance), "max_abs_diff": diffs}
         worst = max(diffs.values())
         if not worst <= float(tolerance):  # also catches NaN

@@ -108,7 +108,7 @@ def test_unexportable_model_and_bad_arguments_fail_clearly(tmp_path, monkeypatch
 
     monkeypatch.setattr(UNetGenerator, "forward", lambda self, cf: torch.from_numpy(cf[:, :1].detach().numpy() * 1.0))
     out = tmp_path / "bad.onnx"
-    with pytest.raises(ExportError, match=r"PairedGAN \(still\) cannot be exported to onnx|differs from PyTorch"):
+    with pytest.raises(ExportError, match=r"PairedGAN \(still\) cannot be (exported to|run on its inputs)"):
         export(str(ckpt), "onnx", str(out))
     assert not out.exists() and not (tmp_path / "bad.onnx.part").exists() and not (tmp_path / "bad.onnx.json").exists()
 
