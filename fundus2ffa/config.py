@@ -2,6 +2,7 @@
 is built. Configs are found in a checkout (``<repo>/conf``) and in an installed wheel
 (``fundus2ffa/conf``, copied there at build time)."""
 
+import secrets
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -20,10 +21,26 @@ def config_dir() -> Path:
     raise ConfigError(f"cannot find the fundus2ffa configs (run.yaml) next to {here}; reinstall the package")
 
 
+def run_id() -> str:
+    """6 random hex digits drawn once per process: the suffix that keeps run folders of runs started in
+    the same second apart (conf/hydra/default.yaml). One value per process, so a sweep's folder and its
+    jobs' (and Hydra's config cache copied into each job) agree."""
+    global _RUN_ID
+    if _RUN_ID is None:
+        _RUN_ID = secrets.token_hex(3)
+    return _RUN_ID
+
+
+_RUN_ID: str | None = None
+
+
 def register_resolvers() -> None:
-    """``${f2f.sum:a,b}``: integer sum, used for max_epochs = constant + decay epochs."""
+    """``${f2f.sum:a,b}``: integer sum, used for max_epochs = constant + decay epochs.
+    ``${f2f.run_id:}``: the per-process run id (:func:`run_id`)."""
     if not OmegaConf.has_resolver("f2f.sum"):
         OmegaConf.register_new_resolver("f2f.sum", lambda *xs: sum(int(x) for x in xs))
+    if not OmegaConf.has_resolver("f2f.run_id"):
+        OmegaConf.register_new_resolver("f2f.run_id", run_id, use_cache=True)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -42,3 +59,80 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"ckpt_path={ckpt} does not exist; point it to a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt)")
     if cfg.get("eval_ckpt") not in ("last", "best"):
         raise ConfigError(f"eval_ckpt must be last or best, got {cfg.get('eval_ckpt')!r}")
+    _check_positive_int(cfg, "data.image_size")
+    if cfg.task == "predict":
+        _check_positive_int(cfg, "predict.image_size")
+    _check_epochs(cfg)
+    _check_accelerator(cfg)
+    _check_kinds(cfg)
+
+
+def _check_positive_int(cfg: DictConfig, key: str) -> None:
+    value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a positive whole number of pixels, got {value!r}; e.g. {key}=256")
+
+
+def _check_epochs(cfg: DictConfig) -> None:
+    """trainer.max_epochs=-1 means "train forever" to Lightning: refused unless a step or time limit ends it."""
+    trainer = cfg.get("trainer") or {}
+    epochs = trainer.get("max_epochs")
+    if epochs is None or cfg.task != "train":
+        return
+    if isinstance(epochs, bool) or not isinstance(epochs, int):
+        raise ConfigError(f"trainer.max_epochs must be a whole number of epochs, got {epochs!r}; e.g. trainer.max_epochs=200")
+    steps, max_time = trainer.get("max_steps"), trainer.get("max_time")
+    bounded = (isinstance(steps, int) and steps > 0) or bool(max_time)
+    if epochs == -1 and not bounded:
+        raise ConfigError(
+            "trainer.max_epochs=-1 trains forever (nothing would end the run); set a positive trainer.max_epochs, "
+            "or keep -1 and end the run with trainer.max_steps=<N> or trainer.max_time=DD:HH:MM:SS"
+        )
+    if epochs < -1 or (epochs == 0 and not bounded):
+        raise ConfigError(f"trainer.max_epochs must be positive (or -1 with trainer.max_steps), got {epochs}; e.g. trainer.max_epochs=200")
+
+
+def _check_accelerator(cfg: DictConfig) -> None:
+    """A GPU trainer on a machine without one: say so, rather than Lightning's backend message."""
+    accelerator = str((cfg.get("trainer") or {}).get("accelerator", "auto")).lower()
+    if accelerator not in ("gpu", "cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} (trainer=gpu or ddp) but no GPU was found (torch.cuda.is_available() is "
+            "False: no CUDA device, driver or CUDA build of torch). Run on the CPU with trainer=cpu (or trainer=default, "
+            "which picks a GPU when there is one), or check nvidia-smi and CUDA_VISIBLE_DEVICES."
+        )
+
+
+def _check_kinds(cfg: DictConfig) -> None:
+    """Video models need video data and image models image data (both directions, naming both)."""
+    model, data = cfg.get("model") or {}, cfg.get("data") or {}
+    model_kind, data_kind = str(model.get("kind", "image")), str(data.get("kind", "image"))
+    if model_kind == data_kind:
+        return
+    choices = _choices()
+    model_name = f"model={choices['model']}" if "model" in choices else f"model {model.get('_target_')}"
+    data_name = f"data={choices['data']}" if "data" in choices else f"data {data.get('_target_')}"
+    if model_kind == "video":
+        fix = "add a video data config: data=synthetic_video | data=uwf_video | data=fundus2video_csv data.reader.csv=..."
+    else:
+        fix = "use a still-image data config (data=synthetic | paired_folder | isfahan | uwf_phases ...) or a video model (model=fundus2video)"
+    raise ConfigError(
+        f"{model_name} ({model.get('_target_')}) is a {model_kind} model but {data_name} ({data.get('_target_')}) serves "
+        f"{data_kind} data; {fix}"
+    )
+
+
+def _choices() -> dict:
+    """Hydra's group choices of this run (empty outside a Hydra app)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return dict(HydraConfig.get().runtime.choices)
+    except Exception:  # noqa: BLE001 - not under @hydra.main / compose with the hydra node
+        return {}

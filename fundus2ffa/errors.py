@@ -17,5 +17,9 @@ class WeightsError(Fundus2FFAError, FileNotFoundError):
     """Pretrained weights are missing or do not match their checksum."""
 
 
+class CheckpointError(DataError):
+    """A checkpoint is missing, corrupt, truncated, refused as unsafe, or cannot be written (disk full)."""
+
+
 class ExportError(Fundus2FFAError, RuntimeError):
     """A model cannot be exported, or its exported graph disagrees with PyTorch."""

@@ -200,8 +200,10 @@ def video_loop(step, cf: torch.Tensor, num_frames: int) -> torch.Tensor:
 
 def card(model, checkpoint: dict, fmt: str, out: Path, names, outputs, multiple: int, kind: str) -> dict:
     """The preprocessing the exported graph expects (written as ``<out>.json``)."""
-    datamodule = checkpoint.get("datamodule_hyper_parameters") or {}
-    image_size = datamodule.get("image_size")
+    image_size = (checkpoint.get("datamodule_hyper_parameters") or {}).get("image_size")
+    record = checkpoint.get("fundus2ffa")  # the run record (fundus2ffa/checkpoint.py), when present
+    if image_size is None and isinstance(record, dict):
+        image_size = ((record.get("config") or {}).get("data") or {}).get("image_size")
     info = {
         "file": out.name,
         "format": fmt,

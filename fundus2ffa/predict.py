@@ -14,6 +14,11 @@ take T from) at the input's resolution, written as ``<stem>.mp4`` (H.264 through
 ffmpeg; sides padded to even numbers), ``<stem>.gif`` or ``<stem>/frame_XXX.png`` per
 ``predict.video_format`` (mp4 | gif | png), at ``predict.fps`` frames per second. The format and the
 encoder are checked, like the inputs, before anything is written.
+
+Inputs and outputs (:mod:`fundus2ffa.predict_io`): ``predict.input_dir`` is a folder, one image or a
+glob; inputs sharing a stem get distinct names (``x.png``, ``x.jpg`` -> ``x__png``, ``x__jpg``); the
+output folder's writability is checked before the model is loaded, and existing outputs are refused,
+naming them, before the model runs, unless ``predict.overwrite=true``.
 """
 
 import logging
@@ -22,14 +27,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from hydra.utils import get_class
 from omegaconf import DictConfig
 
-from fundus2ffa.data.io import list_images, read_cf, write_png
+from fundus2ffa import checkpoint
+from fundus2ffa.data.io import read_cf, write_png
 from fundus2ffa.data.transforms import to_tensor_pm1
 from fundus2ffa.errors import ConfigError
 from fundus2ffa.metrics.convert import to_uint8
 from fundus2ffa.nets.padding import pad_to_multiple
+from fundus2ffa.predict_io import check_output_dir, check_overwrite, output_names, resolve_inputs
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +43,8 @@ VIDEO_FORMATS = ("mp4", "gif", "png")
 
 
 def load_model(ckpt_path: str, target: str | None = None):
-    """Rebuild a trained module from its checkpoint (class from the checkpoint, else ``target``)."""
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    target = checkpoint.get("fundus2ffa_target") or target
-    if not target:
-        raise ConfigError(f"checkpoint {ckpt_path} does not name its model class; pass model=<the model it was trained with>")
-    return get_class(target).load_from_checkpoint(ckpt_path, map_location="cpu")
+    """Rebuild a trained module from its checkpoint (weights_only; see :func:`fundus2ffa.checkpoint.load_model`)."""
+    return checkpoint.load_model(ckpt_path, target)
 
 
 @torch.no_grad()
@@ -114,10 +116,15 @@ def write_frames(path_stem: Path, frames: list[np.ndarray], video_format: str, f
 
 
 def predict(cfg: DictConfig) -> list[str]:
-    """Translate every image of ``predict.input_dir`` into ``predict.output_dir``; returns the paths.
-
-    Streaming, batched, on the devices of ``trainer=`` (inference/streaming.py)."""
+    """Translate every image of ``predict.input_dir`` (folder, file or glob) into ``predict.output_dir``;
+    returns the written paths. Inputs, output folder and existing outputs are checked before the model
+    runs; the translation streams in batches on the devices of ``trainer=`` (inference/streaming.py)."""
     from fundus2ffa.inference.streaming import predict_streaming
 
+    settings = cfg.predict
+    inputs = resolve_inputs(settings.input_dir)
+    names = output_names(inputs)
+    out_dir = Path(settings.output_dir)
+    check_output_dir(out_dir)
     model = load_model(cfg.ckpt_path, cfg.model.get("_target_"))
-    return predict_streaming(cfg, model)
+    return predict_streaming(cfg, model, inputs, names, check_overwrite)

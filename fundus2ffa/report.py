@@ -7,21 +7,36 @@
 Every folder under the given one that holds a ``metrics.json`` (written by ``fundus2ffa.run``) is a run.
 A run is placed by
 
-* its column: ``report.column`` of its config (an experiment variant such as ``without_saliency``), else
-  its ``experiment`` choice, else its model class;
-* its dataset: its ``data`` config choice (from ``.hydra/hydra.yaml``), else the data reader's class.
+* its dataset (one table each): its ``data`` config choice (from ``.hydra/hydra.yaml``), else the data
+  reader's class;
+* its column, which is one configuration: runs share a column only when everything that identifies a
+  configuration is equal (:func:`run_identity`): the config group choices (``model=pix2pixhd``), every
+  value of the composed config (``.hydra/config.yaml``, so swept overrides such as ``loss.l1.weight=10``
+  and values set inside experiment files count) and the overrides in ``.hydra/overrides.yaml``; minus
+  what only names a seed, a path or the machine (:data:`IGNORED`, extended with ``--ignore``). A class
+  name alone never groups runs: pix2pix, pix2pixHD and the saliency cGAN are all ``PairedGAN``.
+  A column is named by ``report.column`` (an experiment variant such as ``without_saliency``), else its
+  ``experiment`` choice, else its ``model`` choice, else its model class; columns sharing that name get
+  the values that tell them apart, ``pix2pix (loss.l1.weight=10)``. Each table says which keys its
+  columns differ in.
 
 Runs of one column and dataset (seeds) are averaged: mean +- sample standard deviation, and the number of
-runs. Metrics are whatever the runs report (PSNR/SSIM here, FID or FVD for other experiments): every key
+runs. A NaN score (e.g. psnr_fov of an image with an empty field of view) is left out of the means. Metrics are whatever the runs report (PSNR/SSIM here, FID or FVD for other experiments): every key
 of the stage's metrics, per-category keys (``psnr/abnormal``) as their own rows; where metrics.json has no
 per-category keys, they are computed from ``test_per_image.csv``. When the experiment names the paper's
 numbers for the dataset (``report.reported.<data config>.<metric>.<column>``, e.g.
 conf/experiment/li2020.yaml), a "(paper)" row follows each of our rows. Column order: ``report.columns``
 (the paper's order), then any others in the order the runs were found (sweep job order).
+
+A column holding a run whose checkpoint was selected on the split being reported (metrics.json
+``selected_on``, e.g. ``data.val_from=test`` with ``eval_ckpt=best``), or that validated on the test split
+when test is reported, is marked ``(!)`` with a note under the table: such a number is not an independent
+result (issue 15).
 """
 
 import argparse
 import csv
+import fnmatch
 import io
 import json
 import math
@@ -37,6 +52,21 @@ from omegaconf import OmegaConf
 METRIC_ORDER = ("psnr", "ssim", "psnr_fov", "ssim_fov", "lpips", "fid", "kid", "fvd")
 SKIPPED = ("count",)
 FORMATS = ("markdown", "csv", "json")
+IGNORED = (
+    # seeds: runs differing only in these are repeats of one configuration, averaged
+    "seed", "*_seed",
+    # where things are written or read from, and which weights file holds a pretrained network
+    "paths", "paths.*", "hydra", "hydra.*", "ckpt_path", "task", "pretrained.*", "*.root", "*.csv", "*.manifest", "*_dir", "*dirpath",
+    # the machine and bookkeeping, not the experiment
+    "trainer", "trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.num_nodes",
+    "trainer.enable_progress_bar", "trainer.log_every_n_steps", "data.num_workers", "*.cache",
+    "logger", "logger.*", "callbacks", "callbacks.*", "local", "hydra/*",
+    # the report's own settings (report.column names the column and stays)
+    "report.paper", "report.columns", "report.reported", "report.reported.*",
+)
+"""Identity keys (fnmatch patterns over dotted config keys and group names) that do not make a new
+configuration. ``callbacks`` are left out because they observe training (samples, FID) rather than shape it."""
+CHOICE = "choice:"
 
 
 @dataclass
@@ -52,6 +82,9 @@ class Run:
     columns: list[str] = field(default_factory=list)
     reported: dict = field(default_factory=dict)
     dataset_label: str | None = None
+    selection_note: str | None = None
+    identity: dict[str, str] = field(default_factory=dict)
+    overridden: frozenset = frozenset()
 
 
 def _natural_key(path: Path):
@@ -70,6 +103,60 @@ def _load_yaml(path: Path):
 
 def _plain(node):
     return OmegaConf.to_container(node, resolve=False) if node is not None else None
+
+
+def _ignored(key: str, ignore: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(key, pattern) for pattern in ignore)
+
+
+def _flatten(node, prefix: str = "") -> dict[str, str]:
+    """Dotted key -> value (JSON text) of every leaf of a plain config."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out or ({prefix[:-1]: "{}"} if prefix else {})
+    return {prefix[:-1]: json.dumps(node, sort_keys=True, default=str)}
+
+
+def _overrides(path: Path) -> dict[str, str]:
+    """``key -> value`` of a run's command-line overrides (``.hydra/overrides.yaml``), ``+``/``++`` dropped."""
+    items = _plain(_load_yaml(path)) or []
+    out = {}
+    for item in items if isinstance(items, list) else []:
+        key, sep, value = str(item).partition("=")
+        if sep and not key.startswith("~"):
+            out[key.lstrip("+")] = value
+    return out
+
+
+def run_identity(path: Path, ignore: tuple[str, ...] = IGNORED) -> tuple[dict[str, str], frozenset]:
+    """What makes the run in ``path`` a configuration: ``{key: value}`` over its group choices
+    (``choice:model``), its composed config's values and its command-line overrides, minus ``ignore``;
+    and the keys that were set on the command line (named first when columns are labelled).
+
+    The unresolved ``.hydra/config.yaml`` is preferred: its interpolations (``${paths.output_dir}/...``)
+    are equal across runs where their resolved values are not."""
+    config = _load_yaml(path / ".hydra" / "config.yaml") or _load_yaml(path / "config_resolved.yaml")
+    hydra = _load_yaml(path / ".hydra" / "hydra.yaml")
+    choices = (_plain(OmegaConf.select(hydra, "hydra.runtime.choices")) if hydra is not None else None) or {}
+    overrides = _overrides(path / ".hydra" / "overrides.yaml")
+    identity = {}
+    for group, option in choices.items():
+        if not _ignored(group, ignore):
+            identity[f"{CHOICE}{group}"] = str(option)
+    if config is not None:
+        for key, value in _flatten(_plain(config)).items():
+            if not _ignored(key, ignore):
+                identity[key] = value
+    overridden = set()
+    for key, value in overrides.items():
+        name = f"{CHOICE}{key}" if key in choices else key
+        if _ignored(key, ignore):
+            continue
+        overridden.add(name)
+        identity.setdefault(name, json.dumps(value))
+    return identity, frozenset(overridden)
 
 
 def _category_means(csv_path: Path) -> dict[str, float]:
@@ -93,14 +180,22 @@ def _category_means(csv_path: Path) -> dict[str, float]:
                 values = [float(r[key]) for r in part]
             except (TypeError, ValueError):
                 continue
-            out[f"{key}/{category}"] = sum(values) / len(values)
+            out[f"{key}/{category}"] = nan_mean(values)
     return out
 
 
-def load_run(path: Path, stage: str = "test") -> Run | None:
+def nan_mean(values) -> float:
+    """Mean of the non-NaN values (NaN when there is none)."""
+    kept = [v for v in values if not math.isnan(v)]
+    return statistics.fmean(kept) if kept else math.nan
+
+
+def load_run(path: Path, stage: str = "test", ignore: tuple[str, ...] = IGNORED) -> Run | None:
     """The run in ``path``; None when its metrics.json holds no ``stage`` metrics."""
     payload = json.loads((path / "metrics.json").read_text())
     metrics = {k: float(v) for k, v in (payload.get(stage) or {}).items() if k not in SKIPPED}
+    if not metrics.get("fov_empty"):  # shown only where some image had no field of view
+        metrics.pop("fov_empty", None)
     if not metrics:
         return None
     if stage == "test" and not any("/" in k for k in metrics):
@@ -112,11 +207,18 @@ def load_run(path: Path, stage: str = "test") -> Run | None:
     report = (_plain(OmegaConf.select(config, "report")) if config is not None else None) or {}
     model_target = OmegaConf.select(config, "model._target_", default="") if config is not None else ""
     model_target = str(model_target or payload.get("model") or "model")
-    column = report.get("column") or choices.get("experiment") or model_target.rsplit(".", 1)[-1]
+    column = report.get("column") or choices.get("experiment") or choices.get("model") or model_target.rsplit(".", 1)[-1]
     reader = str(OmegaConf.select(config, "data.reader._target_", default="") or "") if config is not None else ""
     dataset = choices.get("data") or (reader.rsplit(".", 1)[-1] if reader else "data")
     reported = (report.get("reported") or {}).get(dataset) or {}
     seed = OmegaConf.select(config, "seed", default=None) if config is not None else None
+    selected, validated = payload.get("selected_on"), payload.get("validated_on")
+    note = None
+    if selected and str(selected).replace("val_carved_from_train", "val") == stage:
+        note = f"checkpoint selected on the {stage} split it reports (selected_on={selected})"
+    elif stage == "test" and validated == "test":
+        note = "validated on the test split (data.val_from=test)"
+    identity, overridden = run_identity(path, ignore)
     return Run(
         path=path,
         column=str(column),
@@ -127,6 +229,9 @@ def load_run(path: Path, stage: str = "test") -> Run | None:
         columns=[str(c) for c in report.get("columns") or []],
         reported={k: v for k, v in reported.items() if k != "dataset"},
         dataset_label=reported.get("dataset"),
+        selection_note=note,
+        identity=identity,
+        overridden=overridden,
     )
 
 
@@ -160,38 +265,139 @@ class Cell:
         return fmt(self.mean)
 
 
+@dataclass
+class Column:
+    """One configuration of a table: its label, the runs (seeds) averaged in it and the key values that
+    name it apart from the other columns (``shown``)."""
+
+    label: str
+    base: str
+    runs: list[Run]
+    shown: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def identity(self) -> dict[str, str]:
+        return self.runs[0].identity
+
+
+def _display_key(key: str) -> str:
+    return key.removeprefix(CHOICE)
+
+
+def _display_value(value: str | None) -> str:
+    if value is None:
+        return "(unset)"
+    try:
+        decoded = json.loads(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return decoded if isinstance(decoded, str) else json.dumps(decoded)
+
+
+def _label_keys(groups: list[list[Run]], candidates: list[str]) -> list[str]:
+    """The fewest of ``candidates`` (in order) that tell ``groups`` apart: a key is taken when it splits
+    groups that the keys taken so far leave together."""
+    taken: list[str] = []
+
+    def collisions(keys):
+        seen = defaultdict(int)
+        for group in groups:
+            seen[tuple(group[0].identity.get(k) for k in keys)] += 1
+        return sum(n - 1 for n in seen.values())
+
+    for key in candidates:
+        if collisions(taken) == 0:
+            break
+        if collisions(taken + [key]) < collisions(taken):
+            taken.append(key)
+    return taken
+
+
+def configurations(runs: list[Run]) -> tuple[list[Column], list[str], int]:
+    """The columns of one table: runs grouped by their whole identity (one column per configuration),
+    labelled by base name plus the values that tell columns of one base name apart.
+
+    Returns the columns (paper order, then the order runs were found), the keys the columns differ in
+    that are named (group choices, command-line overrides, and any key a label needed), and the number
+    of other config values that differ between columns (those the named keys imply)."""
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(tuple(sorted(run.identity.items())), []).append(run)
+    configs = list(groups.values())
+    keys = sorted({k for r in runs for k in r.identity})
+    varying = [k for k in keys if len({g[0].identity.get(k) for g in configs}) > 1]
+    overridden = set().union(*(r.overridden for r in runs))
+
+    def rank(key):  # command-line choices, other command-line overrides, other choices, anything else
+        choice = key.startswith(CHOICE)
+        return (0 if choice and key in overridden else 1 if key in overridden else 2 if choice else 3, key)
+
+    varying.sort(key=rank)
+    by_base = defaultdict(list)
+    for group in configs:
+        by_base[group[0].column].append(group)
+    label_keys = {}
+    for base, siblings in by_base.items():
+        if len(siblings) > 1:
+            inside = [k for k in varying if len({g[0].identity.get(k) for g in siblings}) > 1]
+            label_keys[base] = _label_keys(siblings, inside)
+    columns = []
+    for group in configs:
+        base = group[0].column
+        shown = {_display_key(k): _display_value(group[0].identity.get(k)) for k in label_keys.get(base, [])}
+        label = base + (" (" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")" if shown else "")
+        columns.append(Column(label, base, group, shown))
+    preferred = next((r.columns for r in runs if r.columns), [])
+    order = {name: i for i, name in enumerate(preferred)}
+    columns.sort(key=lambda c: order.get(c.base, len(order)))  # stable: found order otherwise
+    named = {k for k in varying if rank(k)[0] < 3} | {k for ks in label_keys.values() for k in ks}
+    differ_in = [_display_key(k) for k in varying if k in named]
+    return columns, differ_in, len(varying) - len(differ_in)
+
+
 def summarise(runs: list[Run], metrics: list[str] | None = None) -> list[dict]:
-    """One table per dataset: {'dataset', 'label', 'paper', 'columns', 'counts', 'rows': [(name, {col: Cell|float})]}."""
+    """One table per dataset: {'dataset', 'label', 'paper', 'columns' (labels), 'counts', 'configs'
+    ({label: {key: value}} of the keys the columns differ in), 'differ_in', 'implied', 'rows':
+    [(name, {label: Cell|float})]}. New row kinds (baselines, marks) append to 'rows' in the same form."""
     tables = []
     for dataset in dict.fromkeys(r.dataset for r in runs):
         part = [r for r in runs if r.dataset == dataset]
-        preferred = next((r.columns for r in part if r.columns), [])
-        found = list(dict.fromkeys(r.column for r in part))
-        columns = [c for c in preferred if c in found] + [c for c in found if c not in preferred]
+        columns, differ_in, implied = configurations(part)
+        labels = [c.label for c in columns]
         names = sorted({k for r in part for k in r.metrics}, key=_metric_rank)
         if metrics:
             names = [n for n in names if n.partition("/")[0] in metrics]
         reported = next((r.reported for r in part if r.reported), {})
-        rows, counts = [], {}
-        for column in columns:
-            counts[column] = sum(1 for r in part if r.column == column)
+        rows = []
         for name in names:
             cells = {}
             for column in columns:
-                values = [r.metrics[name] for r in part if r.column == column and name in r.metrics]
+                values = [r.metrics[name] for r in column.runs if name in r.metrics and not math.isnan(r.metrics[name])]
                 if values:
                     std = statistics.stdev(values) if len(values) > 1 else None
-                    cells[column] = Cell(statistics.fmean(values), std, len(values))
+                    cells[column.label] = Cell(statistics.fmean(values), std, len(values))
             rows.append((name, cells))
             if name in reported:
-                rows.append((f"{name} (paper)", {c: float(v) for c, v in reported[name].items() if c in columns}))
+                paper = {c.label: float(reported[name][c.base]) for c in columns if c.base in reported[name]}
+                rows.append((f"{name} (paper)", paper))
+        configs = {}
+        for column in columns:
+            values = {}
+            for key in differ_in:
+                raw = column.identity.get(key if key in column.identity else f"{CHOICE}{key}")
+                values[key] = _display_value(raw)
+            configs[column.label] = values
         tables.append({
             "dataset": dataset,
             "label": next((r.dataset_label for r in part if r.dataset_label), None),
             "paper": next((r.paper for r in part if r.paper), None),
-            "columns": columns,
-            "counts": counts,
+            "columns": labels,
+            "counts": {c.label: len(c.runs) for c in columns},
+            "configs": configs,
+            "differ_in": differ_in,
+            "implied": implied,
             "rows": rows,
+            "notes": {c.label: n for c in columns for n in [next((r.selection_note for r in c.runs if r.selection_note), None)] if n},
         })
     return tables
 
@@ -200,6 +406,15 @@ def _cell_text(cell) -> str:
     if cell is None:
         return "-"
     return cell.text() if isinstance(cell, Cell) else fmt(cell)
+
+
+def _grouping_line(table: dict) -> str:
+    """Which keys make the columns different configurations (runs within a column differ only in seed)."""
+    if len(table["columns"]) == 1:
+        return "One configuration; its runs differ only in seed (or in paths)."
+    keys = ", ".join(table["differ_in"]) or "config values"
+    implied = f" (and {table['implied']} config values these imply)" if table["implied"] and table["differ_in"] else ""
+    return f"Each column is one configuration; columns differ in: {keys}{implied}. Runs within a column (seeds) are averaged."
 
 
 def to_markdown(tables: list[dict], stage: str) -> str:
@@ -214,13 +429,17 @@ def to_markdown(tables: list[dict], stage: str) -> str:
             out.append(f"Ours: mean ± std over runs. {table['paper']} report no numbers for data={table['dataset']}.")
         else:
             out.append("Mean ± std over runs.")
+        out.append(_grouping_line(table))
         out.append("")
         columns = table["columns"]
-        out.append("| metric | " + " | ".join(columns) + " |")
+        notes = table.get("notes") or {}
+        out.append("| metric | " + " | ".join(f"{c} (!)" if c in notes else c for c in columns) + " |")
         out.append("|---|" + "---|" * len(columns))
         out.append("| runs | " + " | ".join(str(table["counts"][c]) for c in columns) + " |")
         for name, cells in table["rows"]:
             out.append(f"| {name} | " + " | ".join(_cell_text(cells.get(c)) for c in columns) + " |")
+        for column, note in notes.items():
+            out.append(f"(!) {column}: {note}; not an independent {stage} result.")
         out.append("")
     return "\n".join(out)
 
@@ -232,7 +451,10 @@ def to_records(tables: list[dict]) -> list[dict]:
             source = "paper" if name.endswith(" (paper)") else "ours"
             metric = name.removesuffix(" (paper)")
             for column, cell in cells.items():
-                record = {"dataset": table["dataset"], "metric": metric, "column": column, "source": source}
+                config = "; ".join(f"{k}={v}" for k, v in table["configs"].get(column, {}).items())
+                record = {"dataset": table["dataset"], "metric": metric, "column": column, "configuration": config,
+                          "source": source,
+                          "selection_note": (table.get("notes") or {}).get(column) if source == "ours" else None}
                 if isinstance(cell, Cell):
                     record.update(mean=cell.mean, std=cell.std, n=cell.n)
                 else:
@@ -248,7 +470,9 @@ def render(tables: list[dict], output_format: str, stage: str) -> str:
     if output_format == "json":
         return json.dumps(records, indent=2)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["dataset", "metric", "column", "source", "mean", "std", "n"])
+    writer = csv.DictWriter(
+        buffer, fieldnames=["dataset", "metric", "column", "configuration", "source", "mean", "std", "n", "selection_note"]
+    )
     writer.writeheader()
     writer.writerows(records)
     return buffer.getvalue()
@@ -261,11 +485,17 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--stage", default="test", help="metrics.json section: test (default) or val")
     parser.add_argument("--metrics", default=None, help="comma-separated metric names to keep, e.g. psnr,ssim")
     parser.add_argument("--output", type=Path, default=None, help="write here instead of stdout")
+    parser.add_argument(
+        "--ignore", default=None,
+        help="comma-separated config keys (fnmatch patterns) that do not make a new configuration, added to the "
+             "defaults (seeds, paths, machine settings), e.g. trainer.max_epochs,data.image_size",
+    )
     args = parser.parse_args(argv)
     if not args.root.is_dir():
         parser.error(f"{args.root} is not a folder; give a multirun folder such as outputs/train/multiruns/<time>")
     paths = find_runs(args.root)
-    runs = [run for run in (load_run(p, args.stage) for p in paths) if run is not None]
+    ignore = IGNORED + tuple(k.strip() for k in (args.ignore or "").split(",") if k.strip())
+    runs = [run for run in (load_run(p, args.stage, ignore) for p in paths) if run is not None]
     if not runs:
         parser.error(
             f"no run with '{args.stage}' metrics under {args.root} ({len(paths)} metrics.json found); runs write "

@@ -13,17 +13,14 @@ from omegaconf import DictConfig, open_dict
 from fundus2ffa.config import config_dir, register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
-# The project's public test data (../shared/data: real FFA frames and UWF eyes, each with its licence);
-# FUNDUS2FFA_SHARED_DATA points elsewhere when the checkout is not beside it.
-SHARED_DATA = Path(os.environ.get("FUNDUS2FFA_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
+# Real sample images shipped with the tests, downscaled, with their licences (tests/fixtures/NOTICE files;
+# regenerated from ../shared/data by tests/fixtures/make_fixtures.py): a clone tests anywhere.
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+UWF = FIXTURES / "uwf_slo_fa_phases"  # 7 two-phase UWF eyes (MIT), 213 x 170 (a quarter of 853 x 682)
+UWF_SIZE = (213, 170)  # width x height of every UWF fixture image
+FFA_FRAMES = FIXTURES / "ffa_frames" / "origin_data"  # 6 real FFA frames (Apache-2.0)
 
 register_resolvers()
-
-
-def pytest_report_header(config) -> str:
-    """Where the real sample data is read from: the tests that use it fail when it is missing."""
-    state = "found" if SHARED_DATA.is_dir() else "MISSING: set FUNDUS2FFA_SHARED_DATA to the shared/data folder"
-    return f"fundus2ffa shared data: {SHARED_DATA} ({state})"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
@@ -118,7 +115,7 @@ def data_overrides(name: str, isfahan: Path, paired: Path, video_csv: Path | Non
     return {
         "synthetic": ["data=synthetic", "data.reader.num_pairs=8"],
         "synthetic_video": ["data=synthetic_video", "data.reader.num_eyes=6", "data.image_size=32"],
-        "uwf_video": ["data=uwf_video", f"data.reader.root={SHARED_DATA / 'uwf_slo_fa_phases'}", "data.image_size=32"],
+        "uwf_video": ["data=uwf_video", f"data.reader.root={UWF}", "data.image_size=32"],
         "fundus2video_csv": ["data=fundus2video_csv", f"data.reader.csv={video_csv}", "data.image_size=32"],
         "isfahan": ["data=isfahan", f"data.reader.root={isfahan}", "data.num_workers=0", "data.train_repeats=1"],
         # the small fixture lacks the 17 paper ids and is too small for 512 quadrant crops
@@ -130,7 +127,7 @@ def data_overrides(name: str, isfahan: Path, paired: Path, video_csv: Path | Non
         "isfahan_li2020": ["data=isfahan_li2020", f"data.reader.root={isfahan}", "data.num_workers=0"],
         "li2020_registered": ["data=li2020_registered", f"data.reader.root={paired}", "data.image_size=128", "data.num_workers=0"],
         "paired_folder": ["data=paired_folder", f"data.reader.root={paired}", "data.num_workers=0"],
-        "uwf_phases": ["data=uwf_phases", f"data.reader.root={SHARED_DATA / 'uwf_slo_fa_phases'}"],
+        "uwf_phases": ["data=uwf_phases", f"data.reader.root={UWF}"],
     }[name]
 
 

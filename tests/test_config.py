@@ -66,3 +66,15 @@ def test_smoke_every_model_on_every_data_of_its_kind(model, data, isfahan_root, 
     results = run(cfg)
     assert results["test"]["psnr"] > 0
     assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize("data", ["uwf_phases", "uwf_video"])
+def test_uwf_data_root_honours_the_shared_data_variable(data, monkeypatch, tmp_path):
+    """FUNDUS2FFA_SHARED_DATA moves the default root of the UWF data configs (a checkout not beside ../shared);
+    without it the default stays ../shared/data beside the project; an explicit root wins over both."""
+    monkeypatch.delenv("FUNDUS2FFA_SHARED_DATA", raising=False)
+    cfg = compose_run([f"data={data}"])
+    assert Path(cfg.data.reader.root) == Path(cfg.paths.root_dir) / ".." / "shared" / "data" / "uwf_slo_fa_phases"
+    monkeypatch.setenv("FUNDUS2FFA_SHARED_DATA", str(tmp_path / "elsewhere"))
+    assert compose_run([f"data={data}"]).data.reader.root == str(tmp_path / "elsewhere" / "uwf_slo_fa_phases")
+    assert compose_run([f"data={data}", "data.reader.root=/mine"]).data.reader.root == "/mine"

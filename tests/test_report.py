@@ -104,3 +104,63 @@ def test_report_without_runs_says_what_is_missing(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path)])
     assert "no run with 'test' metrics" in capsys.readouterr().err
+
+
+def write_hydra_run(folder: Path, overrides: list[str], test: dict) -> None:
+    """A run folder as `python -m fundus2ffa.run -m ...` writes it: .hydra/config.yaml (unresolved),
+    overrides.yaml and hydra.yaml (group choices), metrics.json; the config composed for real."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from fundus2ffa.config import config_dir
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("run", overrides=overrides, return_hydra_config=True)
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    OmegaConf.set_struct(cfg, False)
+    del cfg["hydra"]
+    cfg.paths.output_dir = str(folder)  # differs per run, as a resolved path would: not a configuration
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
+    (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
+    (folder / "metrics.json").write_text(json.dumps({"test": test, "model": "fundus2ffa.models.PairedGAN"}))
+
+
+def test_report_columns_are_configurations_not_class_names(tmp_path):
+    """pix2pix, pix2pixhd and saliency_cgan (all PairedGAN) and a loss.l1.weight=10,100 sweep stay apart;
+    the seeds of one configuration are averaged; a NaN FOV score is left out of its mean."""
+    root = tmp_path / "multirun"
+    configs = {
+        "pix2pix (loss.l1.weight=10)": ["model=pix2pix", "loss.l1.weight=10"],
+        "pix2pix (loss.l1.weight=100)": ["model=pix2pix", "loss.l1.weight=100"],
+        "pix2pixhd": ["model=pix2pixhd"],
+        "saliency_cgan": ["model=saliency_cgan", "pretrained.vgg19=random"],
+    }
+    psnr, job = {}, 0
+    for offset, (label, overrides) in enumerate(configs.items()):
+        psnr[label] = [20.0 + 2.5 * offset + 0.5 * seed for seed in (1, 2)]
+        for seed, value in zip((1, 2), psnr[label]):
+            fov = float("nan") if (offset, seed) == (0, 2) else value + 1.0
+            write_hydra_run(root / str(job), [*overrides, f"seed={seed}"], {"psnr": value, "psnr_fov": fov, "count": 3.0})
+            job += 1
+    text = main([str(root)])
+    lines = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in text.splitlines() if line.startswith("| ")}
+    assert lines["metric"] == list(configs)
+    assert lines["runs"] == ["2", "2", "2", "2"]
+    for i, label in enumerate(configs):
+        mean, std = statistics.fmean(psnr[label]), statistics.stdev(psnr[label])
+        assert lines["psnr"][i] == f"{mean:.2f} ± {std:.2f}"
+    assert lines["psnr_fov"][0] == f"{psnr['pix2pix (loss.l1.weight=10)'][0] + 1.0:.2f}"  # seed 2's NaN left out
+    # the grouping keys are shown: the model choice and the swept override
+    grouping = next(line for line in text.splitlines() if line.startswith("Each column is one configuration"))
+    assert "columns differ in: model, loss.l1.weight, discriminator, generator (and " in grouping
+    records = json.loads(main([str(root), "--format", "json", "--metrics", "psnr"]))
+    by_column = {r["column"]: r for r in records}
+    assert by_column["pix2pix (loss.l1.weight=100)"]["configuration"].startswith("model=pix2pix; loss.l1.weight=100")
+    assert by_column["pix2pixhd"]["n"] == 2
+    # --ignore merges configurations that differ only in ignored keys
+    merged = json.loads(main([str(root), "--format", "json", "--metrics", "psnr", "--ignore", "loss.*"]))
+    assert sorted(r["column"] for r in merged) == ["pix2pix", "pix2pixhd", "saliency_cgan"]
+    assert next(r for r in merged if r["column"] == "pix2pix")["n"] == 4

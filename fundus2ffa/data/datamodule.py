@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader
 
 from fundus2ffa.data.dataset import PairedDataset
 from fundus2ffa.data.readers.base import PairReader
-from fundus2ffa.data.splits import split_records
+from fundus2ffa.data.splits import fill_validation, split_records
 from fundus2ffa.data.transforms import PairedTransform
 from fundus2ffa.errors import ConfigError
 
@@ -39,7 +39,9 @@ class SplitLoaders(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True, self.batch_size)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list:
+        if "val" not in self.datasets:  # no validation split (data.val_from): no validation loop
+            return []
         return self._loader("val", False, self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
@@ -50,7 +52,8 @@ class PairedDataModule(SplitLoaders):
     """Splits a reader's records (by group, stratified by category) and serves paired batches.
 
     Records that carry a ``split`` of their own (a reader with fixed train/test folders) keep it; the
-    others are split by ``split`` fractions. Without any validation record, validation uses test.
+    others are split by ``split`` fractions. Without any validation record, one is carved from the
+    training records, never taken from test unless asked (:func:`~fundus2ffa.data.splits.fill_validation`).
 
     Args:
         reader: a :class:`PairReader` (Isfahan MISP, paired folder, two-phase UWF, synthetic ...).
@@ -61,6 +64,9 @@ class PairedDataModule(SplitLoaders):
         train_repeats: passes over each training record per epoch (random crops of large images).
         verify: decode every image once before training (``header`` reads headers only, for very
             large datasets).
+        val_from / val_fraction: where validation comes from when the data has no validation split
+            (train: carve ``val_fraction`` of the training groups | test | none); see ``fill_validation``.
+            ``val_source`` tells which it was after ``setup``.
     """
 
     def __init__(
@@ -78,8 +84,11 @@ class PairedDataModule(SplitLoaders):
         cache: bool = True,
         train_repeats: int = 1,
         verify: str = "decode",
+        val_from: str = "train",
+        val_fraction: float = 0.1,
     ):
         super().__init__()
+        self.val_from, self.val_fraction, self.val_source = val_from, float(val_fraction), None
         self.reader = reader
         self.train_transform, self.eval_transform = train_transform, eval_transform
         self.image_size = image_size
@@ -109,9 +118,7 @@ class PairedDataModule(SplitLoaders):
         if free:
             for name, part in split_records(free, self.split, seed=self.split_seed).items():
                 splits[name].extend(part)
-        if not splits["val"] and splits["test"]:
-            log.warning("no validation records: validating on the test split")
-            splits["val"] = list(splits["test"])
+        self.val_source = fill_validation(splits, self.val_from, self.val_fraction, seed=self.split_seed)
         self.splits = splits
         for name, part in splits.items():
             if not part:

@@ -9,6 +9,7 @@ Rounding each category on its own instead would put every small category entirel
 leave val or test empty however many groups there are.
 """
 
+import logging
 import math
 import random
 from collections import defaultdict
@@ -18,6 +19,9 @@ from fundus2ffa.data.records import PairRecord
 from fundus2ffa.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
+VAL_FROM = ("train", "test", "none")
+VAL_SOURCES = ("val", "val_carved_from_train", "test", None)
+log = logging.getLogger(__name__)
 
 
 class Splittable(Protocol):
@@ -74,6 +78,73 @@ def split_records(
     for record in records:
         out[assignment[record.split_group]].append(record)
     return out
+
+
+def carve_validation(
+    train: list[R], fraction: float, seed: int = 0, stratify: bool = True, min_train_groups: int = 2
+) -> tuple[list[R], list[R]]:
+    """Hold ``fraction`` of the training groups out as a validation split: (train, val).
+
+    Grouped by ``split_group`` (patient or eye) and stratified by category with :func:`split_records`,
+    seeded by ``seed`` (the data's ``split_seed``, independent of the training seed, so every run of a
+    sweep validates on the same records). Returns ``(train, [])`` when it would leave fewer than
+    ``min_train_groups`` training groups (or no validation group).
+    """
+    groups = {r.split_group for r in train}
+    if fraction <= 0 or len(groups) < min_train_groups + 1:
+        return list(train), []
+    parts = split_records(train, {"train": 1.0 - fraction, "val": fraction}, seed=f"{seed}/carved_val", stratify=stratify)
+    if not parts["val"] or len({r.split_group for r in parts["train"]}) < min_train_groups:
+        return list(train), []
+    return parts["train"], parts["val"]
+
+
+def fill_validation(
+    splits: dict[str, list[R]], val_from: str, fraction: float, seed: int = 0, stratify: bool = True
+) -> str | None:
+    """Give ``splits`` a validation split when the data has none (issue 15: never validate on test silently).
+
+    ``val_from``: ``train`` (default) carves one from the training records (:func:`carve_validation`),
+    or leaves validation empty, with a warning, when too few records remain for training; ``test``
+    validates on the test split, with a warning (checkpoint selection on test: marked in metrics.json and
+    the report); ``none`` runs without validation. A data config's own validation split is always used.
+    Edits ``splits`` in place and returns where validation comes from: ``val``,
+    ``val_carved_from_train``, ``test`` or None (no validation: no monitored metric).
+    """
+    if val_from not in VAL_FROM:
+        raise ConfigError(f"data.val_from must be one of {'|'.join(VAL_FROM)}, got {val_from!r}")
+    if splits.get("val"):
+        if val_from == "test":
+            log.warning("data.val_from=test is ignored: the data has its own validation split (%d records)", len(splits["val"]))
+        return "val"
+    if val_from == "none":
+        log.warning("data.val_from=none: no validation split; checkpoints are not selected by any metric")
+        return None
+    if val_from == "test":
+        if not splits.get("test"):
+            raise ConfigError("data.val_from=test but the data has no test split; use data.val_from=train")
+        log.warning(
+            "data.val_from=test: validating on the TEST split (%d records); checkpoint selection, early stopping and "
+            "sweep objectives then read test metrics, so test results are not independent (marked in metrics.json)",
+            len(splits["test"]),
+        )
+        splits["val"] = list(splits["test"])
+        return "test"
+    train, val = carve_validation(splits.get("train", []), fraction, seed=seed, stratify=stratify)
+    if not val:
+        log.warning(
+            "no validation split, and %d training record(s) are too few to carve one (data.val_fraction=%s): "
+            "training without validation, so no monitored metric selects checkpoints (metrics.json: selected_on null)",
+            len(splits.get("train", [])), fraction,
+        )
+        return None
+    log.warning(
+        "no validation split: validating on %d training record(s) held out by group (data.val_fraction=%s, "
+        "data.split_seed=%s); %d remain for training. The test split is never used for validation.",
+        len(val), fraction, seed, len(train),
+    )
+    splits["train"], splits["val"] = train, val
+    return "val_carved_from_train"
 
 
 def records_by_split(records: list[PairRecord]) -> dict[str, list[PairRecord]]:

@@ -67,12 +67,13 @@ class PredictSettings:
                    batch_size, num_workers, bool(node.get("skip_existing", False)), video)
 
 
-def output_path(out_dir: Path, source: Path, video: tuple | None) -> Path:
-    """Where the prediction of ``source`` goes: <stem>.png, or the video file / frame folder."""
+def output_path(out_dir: Path, name: str, video: tuple | None) -> Path:
+    """Where the prediction named ``name`` (predict_io.output_names) goes: <name>.png, or the video
+    file / frame folder."""
     if video is None:
-        return out_dir / f"{source.stem}.png"
+        return out_dir / f"{name}.png"
     video_format = video[0]
-    return out_dir / source.stem if video_format == "png" else out_dir / f"{source.stem}.{video_format}"
+    return out_dir / name if video_format == "png" else out_dir / f"{name}.{video_format}"
 
 
 def is_done(target: Path, video: tuple | None) -> bool:
@@ -97,8 +98,8 @@ def validate_inputs(paths: list[Path], allow_grey: bool) -> None:
 class PredictInputs(Dataset):
     """Reads and preprocesses one input per item (in DataLoader workers)."""
 
-    def __init__(self, paths: list[Path], settings: PredictSettings, allow_grey: bool):
-        self.paths, self.settings, self.allow_grey = [str(p) for p in paths], settings, allow_grey
+    def __init__(self, paths: list[Path], names: list[str], settings: PredictSettings, allow_grey: bool):
+        self.paths, self.names, self.settings, self.allow_grey = [str(p) for p in paths], list(names), settings, allow_grey
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -108,12 +109,12 @@ class PredictInputs(Dataset):
         try:
             cf = read_cf(Path(path), allow_grey=self.allow_grey)
         except Exception as exc:  # noqa: BLE001 - changed since validation: report, do not stop the archive
-            return {"index": index, "path": path, "error": f"{type(exc).__name__}: {exc}"}
+            return {"index": index, "path": path, "name": self.names[index], "error": f"{type(exc).__name__}: {exc}"}
         height, width = cf.shape[:2]
         if self.settings.mode == "resize":
             size = self.settings.image_size
             cf = cv2.resize(cf, (size, size), interpolation=cv2.INTER_AREA)
-        return {"index": index, "path": path, "cf": to_tensor_pm1(cf), "size": (height, width)}
+        return {"index": index, "path": path, "name": self.names[index], "cf": to_tensor_pm1(cf), "size": (height, width)}
 
 
 def collate(items: list[dict]) -> list[dict]:
@@ -147,7 +148,7 @@ class StreamingPredictor(L.LightningModule):
 
     @torch.no_grad()
     def predict_step(self, batch: list[dict], batch_idx: int) -> list[dict]:
-        results = [{"index": item["index"], "path": item["path"], "error": item["error"]} for item in batch if "error" in item]
+        results = [{"path": item["path"], "name": item["name"], "error": item["error"]} for item in batch if "error" in item]
         groups: dict[tuple, list[dict]] = {}
         for item in batch:
             if "cf" in item:
@@ -159,10 +160,10 @@ class StreamingPredictor(L.LightningModule):
                 fake = self._translate(torch.stack([item["cf"] for item in items]), tiled)
             except torch.OutOfMemoryError as exc:
                 reason = f"out of memory at {height}x{width} ({exc}); use predict.mode=tiled or a smaller predict.tiled.size"
-                results += [{"index": item["index"], "path": item["path"], "error": reason} for item in items]
+                results += [{"path": item["path"], "name": item["name"], "error": reason} for item in items]
                 continue
             for item, out in zip(items, fake):
-                results.append({"index": item["index"], "path": item["path"], "output": self._finish(out, item["size"])})
+                results.append({"path": item["path"], "name": item["name"], "output": self._finish(out, item["size"])})
         return results
 
 
@@ -188,14 +189,14 @@ class PredictionWriter(BasePredictionWriter):
             if "error" in item:
                 self.summary.failed.append({"path": item["path"], "reason": item["error"]})
                 continue
-            target = output_path(self.out_dir, Path(item["path"]), self.settings.video)
+            target = output_path(self.out_dir, item["name"], self.settings.video)
             try:
                 if self.settings.video is None:
                     write_png(target, item["output"])
                     written = str(target)
                 else:
                     video_format, _, fps = self.settings.video
-                    written = write_frames(self.out_dir / Path(item["path"]).stem, item["output"], video_format, fps)
+                    written = write_frames(self.out_dir / item["name"], item["output"], video_format, fps)
             except OSError as exc:
                 self.summary.failed.append({"path": item["path"], "reason": f"cannot write {target}: {exc}"})
                 continue
@@ -211,8 +212,9 @@ class PredictionWriter(BasePredictionWriter):
             self.summary.ranks = [r for part in parts for r in part[2]]
 
 
-def predict_streaming(cfg: DictConfig, model) -> list[str]:
-    """Translate ``predict.input_dir`` into ``predict.output_dir``; returns the written paths (all ranks)."""
+def predict_streaming(cfg: DictConfig, model, inputs: list[Path], names: list[str], check_overwrite=None) -> list[str]:
+    """Translate ``inputs`` into ``predict.output_dir`` under ``names``; returns the written paths (all
+    ranks). ``check_overwrite(targets, inputs, overwrite)`` refuses existing outputs (predict_io)."""
     from fundus2ffa.predict import _video_settings
     from fundus2ffa.run import build_trainer
 
@@ -220,19 +222,21 @@ def predict_streaming(cfg: DictConfig, model) -> list[str]:
     video = _video_settings(node, int(model.hparams.get("num_frames", 12))) if hasattr(model, "translate_video") else None
     settings = PredictSettings.from_config(node, video)
     out_dir = Path(node.output_dir)
-    inputs = list_images(Path(node.input_dir))
     summary = Summary()
-    todo = []
-    for path in inputs:
-        if settings.skip_existing and is_done(output_path(out_dir, path, video), video):
+    todo, todo_names = [], []
+    for path, name in zip(inputs, names):
+        if settings.skip_existing and is_done(output_path(out_dir, name, video), video):
             summary.skipped.append(str(path))
         else:
             todo.append(path)
+            todo_names.append(name)
     allow_grey = bool(cfg.data.get("reader", {}).get("allow_grey_cf", False))
     validate_inputs(todo, allow_grey)
+    if check_overwrite is not None:
+        check_overwrite([output_path(out_dir, n, video) for n in todo_names], todo, bool(node.get("overwrite", False)))
 
     loader = DataLoader(
-        PredictInputs(todo, settings, allow_grey), batch_size=settings.batch_size, shuffle=False,
+        PredictInputs(todo, todo_names, settings, allow_grey), batch_size=settings.batch_size, shuffle=False,
         num_workers=settings.num_workers, collate_fn=collate, persistent_workers=False,
     )
     writer = PredictionWriter(out_dir, settings, summary)

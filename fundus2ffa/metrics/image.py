@@ -3,7 +3,10 @@
 Standard definitions (reference_spec 6.2): images in [0, 1] with data_range 1, which on 8-bit images
 is PSNR with a peak of 255 (Li et al. section 2.5); SSIM of Wang et al. (11x11 Gaussian, sigma 1.5,
 K1 0.01, K2 0.03) from torchmetrics. The FOV variants average the squared error and the SSIM map
-inside the mask only, so the black surround does not inflate the score.
+inside the mask only, so the black surround does not inflate the score. An image whose mask is empty
+(a crop outside the field of view, e.g. the kamran2020 quadrant crops at 128 px) has no FOV score: NaN,
+not the 100 dB / 0 that an empty average would give, and means leave it out and count it
+(``fov_empty`` in :meth:`MetricTable.aggregate`).
 
 Scores are kept per image (:class:`MetricTable`) and averaged at the end: the mean of per-image PSNR,
 as papers report it, and exact per-category breakdowns and DDP gathering (duplicates that a
@@ -11,6 +14,8 @@ distributed sampler pads in are dropped by image id).
 """
 
 from collections import defaultdict
+
+import math
 
 import torch
 import torch.distributed as dist
@@ -39,9 +44,12 @@ def image_quality(
     out["ssim"] = ssim
     if fov is not None:
         weight = fov.float().expand_as(err)
-        area = weight.flatten(1).sum(1).clamp_min(1.0)
-        out["psnr_fov"] = _psnr((err * weight).flatten(1).sum(1) / area)
-        out["ssim_fov"] = (ssim_map * weight).flatten(1).sum(1) / area
+        area = weight.flatten(1).sum(1)
+        empty = area <= 0
+        safe = area.clamp_min(1.0)
+        nan = torch.full_like(area, float("nan"))
+        out["psnr_fov"] = torch.where(empty, nan, _psnr((err * weight).flatten(1).sum(1) / safe))
+        out["ssim_fov"] = torch.where(empty, nan, (ssim_map * weight).flatten(1).sum(1) / safe)
     return out
 
 
@@ -70,11 +78,14 @@ class MetricTable:
 
     @staticmethod
     def aggregate(rows: list[dict]) -> dict[str, float]:
-        """{'psnr': mean, ..., 'psnr/<category>': mean, ...} over rows."""
+        """{'psnr': mean, ..., 'psnr/<category>': mean, ..., 'count': images[, 'fov_empty': n]} over rows.
+
+        NaN scores (an empty field of view) are left out of each mean; ``fov_empty`` counts the images
+        without a FOV score. A metric with no valid score at all is NaN."""
         if not rows:
             return {}
         keys = [k for k in rows[0] if k not in ("id", "category")]
-        out = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
+        out = {k: nan_mean([r[k] for r in rows]) for k in keys}
         by_category = defaultdict(list)
         for r in rows:
             if r["category"]:
@@ -82,6 +93,19 @@ class MetricTable:
         if len(by_category) > 1:
             for category, part in sorted(by_category.items()):
                 for k in keys:
-                    out[f"{k}/{category}"] = sum(r[k] for r in part) / len(part)
+                    out[f"{k}/{category}"] = nan_mean([r[k] for r in part])
         out["count"] = float(len(rows))
+        fov_keys = [k for k in keys if k.endswith("_fov")]
+        if fov_keys:
+            out["fov_empty"] = float(sum(1 for r in rows if any(_is_nan(r[k]) for k in fov_keys)))
         return out
+
+
+def _is_nan(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def nan_mean(values) -> float:
+    """The mean of the values that are not NaN (NaN when none is)."""
+    kept = [float(v) for v in values if not _is_nan(v)]
+    return sum(kept) / len(kept) if kept else float("nan")

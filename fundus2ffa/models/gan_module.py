@@ -122,8 +122,13 @@ class GANModule(L.LightningModule):
             scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Record the class so ``task=predict`` can rebuild the module from the checkpoint alone."""
+        """Record the class, and the run config ``run`` attached as ``fundus2ffa_record``, so ``task=test``
+        and ``task=predict`` rebuild the module and its data settings from the checkpoint alone (the
+        format: fundus2ffa/checkpoint.py)."""
         checkpoint["fundus2ffa_target"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        record = getattr(self, "fundus2ffa_record", None)
+        if record:
+            checkpoint["fundus2ffa"] = record
 
     # ----------------------------------------------------------------- inference
     def translate(self, cf: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface

@@ -1,5 +1,5 @@
 """Readers of on-disk layouts: generic paired folders/manifests, Isfahan MISP (on a synthetic export in
-its layout, quirks included) and the real UWF-SLO two-phase eyes (../shared/data/uwf_slo_fa_phases).
+its layout, quirks included) and the real UWF-SLO two-phase eyes (tests/fixtures/uwf_slo_fa_phases).
 
 Every bad input must fail with a DataError/ConfigError that names the file or key and says the fix.
 """
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SHARED_DATA
+from conftest import UWF, UWF_SIZE
 from fundus2ffa.data.readers import IsfahanMISP, PairedFolder, UWFPhases
 from fundus2ffa.data.readers.isfahan import FUNDUS2ANGIO_IDS
 from fundus2ffa.data.synthetic.isfahan_export import ALIGNMENT_FILE, export_isfahan
@@ -19,7 +19,7 @@ from fundus2ffa.data.synthetic.retina import synthesize_eye
 from fundus2ffa.errors import ConfigError, DataError
 from fundus2ffa.priors.fov import fov_mask
 
-UWF_DATA = SHARED_DATA / "uwf_slo_fa_phases"
+UWF_DATA = UWF
 HEIGHT, WIDTH = 72, 90  # Isfahan's 576 x 720, scaled down
 
 
@@ -392,7 +392,8 @@ def test_uwf_loads_pseudo_colour_slo_as_cf():
     records = reader.records()
     reader.check(records)
     sample = reader.load(records[0])
-    assert sample.cf.shape == (682, 853, 3) and sample.ffa.shape == (682, 853)
+    width, height = UWF_SIZE
+    assert sample.cf.shape == (height, width, 3) and sample.ffa.shape == (height, width)
     assert sample.cf[..., 0].std() > 10 and sample.cf[..., 1].std() > 10  # red and green carry the image
 
 

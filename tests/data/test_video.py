@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED_DATA, compose_run
+from conftest import UWF, compose_run
 from hydra.utils import instantiate
 
 from fundus2ffa.data.synthetic.export import export_video_csv
@@ -33,7 +33,6 @@ from fundus2ffa.errors import ConfigError, DataError
 from fundus2ffa.priors.fov import fov_bbox, fov_crop, fov_mask
 from fundus2ffa.priors.knowledge_mask import knowledge_mask
 
-UWF = SHARED_DATA / "uwf_slo_fa_phases"
 SIZE = 64
 LEAKAGE_PATTERN = {"leakage": "masks/{pid_eye}_leakage.png"}
 
@@ -402,13 +401,19 @@ def overlay(late: np.ndarray, km: np.ndarray, early: np.ndarray) -> np.ndarray:
     return np.concatenate([np.dstack([early] * 3), np.dstack([late] * 3), marked], axis=1)
 
 
+LEAKAGE_EYES = ("train/1", "train/2", "train/3", "test/10")  # late frames with visible leakage or staining
+
+
 def test_uwf_eyes_as_two_frame_videos_and_their_knowledge_mask(tmp_path):
-    """On the real early/late angiograms the KM is a small part of the field of view (measured 3.7-9.1 %),
-    the late frame is far brighter inside it than outside (leakage and staining, plus washed-out vessels
-    that stay brighter than the background; measured ratio 1.6-2.9), and the eye without visible leakage
-    (test/8: only vessels fade, 0 % of its KM brightens) has less brightening in its KM than the eyes
-    whose late frame shows leakage or staining (train/1-3, test/10: 52-80 %). The overlay is saved for a
-    look (early | late | KM: red where the late frame is brighter, blue where darker)."""
+    """On the real early/late angiograms the KM is a small part of the field of view (measured 2.3-6.7 %
+    on the quarter-size fixtures, 3.7-9.1 % at full size), the late frame is brighter inside it than
+    outside, far brighter in the eyes whose late frame shows leakage or staining (train/1-3, test/10:
+    measured ratio 2.5-3.3 on the fixtures, 2.5-3.0 at full size; bound 1.5 as before). test/7, whose KM is
+    mostly fading thin vessels, measured 1.62 at full size but 1.16 on the fixtures (area-averaged thin
+    vessels), so every eye is held to "brighter" (> 1.1) and only the leakage eyes to "far brighter". The
+    eye without visible leakage (test/8: only vessels fade, 0 % of its KM brightens) has less brightening
+    in its KM than the leakage eyes (55-90 % on the fixtures, 52-80 % at full size). The overlay is saved
+    for a look (early | late | KM: red where the late frame is brighter, blue where darker)."""
     dm = VideoDataModule(UWFVideo(UWF), VideoTransform(), VideoTransform(), image_size=192, verify="header")
     dm.setup()
     assert {name: sorted(r.id for r in part) for name, part in dm.splits.items()} == {
@@ -427,10 +432,11 @@ def test_uwf_eyes_as_two_frame_videos_and_their_knowledge_mask(tmp_path):
             km, fov = sample.masks["knowledge_mask"] > 0, sample.masks["fov"] > 0
             fraction = km.sum() / fov.sum()
             assert 0.01 < fraction < 0.2, (record.id, fraction)
-            assert late[km].mean() > 1.5 * late[fov & ~km].mean(), record.id
+            ratio = late[km].mean() / late[fov & ~km].mean()
+            assert ratio > (1.5 if record.id in LEAKAGE_EYES else 1.1), (record.id, ratio)
             brightening[record.id] = (km & (late > early)).sum() / km.sum()
             rows.append(overlay(late, km, early))
-    assert brightening["test/8"] < min(brightening[i] for i in ("train/1", "train/2", "train/3", "test/10"))
+    assert brightening["test/8"] < min(brightening[i] for i in LEAKAGE_EYES)
     path = tmp_path / "uwf_knowledge_masks.png"
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
     print(f"knowledge-mask overlays: {path}")

@@ -6,16 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import SHARED_DATA
+from conftest import FFA_FRAMES
 from fundus2ffa.errors import ConfigError
 from fundus2ffa.losses.base import LossInputs
 from fundus2ffa.losses.saliency import SaliencyLoss
 from fundus2ffa.priors.saliency import saliency_map
 
-FRAME = (
-    SHARED_DATA / "ffa_frames" / "origin_data"
-    / "02.disease_diagnosis" / "brvo" / "BRVO0002.jpg"
-)
+FRAME = FFA_FRAMES / "02.disease_diagnosis" / "brvo" / "BRVO0002.jpg"
 # Filters scaled to the 128 px test image as the paper's 51 / 7 px are to 512 px patches.
 SMALL = dict(median_size=13, gaussian_size=3)
 

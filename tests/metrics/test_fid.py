@@ -9,12 +9,11 @@ import torch
 from PIL import Image
 
 import fundus2ffa.weights
-from conftest import SHARED_DATA
+from conftest import FFA_FRAMES
 from fundus2ffa.errors import WeightsError
 from fundus2ffa.metrics.fid import FID, KID, frechet_distance, kernel_inception_distance, kid_subset_size
 from fundus2ffa.metrics.inception import InceptionFeatures, resize_bilinear_tf1
 
-FFA_FRAMES = SHARED_DATA / "ffa_frames" / "origin_data"
 N_IMAGES = 6  # Inception costs ~0.2-1 s per image on a CPU: keep the sets small
 
 

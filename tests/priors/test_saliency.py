@@ -18,15 +18,14 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from conftest import SHARED_DATA
+from conftest import FFA_FRAMES
 from fundus2ffa.errors import ConfigError
 from fundus2ffa.priors import saliency
 from fundus2ffa.priors.saliency import gaussian_blur, median_blur, saliency_map
 
-FRAMES = SHARED_DATA / "ffa_frames" / "origin_data"
-FRAME_FILES = [
-    FRAMES / "02.disease_diagnosis" / "brvo" / "BRVO0002.jpg",
-    FRAMES / "01.phase_identification" / "venous_phase" / "BRVO0579.jpg",
+FRAME_FILES = [  # kept at 512 x 512 in the fixtures: the paper's patch size for its 51 px median
+    FFA_FRAMES / "02.disease_diagnosis" / "brvo" / "BRVO0002.jpg",
+    FFA_FRAMES / "01.phase_identification" / "venous_phase" / "BRVO0579.jpg",
 ]
 LEVEL = 2.0 / 255.0  # one 8-bit level in [-1, 1] units
 

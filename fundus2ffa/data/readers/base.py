@@ -3,7 +3,7 @@
 import cv2
 import numpy as np
 
-from fundus2ffa.data.io import image_size, read_cf, read_grey
+from fundus2ffa.data.io import check_bit_depth, image_size, read_cf, read_grey
 from fundus2ffa.data.records import PairRecord, PairSample
 from fundus2ffa.errors import DataError
 
@@ -18,10 +18,15 @@ class PairReader:
         allow_grey_cf: accept a grey CF (normally a swapped pair or a wrong export).
         ffa_channel: luma | green (Fundus2Video keeps the FA green channel).
         resize_ffa_to_cf: resample an FFA whose size differs from its CF instead of refusing the pair.
+        bit_depth: significant bits of 16-bit FFA files, auto | 8 | 10 | 12 | 14 | 16 (``io.read_grey``).
     """
 
-    def __init__(self, allow_grey_cf: bool = False, ffa_channel: str = "luma", resize_ffa_to_cf: bool = False):
+    def __init__(
+        self, allow_grey_cf: bool = False, ffa_channel: str = "luma", resize_ffa_to_cf: bool = False,
+        bit_depth: str | int = "auto",
+    ):
         self.allow_grey_cf = allow_grey_cf
+        self.bit_depth = check_bit_depth(bit_depth)
         self.ffa_channel = ffa_channel
         self.resize_ffa_to_cf = resize_ffa_to_cf
 
@@ -50,7 +55,7 @@ class PairReader:
     def load(self, record: PairRecord) -> PairSample:
         """Decode a pair; an ``affine`` (2x3, CF -> FFA) warps the CF onto the FFA grid."""
         cf = read_cf(record.cf, allow_grey=self.allow_grey_cf)
-        ffa = read_grey(record.ffa, channel=self.ffa_channel)
+        ffa = read_grey(record.ffa, channel=self.ffa_channel, bit_depth=self.bit_depth)
         height, width = ffa.shape
         if record.affine is not None:
             matrix = np.asarray(record.affine, dtype=np.float64).reshape(2, 3)

@@ -15,7 +15,7 @@ instead of drawing it).
 import csv
 from pathlib import Path
 
-from fundus2ffa.data.io import list_images
+from fundus2ffa.data.io import list_images, missing_reason
 from fundus2ffa.data.readers.base import PairReader
 from fundus2ffa.data.records import PairRecord
 from fundus2ffa.data.splits import SPLITS
@@ -33,7 +33,7 @@ class PairedFolder(PairReader):
         cf_dir, ffa_dir: names of the two sub-folders of ``root``.
         manifest: CSV file with columns cf, ffa [, id, category, group, split]; when set, the sub-folders
             are not scanned. Rows name image paths relative to the CSV's own folder.
-        allow_grey_cf, ffa_channel, resize_ffa_to_cf: see :class:`PairReader`.
+        allow_grey_cf, ffa_channel, resize_ffa_to_cf, bit_depth: see :class:`PairReader`.
     """
 
     def __init__(
@@ -45,8 +45,11 @@ class PairedFolder(PairReader):
         allow_grey_cf: bool = False,
         ffa_channel: str = "luma",
         resize_ffa_to_cf: bool = False,
+        bit_depth: str | int = "auto",
     ):
-        super().__init__(allow_grey_cf=allow_grey_cf, ffa_channel=ffa_channel, resize_ffa_to_cf=resize_ffa_to_cf)
+        super().__init__(
+            allow_grey_cf=allow_grey_cf, ffa_channel=ffa_channel, resize_ffa_to_cf=resize_ffa_to_cf, bit_depth=bit_depth
+        )
         if root is None and manifest is None:
             raise ConfigError(
                 "PairedFolder needs data.reader.root (a folder with cf/ and ffa/ sub-folders) or "
@@ -130,6 +133,8 @@ class PairedFolder(PairReader):
                     )
                 path = Path(row[column])
                 path = path if path.is_absolute() else manifest.parent / path
+                if path.is_symlink() and not path.exists():
+                    raise DataError(f"{where}: {column} {missing_reason(path)}")
                 if not path.is_file():
                     raise DataError(
                         f"{where}: {column} image {path} not found. Paths are relative to the manifest's folder "

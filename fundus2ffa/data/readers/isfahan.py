@@ -61,7 +61,7 @@ class IsfahanMISP(PairReader):
         fix_normal_10_11: re-pair NORMAL 10 and 11 with their true angiograms.
         alignment: alignment metadata file (relative paths are under ``root``); None for no alignment.
             Every selected pair must have a line in it.
-        allow_grey_cf, ffa_channel, resize_ffa_to_cf: see :class:`PairReader`.
+        allow_grey_cf, ffa_channel, resize_ffa_to_cf, bit_depth: see :class:`PairReader`.
     """
 
     def __init__(
@@ -74,8 +74,11 @@ class IsfahanMISP(PairReader):
         allow_grey_cf: bool = False,
         ffa_channel: str = "luma",
         resize_ffa_to_cf: bool = False,
+        bit_depth: str | int = "auto",
     ):
-        super().__init__(allow_grey_cf=allow_grey_cf, ffa_channel=ffa_channel, resize_ffa_to_cf=resize_ffa_to_cf)
+        super().__init__(
+            allow_grey_cf=allow_grey_cf, ffa_channel=ffa_channel, resize_ffa_to_cf=resize_ffa_to_cf, bit_depth=bit_depth
+        )
         self.root = Path(root)
         ids, exclude = ([items] if isinstance(items, str) else items for items in (ids, exclude or ()))
         self.ids = None if ids is None else {parse_pair_id(i, "data.reader.ids") for i in ids}

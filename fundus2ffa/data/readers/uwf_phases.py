@@ -47,7 +47,7 @@ class UWFPhases(PairReader):
     Args:
         root: folder holding ``train/`` and/or ``test/``.
         target: early | late, the FA phase paired with the SLO image for still-image models.
-        allow_grey_cf, ffa_channel, resize_ffa_to_cf: see :class:`PairReader`.
+        allow_grey_cf, ffa_channel, resize_ffa_to_cf, bit_depth: see :class:`PairReader`.
     """
 
     def __init__(
@@ -57,8 +57,11 @@ class UWFPhases(PairReader):
         allow_grey_cf: bool = False,
         ffa_channel: str = "luma",
         resize_ffa_to_cf: bool = False,
+        bit_depth: str | int = "auto",
     ):
-        super().__init__(allow_grey_cf=allow_grey_cf, ffa_channel=ffa_channel, resize_ffa_to_cf=resize_ffa_to_cf)
+        super().__init__(
+            allow_grey_cf=allow_grey_cf, ffa_channel=ffa_channel, resize_ffa_to_cf=resize_ffa_to_cf, bit_depth=bit_depth
+        )
         if target not in PHASES:
             raise ConfigError(f"data.reader.target must be one of {'|'.join(PHASES)}, got {target!r}.")
         self.root = Path(root)

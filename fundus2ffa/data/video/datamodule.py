@@ -3,7 +3,7 @@
 import logging
 
 from fundus2ffa.data.datamodule import SplitLoaders
-from fundus2ffa.data.splits import SPLITS, split_records
+from fundus2ffa.data.splits import SPLITS, fill_validation, split_records
 from fundus2ffa.data.video.dataset import VideoDataset, collate_videos, km_settings
 from fundus2ffa.data.video.readers import VideoReader
 from fundus2ffa.data.video.transforms import VideoTransform
@@ -22,8 +22,9 @@ class VideoDataModule(SplitLoaders):
     drawn with :func:`~fundus2ffa.data.splits.split_records` (group-wise, fractions 0.9/0.05/0.05), which
     matches GroupShuffleSplit's guarantees but not scikit-learn's exact permutation; ``stratify`` by
     category is off by default, as GroupShuffleSplit is not stratified. Records whose layout fixes a split
-    (UWF train/ and test/ folders, a CSV ``split`` column) keep it. Without validation videos,
-    validation uses test.
+    (UWF train/ and test/ folders, a CSV ``split`` column) keep it. Without validation videos, some are
+    carved from the training videos by patient, never taken from test unless asked (``val_from``;
+    :func:`~fundus2ffa.data.splits.fill_validation`).
 
     Batches: ``batch_size`` 1 by default (the code; videos differ in length). Larger batches need videos
     of equal length (``data.reader.pad_to``); :func:`~fundus2ffa.data.video.dataset.collate_videos`
@@ -41,6 +42,8 @@ class VideoDataModule(SplitLoaders):
         fov_crop: field-of-view zero/crop/resize (section 1.3 step 6) before anything else.
         verify: decode every image once before training (``header``: read image headers only, for large
             video sets).
+        val_from / val_fraction: validation without a validation split (train | test | none), see
+            ``fill_validation``; ``val_source`` tells which it was after ``setup``.
     """
 
     collate_fn = staticmethod(collate_videos)
@@ -62,8 +65,11 @@ class VideoDataModule(SplitLoaders):
         km: dict | None = None,
         fov_crop: bool = True,
         verify: str = "header",
+        val_from: str = "train",
+        val_fraction: float = 0.1,
     ):
         super().__init__()
+        self.val_from, self.val_fraction, self.val_source = val_from, float(val_fraction), None
         if kind not in KINDS:
             raise ConfigError(f"data.kind must be one of {'|'.join(KINDS)} for VideoDataModule, got {kind!r}")
         if verify not in ("decode", "header"):
@@ -107,9 +113,7 @@ class VideoDataModule(SplitLoaders):
                 f"{'no training' if not splits['train'] else 'no validation or test'} videos with data.split="
                 f"{self.split}; add videos (patients) or change data.split."
             )
-        if not splits["val"] and splits["test"]:
-            log.warning("no validation videos: validating on the test split")
-            splits["val"] = list(splits["test"])
+        self.val_source = fill_validation(splits, self.val_from, self.val_fraction, seed=self.split_seed, stratify=self.stratify)
         self.splits = splits
         for name, part in splits.items():
             if not part:

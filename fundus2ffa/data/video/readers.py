@@ -33,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fundus2ffa.data.io import image_size, read_cf, read_grey
+from fundus2ffa.data.io import check_bit_depth, image_size, missing_reason, read_cf, read_grey
 from fundus2ffa.data.readers.uwf_phases import UWFPhases
 from fundus2ffa.data.splits import SPLITS
 from fundus2ffa.data.synthetic.export import _frame_times, phase_code
@@ -74,6 +74,7 @@ class VideoReader:
         resize_to_cf: resample frames and masks whose size differs from the CF (bilinear frames,
             nearest masks) instead of refusing the eye; registered data never needs it.
         cache: keep decoded images in memory (small datasets; each DataLoader worker keeps its own).
+        bit_depth: significant bits of 16-bit frame files, auto | 8 | 10 | 12 | 14 | 16 (``io.read_grey``).
     """
 
     def __init__(
@@ -86,6 +87,7 @@ class VideoReader:
         allow_grey_cf: bool = False,
         resize_to_cf: bool = False,
         cache: bool = False,
+        bit_depth: str | int = "auto",
     ):
         if int(frames_per_phase) < 1:
             raise ConfigError(f"data.reader.frames_per_phase must be at least 1, got {frames_per_phase}")
@@ -100,6 +102,7 @@ class VideoReader:
         self.eval_frames = eval_frames
         self.pad_to = None if pad_to is None else int(pad_to)
         self.allow_grey_cf, self.resize_to_cf, self.cache = allow_grey_cf, resize_to_cf, cache
+        self.bit_depth = check_bit_depth(bit_depth)
         self._images: dict[Path, np.ndarray] = {}
 
     # ---------------------------------------------------------------------------------------------
@@ -154,7 +157,7 @@ class VideoReader:
         if kind == "cf":
             image = read_cf(path, allow_grey=self.allow_grey_cf)
         else:
-            image = read_grey(path, channel="green")  # Fundus2Video keeps the FA green channel (4.2)
+            image = read_grey(path, channel="green", bit_depth=self.bit_depth)  # Fundus2Video keeps the FA green channel (4.2)
             if kind == "mask":
                 image = (image > 127).astype(np.uint8)
         if self.cache:
@@ -217,7 +220,7 @@ class VideoReader:
         if not records:
             raise DataError(f"{type(self).__name__} found no videos; check data.reader and the data layout.")
         paths = [p for r in records for p in (r.cf, *(f.path for f in r.frames), *(m for _, m in r.masks))]
-        missing = sorted({str(p) for p in paths if p is not None and not Path(p).is_file()})
+        missing = sorted({missing_reason(p) for p in paths if p is not None and not Path(p).is_file()})
         if missing:
             shown = "\n  ".join(missing[:8])
             raise DataError(
@@ -258,7 +261,7 @@ class FFAVideoCSV(VideoReader):
         skip_empty: leave out (with a warning) eyes with no frame left after phase filtering instead of
             refusing the CSV.
         frames_per_phase, phases_drop, phase_merge, eval_frames, pad_to, allow_grey_cf, resize_to_cf,
-        cache: see :class:`VideoReader`.
+        cache, bit_depth: see :class:`VideoReader`.
     """
 
     def __init__(
@@ -275,8 +278,11 @@ class FFAVideoCSV(VideoReader):
         allow_grey_cf: bool = False,
         resize_to_cf: bool = False,
         cache: bool = False,
+        bit_depth: str | int = "auto",
     ):
-        super().__init__(frames_per_phase, phases_drop, phase_merge, eval_frames, pad_to, allow_grey_cf, resize_to_cf, cache)
+        super().__init__(
+            frames_per_phase, phases_drop, phase_merge, eval_frames, pad_to, allow_grey_cf, resize_to_cf, cache, bit_depth
+        )
         self.csv = Path(csv)
         self.root = Path(root) if root is not None else self.csv.parent
         self.mask_patterns = {str(k): str(v) for k, v in dict(_plain(mask_patterns) or {}).items()}
@@ -396,8 +402,12 @@ class UWFVideo(VideoReader):
         eval_frames: str = "even",
         pad_to: int | None = None,
         cache: bool = True,
+        allow_grey_cf: bool = False,
+        bit_depth: str | int = "auto",
     ):
-        super().__init__(frames_per_phase, (), {}, eval_frames, pad_to, cache=cache)
+        super().__init__(
+            frames_per_phase, (), {}, eval_frames, pad_to, allow_grey_cf=allow_grey_cf, cache=cache, bit_depth=bit_depth
+        )
         self.layout = UWFPhases(root)
 
     def records(self) -> list[VideoRecord]:

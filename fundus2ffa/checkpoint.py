@@ -1,0 +1,291 @@
+"""The one place checkpoints are read and written (issue 8, items 1 to 3).
+
+Reading: every checkpoint goes through :func:`load_checkpoint`, ``torch.load(..., weights_only=True)``:
+a file whose pickle would build anything but tensors and plain containers is refused before any of its
+code runs, and the error names the file and the globals it asked for. ``SAFE_GLOBALS`` is the
+allow-list of extra types; it is empty because nothing this project stores needs one (checked on the
+checkpoints of every model: Lightning stores dicts, lists, strings, numbers and tensors, the models
+store their hyperparameters as plain containers, ``GANModule.store_hparams``, and the RNG and image-pool
+states are tensors and lists). A missing, empty, truncated or corrupt file is a :class:`CheckpointError`
+naming the path and what is wrong with it.
+
+Writing: :func:`atomic_save` writes to a temporary file beside the target (same folder, so the same
+filesystem), flushes and fsyncs it, then ``os.replace``s it over the target, so a checkpoint name
+always holds either the previous complete file or the new complete one. The temporary file is removed
+on any error (also ``KeyboardInterrupt``); a kill -9 can leave one, which :func:`remove_temp_files`
+removes at the next start (``RunCheckpoint.on_fit_start``). A full disk (ENOSPC, EDQUOT) becomes a
+:class:`CheckpointError` naming the folder. :class:`SafeCheckpointIO` routes Lightning's own saves and
+loads (resume, ``trainer.test(ckpt_path=...)``) through these two functions; :func:`install` puts it on a
+trainer. Lightning's own writer serialises into memory, then moves a file written in ``$TMPDIR``, which
+is neither atomic across filesystems nor cleaned up after a kill.
+
+What a checkpoint carries (format 1), besides Lightning's keys (``state_dict``, ``optimizer_states``,
+``lr_schedulers``, ``loops``, ``callbacks``, ``hyper_parameters``, ``epoch``, ``global_step``)::
+
+    checkpoint["fundus2ffa_target"] = "fundus2ffa.models.PairedGAN"      # the LightningModule class
+    checkpoint["fundus2ffa"] = {
+        "format": 1,
+        "config": {...},        # the whole resolved run config (OmegaConf.to_container(cfg, resolve=True))
+        "model_target": "fundus2ffa.models.PairedGAN",
+    }
+
+``config`` holds plain containers only, so it loads with ``weights_only=True``. ``config["model"]``
+rebuilds the module; ``config["data"]`` holds the data settings the model was trained with (image size,
+transforms, reader options; a ``data.preprocess`` node where the data config has one), which
+``task=test`` and ``task=predict`` reuse (:func:`checkpoint_config` reads it as a DictConfig). The record
+is written by ``GANModule.on_save_checkpoint`` from ``module.fundus2ffa_record``, which ``run`` sets to
+:func:`run_record` of the run's config.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import pickle
+import re
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from fundus2ffa.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+RECORD_KEY = "fundus2ffa"
+TARGET_KEY = "fundus2ffa_target"
+# Extra types torch.load may build besides tensors and plain containers: none is needed (see above).
+SAFE_GLOBALS: list = []
+TEMP_SUFFIX = ".tmp"
+_TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+# ----------------------------------------------------------------------------------------- reading
+def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> dict:
+    """Load a checkpoint with ``weights_only=True``; any problem is a CheckpointError naming ``path``.
+
+    ``mmap=True`` maps the tensors instead of reading them (cheap when only metadata is needed).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist; point ckpt_path to a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt)")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a file; point ckpt_path to a .ckpt file inside <run dir>/checkpoints/")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): a save that never completed; use another checkpoint of the run")
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        unsafe = _unsafe_globals(path)
+        if unsafe or "Weights only load failed" in str(exc):
+            raise CheckpointError(
+                f"refused to load checkpoint {path}: it asks to build Python objects ({', '.join(unsafe) or 'see below'}) "
+                "that could run code when loaded, and fundus2ffa only loads tensors and plain containers "
+                "(torch.load weights_only=True). Use a checkpoint written by fundus2ffa; a file from elsewhere "
+                f"must be converted to a plain state_dict where you trust it. ({str(exc).splitlines()[0]})"
+            ) from None
+        raise _corrupt(path, exc) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
+        raise _corrupt(path, exc) from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(checkpoint).__name__}, not a checkpoint dict; is it a Lightning .ckpt?")
+    return checkpoint
+
+
+def _corrupt(path: Path, exc: BaseException) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "
+        "the file is incomplete (e.g. a copy or a save that did not finish) or not a torch checkpoint; "
+        "use another checkpoint of the run (last.ckpt or best-*.ckpt) or copy it again"
+    )
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # noqa: BLE001 - a legacy (non-zip) pickle: the error message says enough
+        return []
+
+
+def checkpoint_meta(path: str | Path) -> dict:
+    """{"checkpoint", "epoch", "global_step"} read from the file itself (mmap: tensors are not read)."""
+    checkpoint = load_checkpoint(path, mmap=True)
+    return {"checkpoint": str(path), "epoch": int(checkpoint.get("epoch", -1)), "global_step": int(checkpoint.get("global_step", -1))}
+
+
+def model_target(checkpoint: dict) -> str | None:
+    """The LightningModule class (dotted path) a checkpoint was written by."""
+    record = checkpoint.get(RECORD_KEY) or {}
+    return record.get("model_target") or checkpoint.get(TARGET_KEY)
+
+
+def stored_config(checkpoint: dict, path: str | Path) -> DictConfig:
+    """The run config stored in a loaded checkpoint; CheckpointError when it holds none."""
+    record = checkpoint.get(RECORD_KEY)
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise CheckpointError(
+            f"checkpoint {path} does not carry its run config (written before fundus2ffa stored it, or by another "
+            "tool); retrain, or rebuild it by hand with the model and data configs it was trained with"
+        )
+    if int(record.get("format", 0)) > FORMAT:
+        raise CheckpointError(f"checkpoint {path} has config format {record['format']}, newer than this fundus2ffa ({FORMAT}); update fundus2ffa")
+    return OmegaConf.create(record["config"])
+
+
+def checkpoint_config(path: str | Path) -> DictConfig:
+    """The resolved run config a checkpoint was trained with (``config["data"]``, ``config["model"]``, ...)."""
+    return stored_config(load_checkpoint(path, mmap=True), path)
+
+
+def run_record(cfg: DictConfig) -> dict:
+    """What ``checkpoint["fundus2ffa"]`` holds for a run of ``cfg`` (plain containers only)."""
+    plain = {}
+    for key in cfg:
+        if key == "hydra":  # Hydra's own settings (present with return_hydra_config): not the run's
+            continue
+        value = cfg[key]
+        plain[key] = OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+    return {"format": FORMAT, "config": plain, "model_target": OmegaConf.select(cfg, "model._target_")}
+
+
+def check_model_class(path: str | Path, checkpoint: dict, expected: str | None) -> str:
+    """The checkpoint's model class; ConfigError naming both when ``expected`` is another class."""
+    target = model_target(checkpoint)
+    if not target:
+        if not expected:
+            raise ConfigError(f"checkpoint {path} does not name its model class; pass model=<the model it was trained with>")
+        return expected
+    if expected and _short(expected) != _short(target):
+        raise ConfigError(
+            f"checkpoint {path} holds a {_short(target)} model ({target}), but the config builds a {_short(expected)} "
+            f"({expected}); choose the model config it was trained with, or drop the model override"
+        )
+    return target
+
+
+def _short(target: str) -> str:
+    return str(target).rsplit(".", 1)[-1]
+
+
+def config_differences(stored: Any, current: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(key, stored value, current value) for every leaf that differs between two plain configs."""
+    if isinstance(stored, dict) and isinstance(current, dict):
+        out = []
+        for key in sorted(set(stored) | set(current), key=str):
+            out += config_differences(stored.get(key, "<absent>"), current.get(key, "<absent>"), f"{prefix}.{key}" if prefix else str(key))
+        return out
+    return [] if stored == current else [(prefix, stored, current)]
+
+
+def load_model(path: str | Path, target: str | None = None):
+    """Rebuild the trained LightningModule of a checkpoint: its class, its stored constructor arguments
+    (``hyper_parameters``), then its weights. ``target``: the class the caller expects (refused, naming
+    both, when the checkpoint holds another)."""
+    from hydra.utils import get_class
+
+    checkpoint = load_checkpoint(path)
+    target = check_model_class(path, checkpoint, target)
+    cls = get_class(target)
+    try:
+        model = cls(**(checkpoint.get("hyper_parameters") or {}))
+    except TypeError as exc:
+        raise CheckpointError(f"checkpoint {path}: cannot rebuild {target} from its stored hyperparameters ({exc})") from None
+    model.on_load_checkpoint(checkpoint)
+    try:
+        model.load_state_dict(checkpoint["state_dict"], strict=True)
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {path}: its weights do not fit {target} ({str(exc).splitlines()[0]})") from None
+    return model
+
+
+# ----------------------------------------------------------------------------------------- writing
+def temp_path(target: Path) -> Path:
+    """A unique temporary name beside ``target`` (hidden; removed by :func:`remove_temp_files`)."""
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}")
+
+
+def atomic_save(obj: Any, target: str | Path) -> None:
+    """``torch.save(obj)`` to ``target`` atomically: temp file beside it, flush, fsync, os.replace."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(target)
+    try:
+        with open(tmp, "xb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+            raise CheckpointError(
+                f"no space left on the disk of {target.parent} while writing {target.name}; {_free_text(target.parent)} "
+                f"The previous {target.name} (if any) is unchanged. Free space there or move the run "
+                "(FUNDUS2FFA_ROOT / paths.root_dir) to a larger disk, then resume with ckpt_path=<its last.ckpt>."
+            ) from None
+        raise
+    _fsync_folder(target.parent)
+
+
+def _free_text(folder: Path) -> str:
+    import shutil
+
+    try:
+        return f"{shutil.disk_usage(folder).free} bytes are free."
+    except OSError:
+        return ""
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_temp_files(folder: str | Path) -> list[Path]:
+    """Remove temporary files left in ``folder`` by an interrupted :func:`atomic_save` (e.g. a kill -9)."""
+    folder = Path(folder)
+    removed = []
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if path.is_file() and _TEMP_RE.match(path.name):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    if removed:
+        log.info("removed %d unfinished checkpoint temp file(s) in %s", len(removed), folder)
+    return removed
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO through :func:`atomic_save` and :func:`load_checkpoint`."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError("SafeCheckpointIO takes no storage_options")
+        atomic_save(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        return load_checkpoint(path, map_location=map_location if map_location is not None else "cpu")
+
+
+def install(trainer) -> None:
+    """Give ``trainer`` the safe checkpoint IO, unless it was configured with another custom one."""
+    current = getattr(trainer.strategy, "_checkpoint_io", None)
+    if current is None or type(current) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = SafeCheckpointIO()
