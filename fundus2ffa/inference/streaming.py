@@ -14,7 +14,8 @@ inputs, batches, DataLoader workers, one or many devices through Lightning.
    ``predict.tiled.auto_above`` pixels) runs overlapping tiles (inference/tiled.py); outputs go back
    to the input's size.
 4. :class:`PredictionWriter` writes each batch as it comes (nothing accumulates) and records written /
-   skipped / failed (with the reason); rank 0 logs the summary and writes ``summary.json`` beside the outputs.
+   skipped / failed (with the reason); rank 0 logs the summary and writes it to ``predict.summary_file``
+   (the run folder's ``predict_summary.json``; the prediction folder holds predictions only).
 """
 
 import json
@@ -248,9 +249,11 @@ def predict_streaming(cfg: DictConfig, model, inputs: list[Path], names: list[st
                  len(summary.written), len(summary.skipped), len(summary.failed), out_dir)
         for failure in summary.failed:
             log.warning("failed: %s: %s", failure["path"], failure["reason"])
-        if summary.written or summary.failed or summary.skipped:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "summary.json").write_text(json.dumps(
+        summary_file = node.get("summary_file")
+        if summary_file and (summary.written or summary.failed or summary.skipped):
+            summary_file = Path(summary_file)
+            summary_file.parent.mkdir(parents=True, exist_ok=True)
+            summary_file.write_text(json.dumps(
                 {"written": summary.written, "skipped": summary.skipped, "failed": summary.failed, "rank_of_written": summary.ranks},
                 indent=2,
             ))

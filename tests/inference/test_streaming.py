@@ -31,7 +31,7 @@ def make_inputs(folder: Path, count: int, size: int = 48, seed: int = 0) -> Path
 
 def predict_overrides(ckpt: Path, inputs: Path, out: Path, *extra: str) -> list[str]:
     return ["debug=smoke", "task=predict", f"ckpt_path={ckpt}", f"predict.input_dir={inputs}", f"predict.output_dir={out}",
-            "predict.image_size=32", "predict.multiple=32", "predict.num_workers=0", *extra]
+            "predict.image_size=32", "predict.multiple=32", "predict.num_workers=0", f"predict.summary_file={out}.json", *extra]
 
 
 PEAK_RSS = """
@@ -78,7 +78,7 @@ def test_skip_existing_resumes_an_interrupted_folder(ckpt, tmp_path):
     second = run(compose_run(predict_overrides(ckpt, inputs, out, "predict.skip_existing=true"), tmp_path / "run"))
     assert sorted(Path(p).name for p in second) == ["eye001.png", "eye004.png"]
     assert all((out / name).stat().st_mtime_ns == mtime for name, mtime in before.items())  # others untouched
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads(Path(f"{out}.json").read_text())
     assert len(summary["skipped"]) == 4 and len(summary["written"]) == 2 and summary["failed"] == []
     assert Image.open(out / "eye004.png").size == (48 + 8, 48)
 
@@ -89,11 +89,11 @@ def test_two_process_cpu_ddp_writes_each_input_once(ckpt, tmp_path):
     result = cli(*predict_overrides(ckpt, inputs, out, "trainer=ddp_cpu", "trainer.devices=2", "predict.batch_size=2"),
                  f"hydra.run.dir={tmp_path / 'hydra'}", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads(Path(f"{out}.json").read_text())
     names = [Path(p).name for p in summary["written"]]
     assert sorted(names) == sorted(p.name for p in inputs.iterdir())  # every input, none twice
     assert sorted(set(summary["rank_of_written"])) == [0, 1]  # both processes wrote
-    assert len(list(out.glob("*.png"))) == 7
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
 
 
 def test_tiled_mode_end_to_end(ckpt, tmp_path):
