@@ -36,7 +36,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import OmegaConf
 from torch import nn

@@ -25,13 +25,12 @@ from pathlib import Path
 
 import cv2
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
-from fundus2ffa.data.io import list_images, read_cf, write_png
+from fundus2ffa.data.io import read_cf, write_png
 from fundus2ffa.data.transforms import to_tensor_pm1
 from fundus2ffa.errors import ConfigError, DataError
 from fundus2ffa.inference.tiled import TileSettings, tiled_translate, tiled_translate_video
