@@ -81,9 +81,9 @@ def framework_run(cfg, iterations: int, warmup: int) -> tuple[IterationTimer, to
     datamodule = build(cfg.data, "data")
     datamodule.setup("fit")
     train = datamodule.datasets["train"]
-    if hasattr(train, "sample"):  # decode/draw cache warm, as in every epoch after the first
-        for index in range(min(len(train.records), cfg.trainer.limit_train_batches * int(cfg.data.batch_size))):
-            train.sample(index)
+    # decode/draw cache warm, as in every epoch after the first
+    for index in range(min(len(train.records), cfg.trainer.limit_train_batches * int(cfg.data.batch_size))):
+        train.draw(index, seed=0)
     model = build(cfg.model, "model", _recursive_=False)
     timer = IterationTimer(warmup=warmup)
     trainer = build(cfg.trainer, "trainer", callbacks=[timer], logger=[instantiate(cfg.logger.csv)])

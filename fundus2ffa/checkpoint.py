@@ -3,10 +3,12 @@
 Reading: every checkpoint goes through :func:`load_checkpoint`, ``torch.load(..., weights_only=True)``:
 a file whose pickle would build anything but tensors and plain containers is refused before any of its
 code runs, and the error names the file and the globals it asked for. ``SAFE_GLOBALS`` is the
-allow-list of extra types; it is empty because nothing this project stores needs one (checked on the
-checkpoints of every model: Lightning stores dicts, lists, strings, numbers and tensors, the models
-store their hyperparameters as plain containers, ``GANModule.store_hparams``, and the RNG and image-pool
-states are tensors and lists). A missing, empty, truncated or corrupt file is a :class:`CheckpointError`
+allow-list of extra types; it is empty because nothing this project stores needs one: Lightning stores
+dicts, lists, strings, numbers and tensors (ModelCheckpoint's state, loops, optimizer and LambdaLR
+states), the models store their hyperparameters as plain containers (``GANModule.store_hparams``), and
+the RNG and image-pool states are tensors and lists. Loaded with weights_only in the tests: pix2pix
+(tests/test_checkpoint.py, tests/test_resume.py), CycleGAN's pools (tests/models/test_cycle_gan.py),
+Fundus2Video (prediction in tests/models/test_autoregressive_gan.py). A missing, empty, truncated or corrupt file is a :class:`CheckpointError`
 naming the path and what is wrong with it.
 
 Writing: :func:`atomic_save` writes to a temporary file beside the target (same folder, so the same

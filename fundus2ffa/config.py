@@ -36,11 +36,14 @@ _RUN_ID: str | None = None
 
 def register_resolvers() -> None:
     """``${f2f.sum:a,b}``: integer sum, used for max_epochs = constant + decay epochs.
-    ``${f2f.run_id:}``: the per-process run id (:func:`run_id`)."""
+    ``${f2f.run_id:}``: the per-process run id (:func:`run_id`); ``${f2f.file_uri:path}``: the absolute
+    ``file://`` URI of a path (MLflow's local store)."""
     if not OmegaConf.has_resolver("f2f.sum"):
         OmegaConf.register_new_resolver("f2f.sum", lambda *xs: sum(int(x) for x in xs))
     if not OmegaConf.has_resolver("f2f.run_id"):
         OmegaConf.register_new_resolver("f2f.run_id", run_id, use_cache=True)
+    if not OmegaConf.has_resolver("f2f.file_uri"):  # MLflow's local store needs an absolute file:// URI
+        OmegaConf.register_new_resolver("f2f.file_uri", lambda path: Path(str(path)).expanduser().resolve().as_uri())
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -86,11 +86,12 @@ class CoarseFineGenerator(nn.Module):
         super().__init__()
         self.generator = model.eval_net("generator")
         self.quantize = model.hparams.get("lanczos") == "uint8"
+        self.antialias = bool(getattr(model, "lanczos_antialias", False))  # the model's own halving variant
 
     def forward(self, cf: torch.Tensor) -> torch.Tensor:
         from fundus2ffa.nets.resample import lanczos_halve_conv
 
-        _, feature = self.generator.coarse(lanczos_halve_conv(cf, quantize=self.quantize))
+        _, feature = self.generator.coarse(lanczos_halve_conv(cf, quantize=self.quantize, antialias=self.antialias))
         return self.generator.fine(cf, feature)
 
 

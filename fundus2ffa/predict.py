@@ -3,11 +3,15 @@
 ``translate_video``, e.g. Fundus2Video).
 
 Every input is checked (readable, colour) before the first output is written, so a bad file leaves
-no half-written prediction folder. Two ways to meet the network's input size:
-``predict.mode=resize`` squeezes each image to ``predict.image_size`` square and resizes the output
-back (how pix2pix-style models trained on resized images see data); ``native`` runs the fully
-convolutional generator at the native resolution, reflection-padded to a multiple of
-``predict.multiple`` (for models trained on native-resolution crops, e.g. Isfahan MISP).
+no half-written prediction folder. Each CF is prepared by the training preprocessing
+(:class:`~fundus2ffa.data.preprocess.Preprocess`, settings from the checkpoint's ``data.preprocess``:
+field-of-view crop, resize policy, padding) and the output mapped back into the input's geometry by its
+inverse. ``predict.mode`` overrides the resize policy: ``resize`` squeezes each image to
+``predict.image_size`` square; ``native`` runs the fully convolutional generator at the native
+resolution, reflection-padded to a multiple of ``predict.multiple`` (tiled above
+``predict.tiled.auto_above``); ``tiled`` runs the native-scale network input in overlapping tiles
+(``predict.tiled.*``, inference/tiled.py). The translation streams through a DataLoader and
+``Trainer.predict`` (inference/streaming.py), one :class:`Preprocess` for every input.
 
 Videos (reference_spec 4.7): ``predict.num_frames`` frames (12 by default; there is no ground truth to
 take T from) at the input's resolution, written as ``<stem>.mp4`` (H.264 through imageio-ffmpeg's bundled
@@ -24,17 +28,17 @@ naming them, before the model runs, unless ``predict.overwrite=true``.
 import logging
 from pathlib import Path
 
-import cv2
+from dataclasses import replace
+
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from fundus2ffa import checkpoint
 from fundus2ffa.data.io import read_cf, write_png
-from fundus2ffa.data.transforms import to_tensor_pm1
-from fundus2ffa.errors import ConfigError
+from fundus2ffa.data.preprocess import Preprocess
+from fundus2ffa.errors import CheckpointError, ConfigError
 from fundus2ffa.metrics.convert import to_uint8
-from fundus2ffa.nets.padding import pad_to_multiple
 from fundus2ffa.predict_io import check_output_dir, check_overwrite, output_names, resolve_inputs
 
 log = logging.getLogger(__name__)
@@ -47,37 +51,50 @@ def load_model(ckpt_path: str, target: str | None = None):
     return checkpoint.load_model(ckpt_path, target)
 
 
-@torch.no_grad()
-def translate_image(model, cf: np.ndarray, mode: str, image_size: int, multiple: int, device) -> np.ndarray:
-    """One H x W x 3 uint8 CF -> H x W uint8 FFA at the input's resolution."""
-    height, width = cf.shape[:2]
+def prediction_preprocess(cfg: DictConfig) -> Preprocess:
+    """The checkpoint's own preprocessing (its stored ``data.preprocess``: how the model was trained, so
+    native-scale crop models run at native scale, issue 10.3), else the composed ``data.preprocess``;
+    ``predict.mode`` overrides the resize policy: resize (``predict.image_size`` square) | native (padded
+    to ``predict.multiple``) | tiled (native scale, unpadded: the network input, field-of-view crop
+    included, is run in overlapping tiles by inference/streaming.py, each padded to ``predict.multiple``)."""
+    settings = None
+    if cfg.get("ckpt_path"):
+        try:
+            stored = checkpoint.checkpoint_config(cfg.ckpt_path)
+            settings = (stored.get("data") or {}).get("preprocess")
+        except CheckpointError:  # an older checkpoint without its run config: the command line's
+            log.warning("checkpoint %s stores no run config: preprocessing with the composed data.preprocess", cfg.ckpt_path)
+    if settings is None:
+        settings = OmegaConf.to_container(cfg.data.get("preprocess") or {}, resolve=True)
+    preprocess = Preprocess.from_config(settings)
+    mode = cfg.predict.get("mode")
     if mode == "resize":
-        small = cv2.resize(cf, (image_size, image_size), interpolation=cv2.INTER_AREA)
-        fake = model.translate(to_tensor_pm1(small)[None].to(device))
-        ffa = to_uint8(fake[0, 0]).cpu().numpy()
-        return cv2.resize(ffa, (width, height), interpolation=cv2.INTER_CUBIC)
-    if mode == "native":
-        x, crop = pad_to_multiple(to_tensor_pm1(cf)[None].to(device), multiple)
-        fake = model.translate(x)
-        fake = fake if crop is None else fake[..., crop[0], crop[1]]
-        return to_uint8(fake[0, 0]).cpu().numpy()
-    raise ConfigError(f"predict.mode must be resize or native, got {mode!r}")
+        preprocess = replace(preprocess, resize="square", size=int(cfg.predict.image_size), multiple=1)
+    elif mode == "native":
+        preprocess = replace(preprocess, resize="native", multiple=int(cfg.predict.multiple))
+    elif mode == "tiled":
+        preprocess = replace(preprocess, resize="native", multiple=1)
+    elif mode is not None:
+        raise ConfigError(f"predict.mode must be null (the checkpoint's data.preprocess), resize, native or tiled, got {mode!r}")
+    return preprocess
 
 
 @torch.no_grad()
-def translate_video_frames(model, cf: np.ndarray, mode: str, image_size: int, multiple: int, device, num_frames: int) -> list[np.ndarray]:
-    """One H x W x 3 uint8 CF -> ``num_frames`` H x W uint8 FFA frames at the input's resolution."""
-    height, width = cf.shape[:2]
-    if mode == "resize":
-        small = cv2.resize(cf, (image_size, image_size), interpolation=cv2.INTER_AREA)
-        video = model.translate_video(to_tensor_pm1(small)[None].to(device), num_frames)[0, :, 0]
-        return [cv2.resize(to_uint8(f).cpu().numpy(), (width, height), interpolation=cv2.INTER_CUBIC) for f in video]
-    if mode == "native":
-        x, crop = pad_to_multiple(to_tensor_pm1(cf)[None].to(device), multiple)
-        video = model.translate_video(x, num_frames)[0, :, 0]
-        video = video if crop is None else video[..., crop[0], crop[1]]
-        return [to_uint8(f).cpu().numpy() for f in video]
-    raise ConfigError(f"predict.mode must be resize or native, got {mode!r}")
+def translate_image(model, cf: np.ndarray, preprocess: Preprocess, device) -> np.ndarray:
+    """One H x W x 3 uint8 CF -> H x W uint8 FFA in the input's geometry (the training preprocessing and
+    its inverse)."""
+    x, geometry = preprocess(cf)
+    fake = model.translate(x.to(device))
+    return preprocess.invert(to_uint8(fake[0, 0]).cpu().numpy(), geometry)
+
+
+@torch.no_grad()
+def translate_video_frames(model, cf: np.ndarray, preprocess: Preprocess, device, num_frames: int) -> list[np.ndarray]:
+    """One H x W x 3 uint8 CF -> ``num_frames`` H x W uint8 FFA frames in the input's geometry (Fundus2Video:
+    the CF's field of view masked and cropped as in training, issue 10.2)."""
+    x, geometry = preprocess(cf)
+    video = model.translate_video(x.to(device), num_frames)[0, :, 0]
+    return list(preprocess.invert(to_uint8(video).cpu().numpy(), geometry))
 
 
 def _video_settings(settings, default_frames: int = 12) -> tuple[str, int, float]:
@@ -127,4 +144,5 @@ def predict(cfg: DictConfig) -> list[str]:
     out_dir = Path(settings.output_dir)
     check_output_dir(out_dir)
     model = load_model(cfg.ckpt_path, cfg.model.get("_target_"))
-    return predict_streaming(cfg, model, inputs, names, check_overwrite)
+    preprocess = prediction_preprocess(cfg)
+    return predict_streaming(cfg, model, inputs, names, preprocess, check_overwrite)

@@ -32,6 +32,11 @@ A column holding a run whose checkpoint was selected on the split being reported
 ``selected_on``, e.g. ``data.val_from=test`` with ``eval_ckpt=best``), or that validated on the test split
 when test is reported, is marked ``(!)`` with a note under the table: such a number is not an independent
 result (issue 15).
+
+Test metrics of the trivial baselines that ``fundus2ffa.run`` scores beside every model (metrics.json
+``baselines``: a constant image at the training FFA mean and a per-pixel linear map of the CF,
+metrics/baselines.py) follow each quality metric as rows ``<metric> (baseline: constant|linear)``; a model
+cell that does not beat the better baseline is marked ``(!)`` and listed under the table (issue 11).
 """
 
 import argparse
@@ -49,7 +54,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-METRIC_ORDER = ("psnr", "ssim", "psnr_fov", "ssim_fov", "lpips", "fid", "kid", "fvd")
+METRIC_ORDER = ("psnr", "ssim", "psnr_fov", "ssim_fov", "vessel_dice", "leakage_dice", "lpips", "lpips_compat", "fid", "kid", "fvd")
+#: metrics (higher is better) on which a model must beat the trivial baselines
+BASELINE_CHECKED = ("psnr", "ssim", "psnr_fov", "ssim_fov", "vessel_dice", "leakage_dice")
 SKIPPED = ("count",)
 FORMATS = ("markdown", "csv", "json")
 IGNORED = (
@@ -85,6 +92,7 @@ class Run:
     selection_note: str | None = None
     identity: dict[str, str] = field(default_factory=dict)
     overridden: frozenset = frozenset()
+    baselines: dict = field(default_factory=dict)
 
 
 def _natural_key(path: Path):
@@ -193,7 +201,7 @@ def nan_mean(values) -> float:
 def load_run(path: Path, stage: str = "test", ignore: tuple[str, ...] = IGNORED) -> Run | None:
     """The run in ``path``; None when its metrics.json holds no ``stage`` metrics."""
     payload = json.loads((path / "metrics.json").read_text())
-    metrics = {k: float(v) for k, v in (payload.get(stage) or {}).items() if k not in SKIPPED}
+    metrics = {k: float("nan") if v is None else float(v) for k, v in (payload.get(stage) or {}).items() if k not in SKIPPED}
     if not metrics.get("fov_empty"):  # shown only where some image had no field of view
         metrics.pop("fov_empty", None)
     if not metrics:
@@ -232,6 +240,11 @@ def load_run(path: Path, stage: str = "test", ignore: tuple[str, ...] = IGNORED)
         selection_note=note,
         identity=identity,
         overridden=overridden,
+        baselines={
+            name: {k: float(v) for k, v in values.items() if isinstance(v, (int, float))}
+            for name, values in ((payload.get("baselines") or {}) if stage == "test" else {}).items()
+            if name != "fit" and isinstance(values, dict)
+        },
     )
 
 
@@ -257,12 +270,14 @@ class Cell:
     mean: float
     std: float | None
     n: int
+    flag: bool = False  # a model cell that does not beat the trivial baselines
 
     def text(self) -> str:
+        mark = " (!)" if self.flag else ""
         if self.n > 1 and self.std is not None:
             decimals = _decimals(self.mean)
-            return f"{fmt(self.mean, decimals)} ± {fmt(self.std, decimals)}"
-        return fmt(self.mean)
+            return f"{fmt(self.mean, decimals)} ± {fmt(self.std, decimals)}{mark}"
+        return fmt(self.mean) + mark
 
 
 @dataclass
@@ -368,7 +383,7 @@ def summarise(runs: list[Run], metrics: list[str] | None = None) -> list[dict]:
         if metrics:
             names = [n for n in names if n.partition("/")[0] in metrics]
         reported = next((r.reported for r in part if r.reported), {})
-        rows = []
+        rows, flags = [], []
         for name in names:
             cells = {}
             for column in columns:
@@ -377,6 +392,7 @@ def summarise(runs: list[Run], metrics: list[str] | None = None) -> list[dict]:
                     std = statistics.stdev(values) if len(values) > 1 else None
                     cells[column.label] = Cell(statistics.fmean(values), std, len(values))
             rows.append((name, cells))
+            rows.extend(_baseline_rows(name, cells, columns, flags))
             if name in reported:
                 paper = {c.label: float(reported[name][c.base]) for c in columns if c.base in reported[name]}
                 rows.append((f"{name} (paper)", paper))
@@ -397,9 +413,33 @@ def summarise(runs: list[Run], metrics: list[str] | None = None) -> list[dict]:
             "differ_in": differ_in,
             "implied": implied,
             "rows": rows,
+            "baseline_flags": flags,
             "notes": {c.label: n for c in columns for n in [next((r.selection_note for r in c.runs if r.selection_note), None)] if n},
         })
     return tables
+
+
+def _baseline_rows(name: str, cells: dict, columns: list, flags: list) -> list:
+    """Rows ``<name> (baseline: <kind>)`` from the runs' metrics.json baselines; marks (and lists in
+    ``flags``) the model cells of a higher-is-better metric that do not beat the better baseline."""
+    if name not in BASELINE_CHECKED:
+        return []
+    kinds = list(dict.fromkeys(k for c in columns for r in c.runs for k in r.baselines))
+    rows, best = [], {}
+    for kind in kinds:
+        row = {}
+        for column in columns:
+            values = [r.baselines[kind][name] for r in column.runs if name in r.baselines.get(kind, {})]
+            if values:
+                row[column.label] = Cell(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values))
+                best[column.label] = max(best.get(column.label, -math.inf), row[column.label].mean)
+        if row:
+            rows.append((f"{name} (baseline: {kind})", row))
+    for label, cell in cells.items():
+        if label in best and isinstance(cell, Cell) and cell.mean <= best[label]:
+            cell.flag = True
+            flags.append(f"{label} does not beat the trivial baselines on {name} ({fmt(cell.mean)} <= {fmt(best[label])})")
+    return rows
 
 
 def _cell_text(cell) -> str:
@@ -440,6 +480,8 @@ def to_markdown(tables: list[dict], stage: str) -> str:
             out.append(f"| {name} | " + " | ".join(_cell_text(cells.get(c)) for c in columns) + " |")
         for column, note in notes.items():
             out.append(f"(!) {column}: {note}; not an independent {stage} result.")
+        for flag in table.get("baseline_flags") or []:
+            out.append(f"(!) {flag}")
         out.append("")
     return "\n".join(out)
 

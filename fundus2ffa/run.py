@@ -1,14 +1,18 @@
 """The Hydra entry point: compose -> check -> instantiate -> fit / test / predict.
 
     python -m fundus2ffa.run                                   # pix2pix on the synthetic retina, CPU
-    python -m fundus2ffa.run model=saliency_cgan data=isfahan data.root=/data/isfahan
+    python -m fundus2ffa.run model=saliency_cgan data=isfahan data.reader.root=/data/isfahan
     python -m fundus2ffa.run task=test ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt
     python -m fundus2ffa.run task=predict ckpt_path=... predict.input_dir=/my/cf/images
     python -m fundus2ffa.run -m model=pix2pix,saliency_cgan   # a sweep, one run directory per job
+    python -m fundus2ffa.run hparams_search=pix2pix_optuna    # Optuna search of optimized_metric (val/psnr)
+    python -m fundus2ffa.run --cfg job --resolve              # the composed config, interpolations resolved
+    python -m fundus2ffa.run --help                           # config groups, launchers, sweepers
 
 Each run writes into its run directory: checkpoints/ (last.ckpt, best-*.ckpt), metrics.json (final val
-and test metrics), test_per_image.csv, samples/ (CF | real FFA | generated FFA grids), the resolved
-config (.hydra/config.yaml and config_resolved.yaml) and the logs.
+and test metrics), test_per_image.csv, samples/ (CF | real FFA | generated FFA grids), results/ (per test image
+outputs and index.html, fundus2ffa.results_page), the resolved config (.hydra/config.yaml,
+config_resolved.yaml, config_tree.log) and the logs (run.log).
 
 Checkpoints (fundus2ffa/checkpoint.py) carry the resolved run config. ``task=test`` and ``task=predict``
 rebuild the model, and take the data settings, from the checkpoint alone: the command line's model,
@@ -26,6 +30,7 @@ the evaluated checkpoint: null for last.ckpt); a ``warning`` when validation use
 
 import csv
 import json
+import math
 import logging
 from pathlib import Path
 
@@ -39,6 +44,7 @@ from omegaconf.errors import MissingMandatoryValue
 from fundus2ffa import checkpoint as ckpt_io
 from fundus2ffa.config import check_config, config_dir, register_resolvers
 from fundus2ffa.errors import ConfigError
+from fundus2ffa.run_extras import finish_run, log_config, optimized_metric, start_run
 
 register_resolvers()
 log = logging.getLogger("fundus2ffa")
@@ -100,10 +106,21 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list, validate: boo
     return trainer
 
 
+def _strict_json(value):
+    """NaN / inf (an empty field of view scores NaN) become null: metrics.json stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
+
+
 def write_json(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    tmp.write_text(json.dumps(_strict_json(payload), indent=2, sort_keys=True, allow_nan=False))
     tmp.replace(path)
 
 
@@ -116,6 +133,18 @@ def write_rows(path: Path, rows: list[dict]) -> None:
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)
+
+
+def test_baselines(cfg: DictConfig, datamodule) -> dict | None:
+    """Trivial predictors (constant at the training FFA mean, per-pixel linear map of the CF) scored on the
+    test images like the model (metrics/baselines.py); None for datamodules without paired train/test."""
+    from fundus2ffa.data.datamodule import PairedDataModule
+    from fundus2ffa.metrics.baselines import score_baselines
+
+    if not isinstance(datamodule, PairedDataModule) or not {"train", "test"} <= set(datamodule.datasets):
+        return None
+    metrics = OmegaConf.to_container(cfg.model.get("metrics") or {}, resolve=True)
+    return score_baselines(datamodule, metrics)
 
 
 def selected_on(path: str | None, checkpoint: dict | None) -> str | None:
@@ -158,6 +187,9 @@ def evaluate(cfg: DictConfig, trainer: L.Trainer, model, datamodule, ckpt_path: 
             "validated_on": validated_on,
             "selected_on": selected_on(ckpt_path, checkpoint),
         }
+        baselines = test_baselines(cfg, datamodule)
+        if baselines:
+            payload["baselines"] = baselines
         if validated_on == "test" or payload["selected_on"] == "test":
             payload["warning"] = (
                 "validation used the TEST split (data.val_from=test): checkpoint selection, early stopping and "
@@ -288,9 +320,12 @@ def run(cfg: DictConfig) -> dict:
         out = Path(cfg.paths.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    log_config(cfg, trainer.loggers, model)
 
     if cfg.task == "test":
-        return evaluate(cfg, trainer, model, datamodule, cfg.ckpt_path)
+        results = evaluate(cfg, trainer, model, datamodule, cfg.ckpt_path)
+        finish_run(cfg, trainer)
+        return results
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     checkpoint = trainer.checkpoint_callback
@@ -300,19 +335,20 @@ def run(cfg: DictConfig) -> dict:
         if best and not checkpoint.best_model_path:
             log.warning("eval_ckpt=best but no checkpoint was selected (no validation split): evaluating last.ckpt")
         ckpt = checkpoint.best_model_path if best and checkpoint.best_model_path else checkpoint.last_model_path
-    return evaluate(cfg, trainer, model, datamodule, ckpt or None)
+    results = evaluate(cfg, trainer, model, datamodule, ckpt or None)
+    finish_run(cfg, trainer)
+    return results
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="run")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra main; returns the validation PSNR (never a test metric unless data.val_from=test) so sweepers
-    can optimise it; None without a validation split."""
+    """Hydra main; returns ``optimized_metric`` (a validation metric, never a test metric unless
+    data.val_from=test) so sweepers can optimise it; None without a validation split."""
+    start_run(cfg)
     results = run(cfg)
-    if isinstance(results, dict):
-        if results.get("validated_on") == "test":
-            log.warning("the sweep objective (val/psnr) is measured on the TEST split (data.val_from=test)")
-        return results.get("val", {}).get("psnr")
-    return None
+    if isinstance(results, dict) and results.get("validated_on") == "test":
+        log.warning("the sweep objective (%s) is measured on the TEST split (data.val_from=test)", cfg.get("optimized_metric"))
+    return optimized_metric(cfg, results)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def _manifest(root: Path, train: int, test: int) -> Path:
 
 def _data(root, manifest, *overrides):
     cfg = compose_run(["debug=smoke", "data=paired_folder", f"data.reader.root={root}",
-                       f"data.reader.manifest={manifest}", "data.verify=header", *TINY, *overrides])
+                       f"data.reader.manifest={manifest}", "++data.verify=header", *TINY, *overrides])
     datamodule = build(cfg.data, "data")
     datamodule.setup("fit")
     return datamodule

@@ -27,7 +27,8 @@ def test_variants_compose_with_the_model_the_paper_data_and_video_samples(varian
     assert cfg.model._target_.endswith("AutoregressiveVideoGAN") and cfg.model.kind == "video"
     assert cfg.data.reader._target_.endswith("FFAVideoCSV") and cfg.data.image_size == 512
     assert cfg.callbacks.samples._target_.endswith("VideoSamples")
-    assert cfg.trainer.max_epochs == 50 and cfg.model.metrics.fvd is True
+    assert cfg.trainer.max_epochs == 50 and cfg.model.metrics.fvd is True and cfg.model.metrics.lpips is True
+    assert cfg.model.schedule.convention == "pix2pixhd"
     got = (cfg.generator.kba, cfg.loss.patch_nce.weight, cfg.loss.patch_nce.freeze_head, cfg.loss.gan_km.weight,
            cfg.model.knowledge_mask, cfg.model.fm_bug_compat)
     assert got == VARIANTS[variant]
@@ -50,5 +51,7 @@ def test_a_run_reports_video_metrics_and_fvd_beside_the_paper(tmp_path):
     assert test["count"] == 2 and math.isfinite(test["fvd"]) and test["fvd"] > 0
     assert test["psnr"] - test["psnr_compat"] == pytest.approx(6.02, abs=0.1)
     assert {"ssim", "psnr_fov", "ssim_fov", "ssim_compat"} <= set(test)
+    # LPIPS per frame (debug=smoke: random AlexNet trunk, real v0.1 heads): positive for imperfect videos
+    assert math.isfinite(test["lpips"]) and test["lpips"] > 0 and math.isfinite(test["lpips_compat"])
     table = report.main([str(tmp_path / "sweep"), "--stage", "test"])
-    assert "| fvd |" in table and "| psnr_compat |" in table and "proposed" in table
+    assert "| fvd |" in table and "| psnr_compat |" in table and "| lpips |" in table and "proposed" in table

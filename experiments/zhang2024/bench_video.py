@@ -52,7 +52,7 @@ def one_run(args) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from fundus2ffa.config import config_dir, register_resolvers
-    from fundus2ffa.data.video.dataset import collate_videos
+    from fundus2ffa.data.dataset import collate_videos
     from fundus2ffa.graph_memory import SavedTensorMeter
 
     register_resolvers()

@@ -1,13 +1,18 @@
-"""Sample grids (CF | real FFA | generated FFA), written as PNG and sent to every logger.
+"""Sample grids (CF | real FFA | generated FFA, titled columns), written as PNG and sent to every logger.
 
 The same validation samples are shown every time, so grids of successive epochs compare directly.
+Grids are written while fitting only (``samples/epoch_XXXX.png``): the validation that scores the final
+checkpoint after training, or a ``task=test`` run, does not add a copy of the last epoch's grid nor
+rewrite one; ``trainer.test`` writes ``samples/test.png`` from the first test images instead.
 """
 
 from pathlib import Path
 
+import cv2
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 from fundus2ffa.data.io import write_png
 from fundus2ffa.metrics.convert import to_uint8
@@ -23,10 +28,36 @@ def grid_rows(cf: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> np.nd
     return rows.permute(0, 2, 3, 1).reshape(-1, rows.shape[3], 3).numpy()
 
 
+GRID_TITLES = ("CF", "real FFA", "generated FFA")
+
+
+def title_band(titles: tuple[str, ...] | list[str], tile_width: int) -> np.ndarray:
+    """A white band with one centred black title per column of width ``tile_width`` (uint8 RGB).
+
+    The font is scaled so the longest title fits its column; the band is at least 12 px high."""
+    font, thickness = cv2.FONT_HERSHEY_SIMPLEX, 1
+    longest = max(cv2.getTextSize(t, font, 1.0, thickness)[0][0] for t in titles)
+    scale = min(1.0, 0.9 * tile_width / max(longest, 1))
+    height = max(12, int(cv2.getTextSize("Ag", font, scale, thickness)[0][1] * 2.2))
+    band = np.full((height, tile_width * len(titles), 3), 255, np.uint8)
+    for i, title in enumerate(titles):
+        (w, h), _ = cv2.getTextSize(title, font, scale, thickness)
+        origin = (i * tile_width + (tile_width - w) // 2, (height + h) // 2)
+        cv2.putText(band, title, origin, font, scale, (0, 0, 0), thickness, cv2.LINE_AA)
+    return band
+
+
+def titled_grid(cf: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> np.ndarray:
+    """:func:`grid_rows` under a band naming its columns: CF | real FFA | generated FFA."""
+    rows = grid_rows(cf, real, fake)
+    return np.concatenate([title_band(GRID_TITLES, rows.shape[1] // 3), rows], axis=0)
+
+
 class SampleGrid(L.Callback):
     """Every ``every_n_epochs`` validation epochs, translate ``num_samples`` fixed validation CFs.
 
-    Writes ``<dirpath>/epoch_XXXX.png`` and logs the image to W&B / TensorBoard when present.
+    Writes ``<dirpath>/epoch_XXXX.png`` and logs the image to W&B / TensorBoard when present; a test
+    run writes ``<dirpath>/test.png`` (the first ``num_samples`` test images).
     """
 
     def __init__(self, dirpath: str, num_samples: int = 4, every_n_epochs: int = 1):
@@ -34,18 +65,30 @@ class SampleGrid(L.Callback):
         self.num_samples, self.every_n_epochs = num_samples, every_n_epochs
         self._batch = None
 
-    def _fixed_batch(self, trainer: L.Trainer):
+    def _fixed_batch(self, trainer: L.Trainer, split: str = "val"):
+        if split != "val":
+            return self._stack(trainer, split)
         if self._batch is None:
-            dataset = trainer.datamodule.datasets.get("val") if trainer.datamodule else None
-            if dataset is None or len(dataset) == 0:
-                return None
-            items = [dataset[i] for i in range(min(self.num_samples, len(dataset)))]
-            self._batch = {k: torch.stack([it[k] for it in items]) for k in ("cf", "ffa")}
+            self._batch = self._stack(trainer, split)
         return self._batch
+
+    def _stack(self, trainer: L.Trainer, split: str):
+        dataset = trainer.datamodule.datasets.get(split) if trainer.datamodule else None
+        if dataset is None or len(dataset) == 0:
+            return None
+        items = [dataset[i] for i in range(min(self.num_samples, len(dataset)))]
+        if "ffa" not in items[0]:  # a video dataset: VideoSamples and TestOutputs show those
+            return None
+        return {k: torch.stack([it[k] for it in items]) for k in ("cf", "ffa")}
+
+    @staticmethod
+    def fitting(trainer: L.Trainer) -> bool:
+        """True inside ``trainer.fit`` (not its sanity check): the only validation that writes epoch grids."""
+        return trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
 
     @torch.no_grad()
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if not self.fitting(trainer) or not trainer.is_global_zero:
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
@@ -53,9 +96,22 @@ class SampleGrid(L.Callback):
         if batch is None:
             return
         fake = pl_module.translate(batch["cf"].to(pl_module.device)).float()
-        image = grid_rows(batch["cf"], batch["ffa"], fake)
+        image = titled_grid(batch["cf"], batch["ffa"], fake)
         path = self.dirpath / f"epoch_{trainer.current_epoch:04d}.png"
         write_png(path, image)
+        self._log_image(trainer, image)
+
+    @torch.no_grad()
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or not hasattr(pl_module, "translate"):
+            return
+        batch = self._fixed_batch(trainer, "test")
+        if batch is None or "ffa" not in batch:
+            return
+        fake = pl_module.translate(batch["cf"].to(pl_module.device)).float()
+        write_png(self.dirpath / "test.png", titled_grid(batch["cf"], batch["ffa"], fake))
+
+    def _log_image(self, trainer: L.Trainer, image: np.ndarray) -> None:
         for logger in trainer.loggers:
             name = type(logger).__name__
             if name == "WandbLogger":

@@ -1,28 +1,145 @@
-"""LightningDataModule for still CF -> FFA pairs from any reader."""
+"""The one LightningDataModule of stills and videos, configured by the data config.
+
+``kind: image`` serves still pairs (``cf``, ``ffa``), ``kind: video`` serves videos (``cf``, ``frames``,
+``knowledge_mask``, ...); models are paired with data of their kind. :class:`PairedDataModule` and
+:class:`VideoDataModule` are the same module with each kind's defaults (splits, seeds, preprocessing).
+"""
+
 
 import logging
 
 import lightning as L
 from torch.utils.data import DataLoader
 
-from fundus2ffa.data.dataset import PairedDataset
-from fundus2ffa.data.readers.base import PairReader
-from fundus2ffa.data.splits import fill_validation, split_records
-from fundus2ffa.data.transforms import PairedTransform
-from fundus2ffa.errors import ConfigError
+from fundus2ffa.data.dataset import KINDS, FFADataset, collate, km_settings
+from fundus2ffa.data.preprocess import Preprocess
+from fundus2ffa.data.readers.base import Reader
+from fundus2ffa.data.splits import SPLITS, fill_validation, split_records
+from fundus2ffa.data.transforms import Transform
+from fundus2ffa.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
+MIN_SPLIT_IMAGES = 3  # fewer make a split's mean score anecdotal (issue 11 item 3)
 
 
-class SplitLoaders(L.LightningDataModule):
-    """Loaders over ``self.datasets`` (train/val/test), shared by the image and video datamodules.
 
-    Subclasses fill ``datasets`` in ``setup`` and set ``batch_size``, ``eval_batch_size``,
-    ``num_workers`` and ``pin_memory``; ``collate_fn`` batches their items (None: torch's default).
+class DataModule(L.LightningDataModule):
+    """Splits a reader's records (by group: patient or eye; stratified by category) and serves batches.
+
+    Records that carry a ``split`` of their own (fixed train/test folders, a manifest or CSV column) keep
+    it; the others are split by ``split`` fractions with ``split_seed`` (independent of the training seed).
+    Without any validation record, one is carved from the training records, never taken from test unless
+    asked (``val_from``; :func:`~fundus2ffa.data.splits.fill_validation`).
+
+    Args:
+        reader: a :class:`~fundus2ffa.data.readers.base.Reader`.
+        train_transform / eval_transform: :class:`~fundus2ffa.data.transforms.Transform` for training
+            and for val/test.
+        preprocess: the ``data.preprocess`` settings (:class:`~fundus2ffa.data.preprocess.Preprocess`),
+            shared with prediction through the checkpoint's stored config.
+        image_size: side of the images the networks see (after crops).
+        kind: image | video (module notes).
+        split, split_seed, stratify: the drawn split.
+        batch_size, eval_batch_size, num_workers, pin_memory: loaders.
+        cache: keep decoded samples in memory. train_repeats: passes over each training record per epoch.
+        km: knowledge-mask settings (video; :func:`~fundus2ffa.data.dataset.km_settings`).
+        verify: decode every image once before training (``header`` reads headers only, for large sets).
+        val_from / val_fraction: where validation comes from when the data has no validation split
+            (train: carve ``val_fraction`` of the training groups | test | none); ``val_source`` tells
+            which it was after ``setup``.
     """
 
-    collate_fn = None
-    datasets: dict
+    def __init__(
+        self,
+        reader: Reader,
+        train_transform: Transform,
+        eval_transform: Transform,
+        preprocess: dict | None = None,
+        image_size: int = 256,
+        kind: str = "image",
+        split: dict | None = None,
+        split_seed: int = 0,
+        stratify: bool = True,
+        batch_size: int = 1,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        cache: bool = True,
+        train_repeats: int = 1,
+        km: dict | None = None,
+        verify: str = "decode",
+        val_from: str = "train",
+        val_fraction: float = 0.1,
+    ):
+        super().__init__()
+        self.val_from, self.val_fraction, self.val_source = val_from, float(val_fraction), None
+        if kind not in KINDS:
+            raise ConfigError(f"data.kind must be one of {'|'.join(KINDS)}, got {kind!r}")
+        if verify not in ("decode", "header"):
+            raise ConfigError(f"data.verify must be decode or header, got {verify!r}")
+        if int(image_size) < 16:
+            raise ConfigError(f"data.image_size must be at least 16, got {image_size}")
+        self.reader, self.kind = reader, kind
+        self.train_transform, self.eval_transform = train_transform, eval_transform
+        self.preprocess = preprocess if isinstance(preprocess, Preprocess) else Preprocess.from_config(preprocess)
+        self.image_size = int(image_size)
+        self.split = dict(split or {"train": 0.8, "val": 0.1, "test": 0.1})
+        self.split_seed, self.stratify = split_seed, stratify
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.num_workers, self.pin_memory, self.cache = num_workers, pin_memory, cache
+        self.train_repeats = int(train_repeats)
+        self.km = km_settings(km) if kind == "video" else None
+        self.verify = verify
+        self.splits: dict | None = None
+        self.datasets: dict[str, FFADataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read and check every record once; raises DataError before any training starts."""
+        if self.splits is not None:
+            return
+        records = self.reader.records()
+        self.reader.check(records, decode=self.verify == "decode")
+        splits = {name: [] for name in SPLITS}
+        free = []
+        for record in records:
+            if not record.split:
+                free.append(record)
+            elif record.split in splits:
+                splits[record.split].append(record)
+            else:
+                raise DataError(f"{self.reader.noun} {record.id!r} has split {record.split!r}; use one of {', '.join(SPLITS)}.")
+        if free:
+            for name, part in split_records(free, self.split, seed=self.split_seed, stratify=self.stratify).items():
+                splits[name].extend(part)
+        if not splits["train"] or (self.kind == "video" and not (splits["val"] or splits["test"])):
+            raise DataError(
+                f"{len(records)} {self.reader.noun}(s) of {len({r.split_group for r in records})} group(s) leave "
+                f"{'no training' if not splits['train'] else 'no validation or test'} records with data.split="
+                f"{self.split}; add data or change data.split."
+            )
+        self.val_source = fill_validation(splits, self.val_from, self.val_fraction, seed=self.split_seed, stratify=self.stratify)
+        self.splits = splits
+        for name, part in splits.items():
+            if 0 < len(part) < MIN_SPLIT_IMAGES:
+                log.warning(
+                    "the %s split holds only %d image(s): its metrics are anecdotal (one image decides the mean). "
+                    "Add images or change data.split so that every split holds at least %d.",
+                    name, len(part), MIN_SPLIT_IMAGES,
+                )
+            if part:
+                train = name == "train"
+                self.datasets[name] = FFADataset(
+                    self.reader,
+                    part,
+                    self.train_transform if train else self.eval_transform,
+                    self.preprocess,
+                    train=train,
+                    kind=self.kind,
+                    km=self.km,
+                    cache=self.cache,
+                    repeats=self.train_repeats if train else 1,
+                )
 
     def _loader(self, name: str, shuffle: bool, batch_size: int) -> DataLoader:
         return DataLoader(
@@ -32,7 +149,7 @@ class SplitLoaders(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            collate_fn=type(self).collate_fn,
+            collate_fn=collate,
             drop_last=False,
         )
 
@@ -48,81 +165,20 @@ class SplitLoaders(L.LightningDataModule):
         return self._loader("test", False, self.eval_batch_size)
 
 
-class PairedDataModule(SplitLoaders):
-    """Splits a reader's records (by group, stratified by category) and serves paired batches.
+class PairedDataModule(DataModule):
+    """Still pairs: native-scale images unless ``preprocess`` says otherwise; 80/10/10 stratified split."""
 
-    Records that carry a ``split`` of their own (a reader with fixed train/test folders) keep it; the
-    others are split by ``split`` fractions. Without any validation record, one is carved from the
-    training records, never taken from test unless asked (:func:`~fundus2ffa.data.splits.fill_validation`).
 
-    Args:
-        reader: a :class:`PairReader` (Isfahan MISP, paired folder, two-phase UWF, synthetic ...).
-        train_transform / eval_transform: paired transforms for training and for val/test.
-        image_size: side of the square images the networks see (after crops); prediction resizes to it.
-        split: fractions for train/val/test.
-        split_seed: seed of the split (independent of the training seed, so seeds share a split).
-        train_repeats: passes over each training record per epoch (random crops of large images).
-        verify: decode every image once before training (``header`` reads headers only, for very
-            large datasets).
-        val_from / val_fraction: where validation comes from when the data has no validation split
-            (train: carve ``val_fraction`` of the training groups | test | none); see ``fill_validation``.
-            ``val_source`` tells which it was after ``setup``.
-    """
+class VideoDataModule(DataModule):
+    """Videos (Fundus2Video, reference_spec 4.2): FOV crop resized to ``image_size`` (bilinear); split by
+    patient 90/5/5 with seed 7, not stratified (GroupShuffleSplit's guarantees, not its permutation);
+    images checked by header; batch size 1 (videos differ in length; larger batches need
+    ``data.reader.pad_to``)."""
 
-    def __init__(
-        self,
-        reader: PairReader,
-        train_transform: PairedTransform,
-        eval_transform: PairedTransform,
-        image_size: int = 256,
-        split: dict | None = None,
-        split_seed: int = 0,
-        batch_size: int = 1,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        cache: bool = True,
-        train_repeats: int = 1,
-        verify: str = "decode",
-        val_from: str = "train",
-        val_fraction: float = 0.1,
-    ):
-        super().__init__()
-        self.val_from, self.val_fraction, self.val_source = val_from, float(val_fraction), None
-        self.reader = reader
-        self.train_transform, self.eval_transform = train_transform, eval_transform
-        self.image_size = image_size
-        self.split = dict(split or {"train": 0.8, "val": 0.1, "test": 0.1})
-        self.split_seed = split_seed
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers, self.pin_memory, self.cache = num_workers, pin_memory, cache
-        self.train_repeats = train_repeats
-        if verify not in ("decode", "header"):
-            raise ConfigError(f"data.verify must be decode or header, got {verify!r}")
-        self.verify = verify
-        self.splits: dict | None = None
-        self.datasets: dict[str, PairedDataset] = {}
-
-    def setup(self, stage: str | None = None) -> None:
-        """Read and check every record once; raises DataError before any training starts."""
-        if self.splits is not None:
-            return
-        records = self.reader.records()
-        self.reader.check(records, decode=self.verify == "decode")
-        preset = [r for r in records if getattr(r, "split", "")]
-        free = [r for r in records if not getattr(r, "split", "")]
-        splits = {"train": [], "val": [], "test": []}
-        for r in preset:
-            splits[r.split].append(r)
-        if free:
-            for name, part in split_records(free, self.split, seed=self.split_seed).items():
-                splits[name].extend(part)
-        self.val_source = fill_validation(splits, self.val_from, self.val_fraction, seed=self.split_seed)
-        self.splits = splits
-        for name, part in splits.items():
-            if not part:
-                continue
-            transform = self.train_transform if name == "train" else self.eval_transform
-            repeats = self.train_repeats if name == "train" else 1
-            self.datasets[name] = PairedDataset(self.reader, part, transform, cache=self.cache, repeats=repeats)
+    def __init__(self, reader, train_transform, eval_transform, image_size: int = 512, kind: str = "video", **kwargs):
+        if kind != "video":
+            raise ConfigError(f"data.kind must be video for VideoDataModule, got {kind!r}")
+        defaults = {"split": {"train": 0.9, "val": 0.05, "test": 0.05}, "split_seed": 7, "stratify": False, "verify": "header", "cache": False}
+        kwargs = {**defaults, **kwargs}
+        kwargs.setdefault("preprocess", {"resize": "square", "size": int(image_size), "fov_crop": True, "interpolation": "linear"})
+        super().__init__(reader, train_transform, eval_transform, image_size=image_size, kind="video", **kwargs)

@@ -1,18 +1,30 @@
-"""Paired transforms: identical geometry for the CF, the FFA and every mask of a sample.
+"""The one augmentation: identical geometry for the CF, every FFA frame and every mask of a sample.
 
 One albumentations ``Compose`` call with ``additional_targets`` moves all images of a sample together
-(conventions: Data). Randomness is seeded per sample from torch's RNG, so a run is reproducible under
-``seed_everything(workers=True)``, including after a resume (albumentations would otherwise seed itself
-from OS entropy). Outputs are float tensors C x H x W in [-1, 1] (CF 3 channels, FFA 1 channel) and
+(conventions: Data; reference_spec 1.4: the official Fundus2Video loader flips the CF alone, F2).
+Randomness is seeded per sample from torch's RNG, so a run is reproducible under
+``seed_everything(workers=True)``, including after a resume.
+
+Crop modes: ``random`` | ``center`` | ``quadrants`` (four fixed corner crops, i.e. four views of each
+image: Fundus2Angio's test crops) | ``none`` of ``crop_size``; Fundus2Video's random box
+(``random_crop``: a probability; section 4.2 step 5: on the w x w FOV image x1 ~ U[0, w/1.5],
+x2 ~ U[x1 + w/3, w], likewise y), which :class:`~fundus2ffa.data.preprocess.Preprocess` cuts from the
+native image so it is resampled once; flips; Li et al.'s disc ROI. ``load_size`` is pix2pix's
+resize-then-crop size, passed to the preprocessing as its target size in this split.
+
+Outputs (:meth:`Transform.to_tensors`): ``cf`` 3 x H x W and ``frames`` T x C x H x W in [-1, 1] with
+C = ``channels`` (1, or 3: the green channel replicated as the Fundus2Video code feeds real frames);
 masks 1 x H x W in {0, 1}.
 """
 
+from dataclasses import replace
+
 import albumentations as A
-import cv2
 import numpy as np
 import torch
 
-from fundus2ffa.data.records import PairSample
+from fundus2ffa.data.records import Sample
+from fundus2ffa.errors import ConfigError
 from fundus2ffa.priors.fov import disc_mask
 
 CROP_MODES = ("random", "center", "quadrants", "none")
@@ -48,19 +60,31 @@ def quadrant_origin(height: int, width: int, crop: tuple[int, int], view: int) -
     return top, left
 
 
-class PairedTransform:
-    """Resize, crop and flip a :class:`PairSample` with one set of random parameters.
+def random_crop_box(rng: np.random.Generator, height: int, width: int) -> tuple[int, int, int, int]:
+    """(y1, y2, x1, x2) of section 4.2 step 5: start ~ U[0, side/1.5], end ~ U[start + side/3, side]."""
+
+    def span(side: int) -> tuple[int, int]:
+        start = int(rng.uniform(0.0, side / 1.5))
+        end = int(round(rng.uniform(start + side / 3.0, side)))
+        return start, min(side, max(start + 1, end))
+
+    y1, y2 = span(height)
+    x1, x2 = span(width)
+    return y1, y2, x1, x2
+
+
+class Transform:
+    """Crop, flip and disc-mask a :class:`Sample` with one set of random parameters, then make tensors.
 
     Args:
-        load_size: resize to this size first (an int for a square, or [height, width]; pix2pix
-            ``resize_and_crop``); None keeps the size.
-        crop_size: the crop, an int side or [height, width] (Li et al.: 360x288 patches of Isfahan
-            images); None means no crop.
-        crop: random | center | quadrants (four fixed corner crops, i.e. four views of each image) | none.
-        hflip, vflip: probabilities of horizontal / vertical flips (pix2pix flips; Fundus2Angio does not).
-        disc_roi: multiply every image and mask by the disc inscribed in the crop, 1 inside (Li et al.
-            section 2.1: the model sees square and circular display forms). A probability in [0, 1];
-            True means always.
+        load_size: pix2pix's resize-before-crop size (an int side); the preprocessing resizes to it.
+        crop_size: the crop, an int side or [height, width] (Li et al.: 288x360 Isfahan patches); None: no crop.
+        crop: random | center | quadrants | none.
+        random_crop: probability of Fundus2Video's random box (1.0 in the code's training, 0 for evaluation).
+        hflip, vflip: probabilities of flipping everything (pix2pix and Fundus2Video flip; Fundus2Angio does not).
+        disc_roi: multiply every image and mask by the disc inscribed in the crop (Li et al. section 2.1:
+            square and circular display forms). A probability in [0, 1]; True means always.
+        channels: 1 (frames T x 1 x H x W) or 3 (the green channel replicated).
     """
 
     def __init__(
@@ -68,14 +92,26 @@ class PairedTransform:
         load_size=None,
         crop_size=None,
         crop: str = "random",
+        random_crop: float = 0.0,
         hflip: float = 0.0,
         vflip: float = 0.0,
         disc_roi: float = 0.0,
+        channels: int = 1,
     ):
         if crop not in CROP_MODES:
-            raise ValueError(f"crop must be one of {'|'.join(CROP_MODES)}, got {crop!r}")
-        self.load_size, self.crop_size, self.crop = _pair(load_size), _pair(crop_size), crop
-        self.hflip, self.vflip, self.disc_roi = float(hflip), float(vflip), float(disc_roi)
+            raise ConfigError(f"data.*_transform.crop must be one of {'|'.join(CROP_MODES)}, got {crop!r}")
+        for name, value in (("random_crop", random_crop), ("hflip", hflip), ("vflip", vflip), ("disc_roi", disc_roi)):
+            if not 0.0 <= float(value) <= 1.0:
+                raise ConfigError(f"data.*_transform.{name} is a probability in [0, 1], got {value}")
+        if int(channels) not in (1, 3):
+            raise ConfigError(f"data.*_transform.channels must be 1 or 3, got {channels}")
+        if load_size is not None and not isinstance(load_size, int):
+            raise ConfigError(f"data.*_transform.load_size is one side (the preprocessing policy keeps or not the aspect), got {load_size}")
+        self.load_size, self.crop_size, self.crop = load_size, _pair(crop_size), crop
+        self.random_crop, self.hflip, self.vflip = float(random_crop), float(hflip), float(vflip)
+        self.disc_roi, self.channels = float(disc_roi), int(channels)
+        if self.crop == "quadrants" and self.crop_size and self.load_size:
+            raise ConfigError("crop=quadrants does not combine with load_size; crop the native image")
         self._composes: dict[tuple, A.Compose] = {}
 
     @property
@@ -86,13 +122,19 @@ class PairedTransform:
     @property
     def is_random(self) -> bool:
         """Whether the transform draws random numbers (evaluation transforms do not)."""
-        return bool(self.hflip or self.vflip or (self.crop_size and self.crop == "random") or 0 < self.disc_roi < 1)
+        random_crop = self.crop_size and self.crop == "random"
+        return bool(self.hflip or self.vflip or random_crop or self.random_crop or 0 < self.disc_roi < 1)
 
-    def _compose(self, mask_names: tuple[str, ...]) -> A.Compose:
-        if mask_names not in self._composes:
+    def draw_box(self, rng: np.random.Generator | None, height: int, width: int) -> tuple | None:
+        """Fundus2Video's random box on the h x w output, or None (not drawn this time / not random)."""
+        if rng is None or not self.random_crop or rng.random() >= self.random_crop:
+            return None
+        return random_crop_box(rng, height, width)
+
+    def _compose(self, key: tuple) -> A.Compose:
+        if key not in self._composes:
+            frames, km_frames, mask_names = key
             ops = []
-            if self.load_size:
-                ops.append(A.Resize(*self.load_size, interpolation=cv2.INTER_CUBIC))
             if self.crop_size and self.crop == "random":
                 ops.append(A.RandomCrop(*self.crop_size, pad_if_needed=True))
             elif self.crop_size and self.crop == "center":
@@ -101,32 +143,49 @@ class PairedTransform:
                 ops.append(A.HorizontalFlip(p=self.hflip))
             if self.vflip:
                 ops.append(A.VerticalFlip(p=self.vflip))
-            targets = {"ffa": "image", **{f"mask_{name}": "mask" for name in mask_names}}
-            self._composes[mask_names] = A.Compose(ops, additional_targets=targets)
-        return self._composes[mask_names]
+            targets = {f"frame{t}": "image" for t in range(frames)}
+            targets.update({f"km{t}": "image" for t in range(km_frames)})
+            targets.update({f"mask_{name}": "mask" for name in mask_names})
+            self._composes[key] = A.Compose(ops, additional_targets=targets)
+        return self._composes[key]
 
-    def _quadrant(self, images: dict[str, np.ndarray], view: int) -> dict[str, np.ndarray]:
-        height, width = next(iter(images.values())).shape[:2]
-        ch, cw = self.crop_size
-        if height < ch or width < cw:
-            raise ValueError(f"quadrant crops of {ch}x{cw} need images at least that large, got {height}x{width}")
-        top, left = quadrant_origin(height, width, self.crop_size, view)
-        return {k: v[top : top + ch, left : left + cw] for k, v in images.items()}
-
-    def __call__(self, sample: PairSample, seed: int, view: int = 0) -> dict:
+    def geometry(self, sample: Sample, seed: int = 0, view: int = 0) -> Sample:
+        """The sample cropped/flipped/disc-masked with one set of parameters (uint8 in, uint8 out)."""
         names = tuple(sorted(sample.masks))
-        images = {"image": sample.cf, "ffa": sample.ffa, **{f"mask_{n}": sample.masks[n] for n in names}}
+        km = sample.km_frames if sample.km_frames is not None else np.zeros((0,), np.uint8)
+        images = {"image": sample.cf, **{f"frame{t}": f for t, f in enumerate(sample.frames)}}
+        images.update({f"km{t}": f for t, f in enumerate(km)})
+        images.update({f"mask_{n}": sample.masks[n] for n in names})
         if self.crop == "quadrants" and self.crop_size:
-            if self.load_size:
-                raise ValueError("crop=quadrants does not combine with load_size; crop the native image")
-            images = self._quadrant(images, view)
-        compose = self._compose(names)
+            height, width = sample.cf.shape[:2]
+            ch, cw = self.crop_size
+            if height < ch or width < cw:
+                raise ValueError(f"quadrant crops of {ch}x{cw} need images at least that large, got {height}x{width}")
+            top, left = quadrant_origin(height, width, self.crop_size, view)
+            images = {k: v[top : top + ch, left : left + cw] for k, v in images.items()}
+        compose = self._compose((len(sample.frames), len(km), names))
         compose.set_random_seed(int(seed))
         out = compose(**images)
         if self.disc_roi and (self.disc_roi >= 1 or np.random.default_rng(seed + 1).random() < self.disc_roi):
             disc = disc_mask(*out["image"].shape[:2])
             out = {k: v * (disc[..., None] if v.ndim == 3 else disc) for k, v in out.items()}
-        result = {"cf": to_tensor_pm1(out["image"]), "ffa": to_tensor_pm1(out["ffa"])}
-        for name in names:
-            result[name] = torch.from_numpy(np.ascontiguousarray(out[f"mask_{name}"] > 0)).float()[None]
-        return result
+        return replace(
+            sample,
+            cf=out["image"],
+            frames=np.stack([out[f"frame{t}"] for t in range(len(sample.frames))]),
+            masks={n: out[f"mask_{n}"] for n in names},
+            km_frames=None if sample.km_frames is None else np.stack([out[f"km{t}"] for t in range(len(km))]),
+        )
+
+    def to_tensors(self, sample: Sample) -> dict:
+        """``cf`` 3 x H x W, ``frames`` T x C x H x W in [-1, 1]; each mask 1 x H x W float {0, 1}."""
+        frames = torch.from_numpy(np.ascontiguousarray(sample.frames)).float().div_(127.5).sub_(1.0)[:, None]
+        if self.channels == 3:
+            frames = frames.expand(-1, 3, -1, -1).contiguous()
+        out = {"cf": to_tensor_pm1(sample.cf), "frames": frames}
+        for name, mask in sample.masks.items():
+            out[name] = torch.from_numpy(np.ascontiguousarray(mask > 0)).float()[None]
+        return out
+
+
+PairedTransform = VideoTransform = Transform

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 
-import cv2
 import numpy as np
 import torch
 
@@ -54,16 +53,21 @@ def one(family: str, size: str, mode: str, ngf: int, repeats: int, threads: int)
     video = ("png", 4, 4.0) if hasattr(model, "translate_video") else None
     multiple = 256 if family == "pix2pix" else 16
     settings = PredictSettings(mode, 256, multiple, TileSettings(size=512, overlap=0.25, batch=4, auto_above=None), video=video)
-    runner = StreamingPredictor(model, settings)
+    from fundus2ffa.data.preprocess import Preprocess
+
+    # predict.mode's overrides of the preprocessing (fundus2ffa.predict.prediction_preprocess)
+    preprocess = {"resize": Preprocess(resize="square", size=256), "native": Preprocess(resize="native", multiple=multiple),
+                  "tiled": Preprocess(resize="native")}[mode]
+    runner = StreamingPredictor(model, settings, preprocess)
     width, height = (int(v) for v in size.split("x"))
     rng = np.random.default_rng(0)
     cf = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
 
     def translate():
-        from fundus2ffa.data.transforms import to_tensor_pm1
+        from fundus2ffa.inference.streaming import Carried
 
-        image = cv2.resize(cf, (256, 256), interpolation=cv2.INTER_AREA) if mode == "resize" else cf
-        item = {"path": "x", "name": "x", "cf": to_tensor_pm1(image), "size": (height, width)}
+        x, geometry = preprocess(cf)
+        item = {"path": "x", "name": "x", "cf": x[0], "geometry": Carried(geometry)}
         return runner.predict_step([item], 0)
 
     before = rss_mb()

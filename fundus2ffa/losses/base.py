@@ -54,3 +54,19 @@ class LossTerm(nn.Module):
 
     def forward(self, inputs: LossInputs) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+def restrict_to_valid(fake: torch.Tensor, real: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """The generated image with the real one pasted in outside ``valid`` (N x 1 x H x W, {0, 1}).
+
+    A registered pair has a real FFA only inside its overlap mask (``python -m fundus2ffa.register``);
+    outside it the "target" is black padding the generator must not learn. Handing every loss term (and
+    the discriminator) this image instead of ``fake`` zeroes all contributions from outside the mask,
+    whatever the term: pixel losses are exactly 0 there, feature, saliency and adversarial terms see
+    identical real and fake pixels, and no gradient reaches the generator through them. Pixel means are
+    still taken over the whole image, so a pair's pixel terms weigh in proportion to its valid area.
+    """
+    if valid is None:
+        return fake
+    valid = valid.to(fake.dtype)
+    return fake * valid + real.detach() * (1.0 - valid)

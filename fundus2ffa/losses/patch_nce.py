@@ -13,7 +13,8 @@ enhancement"; sampling is not mask-aware in the code):
    (weights N(0, 0.02));
 3. per tap, ``num_patches`` (256) locations, the same for query and key; ``sampling: uniform`` (the
    code: uniformly over the whole map, masked-out zeros included), ``in_mask`` (inside the KM
-   downsampled to the tap, topped up uniformly when the mask has too few locations) or ``mixed`` (half
+   downsampled to the tap, or reflection-padded like the input at tap 0; topped up uniformly when the
+   mask has too few locations) or ``mixed`` (half
    and half). Permutations are drawn on the CPU (CUT issue #83, pitfall B6) from torch's global RNG;
 4. InfoNCE with temperature tau = 0.07: the positive is the key at the same location, the negatives the
    keys at the other sampled locations of the same image (not shared across the batch), the diagonal of
@@ -97,14 +98,28 @@ def sample_locations(
 
 
 def resize_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """N x 1 x H x W {0, 1} mask at a feature map's size: max-pooled when smaller (a location is inside
-    if any pixel it covers is), nearest when larger (tap 0 is the reflection-padded input)."""
+    """N x 1 x H x W {0, 1} mask at a feature map's size.
+
+    Smaller maps: max-pooled (a location is inside if any pixel it covers is). Larger maps: tap 0 is the
+    generator's reflection-padded input (512 -> 518 px, ReflPad3), so the mask is reflection-padded by
+    the same symmetric margin and stays pixel-aligned with the content; stretching it (nearest
+    interpolation, an earlier version) shifted it by up to 3 px.
+    """
     mask = mask.float()
-    if mask.shape[-2:] == (height, width):
+    in_h, in_w = mask.shape[-2:]
+    if (in_h, in_w) == (height, width):
         return mask
-    if height <= mask.shape[-2] and width <= mask.shape[-1]:
+    if height <= in_h and width <= in_w:
         return F.adaptive_max_pool2d(mask, (height, width))
-    return F.interpolate(mask, size=(height, width), mode="nearest")
+    pad_h, pad_w = height - in_h, width - in_w
+    if pad_h < 0 or pad_w < 0 or pad_h % 2 or pad_w % 2:
+        raise ValueError(
+            f"PatchNCE cannot align a {in_h}x{in_w} knowledge mask with a {height}x{width} feature map: a larger "
+            "map must be the input padded by the same margin on each side (tap 0 of the generator); check loss.patch_nce.layers"
+        )
+    top, left = pad_h // 2, pad_w // 2
+    mode = "reflect" if top < in_h and left < in_w else "replicate"
+    return F.pad(mask, (left, left, top, top), mode=mode)
 
 
 class PatchNCE(LossTerm):

@@ -8,6 +8,10 @@ inside the mask only, so the black surround does not inflate the score. An image
 not the 100 dB / 0 that an empty average would give, and means leave it out and count it
 (``fov_empty`` in :meth:`MetricTable.aggregate`).
 
+A ``valid`` mask (the overlap of a registered pair, ``python -m fundus2ffa.register``) removes the
+pixels where no real FFA exists from every score: ``psnr``/``ssim`` then average inside ``valid`` and
+``psnr_fov``/``ssim_fov`` inside ``fov`` x ``valid``; without it nothing changes.
+
 Scores are kept per image (:class:`MetricTable`) and averaged at the end: the mean of per-image PSNR,
 as papers report it, and exact per-category breakdowns and DDP gathering (duplicates that a
 distributed sampler pads in are dropped by image id).
@@ -32,16 +36,29 @@ def _psnr(mse: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def image_quality(
-    fake: torch.Tensor, real: torch.Tensor, fov: torch.Tensor | None = None, quantize: bool = True
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    fov: torch.Tensor | None = None,
+    quantize: bool = True,
+    valid: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Per-image scores of N x C x H x W tensors in [-1, 1]: psnr, ssim (and psnr_fov, ssim_fov)."""
+    """Per-image scores of N x C x H x W tensors in [-1, 1]: psnr, ssim (and psnr_fov, ssim_fov),
+    restricted to ``valid`` (N x 1 x H x W, {0, 1}) when given."""
     f, r = to_unit(fake, quantize), to_unit(real, quantize)
     err = (f - r) ** 2
-    out = {"psnr": _psnr(err.flatten(1).mean(1))}
     ssim, ssim_map = structural_similarity_index_measure(
         f, r, data_range=1.0, reduction="none", return_full_image=True
     )
-    out["ssim"] = ssim
+    if valid is None:
+        out = {"psnr": _psnr(err.flatten(1).mean(1)), "ssim": ssim}
+    else:
+        weight = valid.float().expand_as(err)
+        area = weight.flatten(1).sum(1).clamp_min(1.0)
+        out = {
+            "psnr": _psnr((err * weight).flatten(1).sum(1) / area),
+            "ssim": (ssim_map * weight).flatten(1).sum(1) / area,
+        }
+        fov = valid if fov is None else fov * valid
     if fov is not None:
         weight = fov.float().expand_as(err)
         area = weight.flatten(1).sum(1)

@@ -11,9 +11,12 @@ Training (spec 4.6), per video of T frames (batch 1 in the code; equal-length ba
               the real window [n-1, n, n+1] (clamped)    otherwise
         one generator (and projection-head) step, then one discriminator step (Adam)
 
-Scheduled sampling: pi = (1 + k) / (2 + k), k = floor(s / step), s the number of training videos seen
-so far (a buffer, so a resumed run continues the schedule), and pi = 1 once s >= always_after
-(step 100, always_after 1000: the code). Every window's graph is freed before the next (its output is
+Scheduled sampling: pi = (1 + k) / (2 + k), k = floor(s / step), and pi = 1 once s >= always_after
+(step 100, always_after 1000: the code). s counts training videos (a buffer, so a resumed run continues
+the schedule) *including the current one*, as the official train.py increments ``total_steps +=
+batchSize`` before the forward pass: the first video uses s = 1 and pi first rises at the 100th video
+(``scheduled_sampling.count_current: false``, this module's earlier behaviour, counts only the videos
+before it: one video late). Every window's graph is freed before the next (its output is
 detached, losses are logged as detached per-video means), so peak memory does not grow with T.
 
 Generator objective per window (spec 4.5): 2 LSGAN (pix2pixHD sums over the 2 scales; AdversarialLoss
@@ -86,9 +89,12 @@ class AutoregressiveVideoGAN(GANModule):
             oracle_train (training boosts with the downsampled KM instead; train/test-inconsistent).
         knowledge_mask: use the KM at all (false: the "without KM" ablation: PatchNCE unmasked, no
             knowledge-aware GAN term, no attention supervision).
-        scheduled_sampling: {mode: scheduled | generated | real, step: 100, always_after: 1000}.
+        scheduled_sampling: {mode: scheduled | generated | real, step: 100, always_after: 1000,
+            count_current: true (s includes the current batch's videos, the code) | false (one video late)}.
         num_frames: frames generated when no ground truth gives T (``translate`` and prediction; 12).
-        metrics: {quantize, compat_mode, report_compat, fvd, fvd_mode, fvd_clip_length, fvd_weights}:
+        metrics: {quantize, compat_mode, report_compat, fvd, fvd_mode, fvd_clip_length, fvd_weights, lpips,
+            lpips_backbone, lpips_heads}: ``lpips``: per-frame LPIPS (AlexNet v0.1, metrics/lpips.py) as lpips,
+            and the code's double-mapped spatial variant as lpips_compat (spec 6.1);
             standard PSNR/SSIM (spec 6.2) as psnr, ssim, psnr_fov, ssim_fov, and the released code's
             [-1, 1] variants (6.1) as psnr_compat, ssim_compat (``report_compat``; ``compat_mode`` makes
             psnr/ssim the code's); ``fvd``: FVD with the I3D weights, ``fvd_mode`` dataset (logged as
@@ -114,6 +120,7 @@ class AutoregressiveVideoGAN(GANModule):
         scheduled_sampling: DictConfig | None = None,
         num_frames: int = 12,
         metrics: DictConfig | None = None,
+        eval_mode: str = "eval",
         compile: bool = False,
         ema: DictConfig | None = None,
     ):
@@ -128,7 +135,7 @@ class AutoregressiveVideoGAN(GANModule):
             raise ConfigError("model=fundus2video needs a discriminator (discriminator=fundus2video)")
         if int(num_frames) < 1:
             raise ConfigError(f"model.num_frames must be at least 1, got {num_frames}")
-        sampling = {"mode": "scheduled", "step": 100, "always_after": 1000, **dict(scheduled_sampling or {})}
+        sampling = {"mode": "scheduled", "step": 100, "always_after": 1000, "count_current": True, **dict(scheduled_sampling or {})}
         if sampling["mode"] not in SAMPLING_MODES:
             raise ConfigError(f"model.scheduled_sampling.mode must be one of {'|'.join(SAMPLING_MODES)}, got {sampling['mode']!r}")
         if int(sampling["step"]) < 1:
@@ -137,7 +144,7 @@ class AutoregressiveVideoGAN(GANModule):
         self.sampling = sampling
         self.metric_settings = {
             "quantize": True, "compat_mode": False, "report_compat": True, "fvd": False, "fvd_mode": "dataset",
-            "fvd_clip_length": 16, "fvd_weights": None, **dict(metrics or {}),
+            "fvd_clip_length": 16, "fvd_weights": None, "lpips": False, **dict(metrics or {}),
         }
 
         raw_generator = self.build(generator)
@@ -218,7 +225,9 @@ class AutoregressiveVideoGAN(GANModule):
 
     # ----------------------------------------------------------------- fit-time checks
     def setup(self, stage: str) -> None:
-        """Refuse still-image data before anything runs (the model config cannot switch the data group)."""
+        """Refuse still-image data before anything runs (the model config cannot switch the data group);
+        load the LPIPS network if asked for (missing weights fail before training)."""
+        super().setup(stage)
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is None:
             return
@@ -250,6 +259,13 @@ class AutoregressiveVideoGAN(GANModule):
             return 1.0
         k = videos_seen // int(self.sampling["step"])
         return (1.0 + k) / (2.0 + k)
+
+    def sampling_counter(self, num_videos: int) -> int:
+        """s for a batch of ``num_videos`` videos per rank: the videos seen before it, plus (``count_current``,
+        the code's ``total_steps += batchSize`` before the forward) the batch's videos on all ranks."""
+        world = self.trainer.world_size if self._trainer is not None else 1
+        current = num_videos * world if self.sampling.get("count_current", True) else 0
+        return int(self.videos_seen) + current
 
     def choose_previous(self, generated: torch.Tensor, real: torch.Tensor, probability: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Per video, the generated previous window with probability ``probability``, else the real one.
@@ -467,7 +483,7 @@ class AutoregressiveVideoGAN(GANModule):
         km = km.to(cf.dtype) if km is not None else None
         fov = batch.get("fov")
         num_videos, num_frames = grey.shape[:2]
-        probability = self.sampling_probability(int(self.videos_seen))
+        probability = self.sampling_probability(self.sampling_counter(num_videos))
         g_sums: dict = defaultdict(float)
         d_sums: dict = defaultdict(float)
         generated_previous = 0
@@ -527,6 +543,13 @@ class AutoregressiveVideoGAN(GANModule):
         if m.get("report_compat", True) and not m["compat_mode"]:
             compat = video_quality(fake, real, compat_mode=True)
             scores.update({f"{k}_compat": v for k, v in compat.items()})
+        lpips = self.lpips_network()
+        if lpips is not None:  # per frame, averaged per video: standard (spec 6.2) and the code's (6.1)
+            frames_fake, frames_real = fake.flatten(0, 1), real.flatten(0, 1)
+            per_video = lambda values: values.view(fake.shape[0], fake.shape[1]).mean(1)  # noqa: E731
+            scores["lpips"] = per_video(lpips(frames_fake, frames_real))
+            if m.get("report_compat", True) or m["compat_mode"]:
+                scores["lpips_compat"] = per_video(lpips(frames_fake, frames_real, compat=True))
         self._tables.setdefault(stage, MetricTable()).add(batch["id"], batch.get("category"), scores)
         if m.get("fvd"):
             for metric in self._fvd_metrics(stage).values():

@@ -4,7 +4,8 @@ separate optimiser steps per iteration.
 
 One ``training_step`` is one iteration of the official Keras loop:
 
-1. Discriminator phase, ``d_rounds`` (2) times, each on its own random batch: Lanczos-halve CF and FFA,
+1. Discriminator phase, ``d_rounds`` (2) times, each on its own random batch: Lanczos-halve CF and FFA
+   (``tf.image.resize(LANCZOS3)``, not antialiased: ``lanczos_antialias``),
    predict fake_256 and the coarse feature with G_coarse and fake_512 with G_fine, then eight separate
    Adam steps: for each of d1_fine, d2_fine, d1_coarse, d2_coarse, one step on real -> 1 and one on
    fake -> 0 (LSGAN).
@@ -23,10 +24,14 @@ Keras quirks kept (A2): the generators are updated by three independent Adam sta
 BatchNorm modes, two defaults this module derives from Keras' semantics (the spec does not state them):
 ``predict_bn_inference``: Keras' ``predict`` always runs BatchNorm in inference mode, so the fakes of
 step 1 and the cached feature of step 2 use the generators' running statistics (and do not update
-them). ``frozen_d_bn_inference``: in TensorFlow 2 a BatchNorm of a frozen (``trainable=False``) model runs
-in inference mode, so the discriminators inside the compiled GAN model of step 4 use and keep their
-running statistics; this depends on when the official loop's ``trainable`` flags are traced, so it is
-the less certain of the two. false = batch statistics (the PyTorch habit).
+them). ``frozen_d_bn_inference``: the official code is multi-backend Keras 2.3.1 (``import keras``), where
+``trainable=False`` only stops weight updates: the frozen discriminators inside the GAN model of step 4
+normalise with *batch* statistics (the training phase), and since a non-trainable nested model reports
+no updates (``Network.updates`` is empty when not trainable; the loop sets ``trainable=False`` right
+before the GAN model's first, lazily compiled, ``train_on_batch``), their moving statistics stay as they
+are (keras-team/keras issue 9522; PR 13892, which would have changed it, was closed unmerged). That is
+the default, false. true = inference mode (running statistics), which is what tf.keras (TF2) does for a
+frozen BatchNorm; an earlier version of this module defaulted to it.
 
 Batches: the Keras loop draws each of its random batches itself. Here the data loader supplies them:
 a loader batch of ``k * B`` samples is split into ``k`` batches of B, ``k = d_rounds + 1`` (+1 with
@@ -75,6 +80,22 @@ def inference_mode_bn(module: nn.Module, enabled: bool = True):
 
 
 @contextlib.contextmanager
+def batch_stats_without_update(module: nn.Module):
+    """BatchNorm layers of ``module`` normalise with batch statistics (if in training mode) but leave their
+    running statistics as they are (momentum 0 inside the block): Keras 2.3.1's frozen nested model."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m, m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum, count in saved:
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)
+
+
+@contextlib.contextmanager
 def frozen(module: nn.Module):
     """Parameters of ``module`` do not require grad inside the block (restored afterwards)."""
     flags = [(p, p.requires_grad) for p in module.parameters()]
@@ -107,9 +128,13 @@ class CoarseFineGAN(GANModule):
             live coarse feature (false: the cached constant, as the code).
         predict_bn_inference: step 1's fakes and the cached feature with BatchNorm in inference mode
             (Keras ``predict``); see the module docstring.
-        frozen_d_bn_inference: the frozen discriminators of step 4 in inference mode (TF2 semantics).
+        frozen_d_bn_inference: the frozen discriminators of step 4 in inference mode (tf.keras / TF2
+            semantics); false (default, Keras 2.3.1 as the code): batch statistics, running ones untouched.
         lanczos: float (the code: tf.image.resize on [-1, 1] floats) | uint8 (the halved real images
             rounded to 8-bit levels, as the SZU reproduction's PIL path on uint8 gives).
+        lanczos_antialias: false (the code: TensorFlow's default, a 6-tap halving kernel) | true (the
+            stretched 12-tap kernel of PIL / antialias=True); nets/resample.py. None (a checkpoint written
+            before the switch existed) means true, the kernel such a model was trained with.
         metrics: {quantize}; compile: torch.compile the networks.
         ema: {enabled, decay, start_step, every_n_steps}: EMA of G_coarse and G_fine (models/ema.py).
     """
@@ -126,9 +151,11 @@ class CoarseFineGAN(GANModule):
         fine_new_batch: bool = False,
         coarse_feature_grad: bool = False,
         predict_bn_inference: bool = True,
-        frozen_d_bn_inference: bool = True,
+        frozen_d_bn_inference: bool = False,
         lanczos: str = "float",
+        lanczos_antialias: bool | None = None,
         metrics: DictConfig | None = None,
+        eval_mode: str = "eval",
         compile: bool = False,
         ema: DictConfig | None = None,
     ):
@@ -140,6 +167,10 @@ class CoarseFineGAN(GANModule):
         if discriminator is None:
             raise ConfigError("model=fundus2angio needs its discriminators; set discriminator=fundus2angio")
         self.store_hparams()
+        if lanczos_antialias is None:
+            log.warning("model.lanczos_antialias is not set (a Fundus2Angio checkpoint from before it existed): using the "
+                        "antialiased 12-tap Lanczos halving it was trained with; new runs default to the code's 6-tap kernel")
+        self.lanczos_antialias = True if lanczos_antialias is None else bool(lanczos_antialias)
         self.generator = self.build(generator)
         self.discriminator = self.build(discriminator)
         for attr in ("coarse", "fine"):
@@ -173,8 +204,9 @@ class CoarseFineGAN(GANModule):
 
     # ----------------------------------------------------------------- inference
     def halve(self, x: torch.Tensor) -> torch.Tensor:
-        """The 512 -> 256 step: antialiased Lanczos-3 on [-1, 1] floats, clamped (optionally 8-bit)."""
-        return lanczos_halve(x, quantize=self.hparams.lanczos == "uint8")
+        """The 512 -> 256 step: Lanczos-3 on [-1, 1] floats, clamped (optionally 8-bit); 6 taps as the
+        code's tf.image.resize unless ``lanczos_antialias``."""
+        return lanczos_halve(x, quantize=self.hparams.lanczos == "uint8", antialias=self.lanczos_antialias)
 
     def translate(self, cf: torch.Tensor) -> torch.Tensor:
         """Lanczos-halve the CF, G_coarse's feature, G_fine's output (reference_spec 3.6); any size."""
@@ -289,7 +321,8 @@ class CoarseFineGAN(GANModule):
         fake = self.generator.fine(draw["cf"], live_feature if self.hparams.coarse_feature_grad else feature)
         terms = {}
         if self.gan.active:
-            with inference_mode_bn(self.discriminator, self.hparams.frozen_d_bn_inference):
+            bn_mode = inference_mode_bn if self.hparams.frozen_d_bn_inference else batch_stats_without_update
+            with bn_mode(self.discriminator):
                 preds = self.discriminator(torch.cat([draw["cf"], fake], 1), torch.cat([draw["cf_c"], fake_c], 1))
             for name in self.d_names:
                 terms[f"gan_{name}"] = self.gan(LossInputs(cf=draw["cf"], real=draw["ffa"], fake=fake, pred_fake=preds[name]))

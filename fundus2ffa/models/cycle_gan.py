@@ -92,6 +92,7 @@ class CycleGAN(GANModule):
         partner_history: int = 16,
         ffa_channels: int = 1,
         metrics: DictConfig | None = None,
+        eval_mode: str = "eval",
         compile: bool = False,
         ema: DictConfig | None = None,
     ):

@@ -12,10 +12,29 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import nn
 
+from fundus2ffa.errors import ConfigError
 from fundus2ffa.metrics.image import MetricTable, image_quality
+from fundus2ffa.metrics.structure import structure_agreement
 from fundus2ffa.models.ema import EMASettings, ema_update, frozen_copy
-from fundus2ffa.models.schedules import constant_then_linear_decay
+from fundus2ffa.models.schedules import CONVENTIONS, constant_then_linear_decay
+
+EVAL_MODES = ("eval", "train")
+
+
+def evaluation_scores(fake: torch.Tensor, batch: dict, metrics: dict | None = None) -> dict[str, torch.Tensor]:
+    """Per-image val/test scores of a generated batch: PSNR/SSIM (whole and FOV) and, unless
+    ``metrics.structure`` is false, vessel and leakage Dice; a batch ``valid`` mask (registered pairs)
+    excludes the pixels outside it from all of them. Shared with the trivial baselines
+    (metrics/baselines.py), so models and baselines are scored alike."""
+    metrics = metrics or {}
+    valid = batch.get("valid")
+    scores = image_quality(fake, batch["ffa"], batch.get("fov"), quantize=metrics.get("quantize", True), valid=valid)
+    if metrics.get("structure", True):
+        region = batch.get("fov") if valid is None else (valid if batch.get("fov") is None else batch["fov"] * valid)
+        scores.update(structure_agreement(fake, batch["ffa"], region))
+    return scores
 
 
 class GANModule(L.LightningModule):
@@ -23,8 +42,17 @@ class GANModule(L.LightningModule):
 
     Args (common to subclasses):
         optimizer_g / optimizer_d: ``_partial_`` optimizer configs (Adam 2e-4, betas (0.5, 0.999) in every paper here).
-        schedule: {constant_epochs, decay_epochs} of the linear-decay policy, stepped at epoch end.
-        metrics: {quantize: bool}; quantize evaluates on 8-bit images as saved files are.
+        schedule: {constant_epochs, decay_epochs, convention: pix2pix | pix2pixhd} of the linear-decay
+            policy (models/schedules.py: pix2pixhd starts the decay one epoch later), set at epoch start.
+        metrics: {quantize: bool, structure: bool, lpips: bool, lpips_backbone, lpips_heads}; quantize
+            evaluates on 8-bit images as saved files are; structure (default true) adds vessel and leakage
+            Dice (metrics/structure.py); lpips adds LPIPS v0.1 (AlexNet, metrics/lpips.py; spec 6.2) per image,
+            with the trunk from ``pretrained.lpips_backbone`` and the heads from ``pretrained.lpips_heads``.
+        eval_mode: eval | train: how the generators run whenever the model is evaluated (validation, test,
+            prediction, sample grids). eval (default; reference_spec pitfall B4): dropout off, BatchNorm on
+            its running statistics, as Lightning's ``model.eval()``. train: pix2pix's own test.py default
+            (without ``--eval``): dropout active and BatchNorm on the statistics of the evaluated batch, so
+            outputs vary between runs and with the batch; running statistics are not updated by it here.
         compile: torch.compile the networks (never the LightningModule; conventions.md).
         ema: {enabled, decay, start_step, every_n_steps}: an EMA copy of the generator(s) that
             ``translate`` (validation, test, predict, export) uses when enabled (models/ema.py).
@@ -83,6 +111,12 @@ class GANModule(L.LightningModule):
             for k, v in values.items()
         }
         self.save_hyperparameters(plain, logger=False)
+        eval_mode = plain.get("eval_mode", "eval")
+        if eval_mode not in EVAL_MODES:
+            raise ConfigError(
+                f"model.eval_mode must be one of {'|'.join(EVAL_MODES)}, got {eval_mode!r} (eval: dropout off and "
+                "BatchNorm running statistics; train: pix2pix's test.py default without --eval)"
+            )
 
     @staticmethod
     def build(config):
@@ -100,8 +134,13 @@ class GANModule(L.LightningModule):
 
     def make_schedulers(self, optimizers: list) -> list:
         schedule = self.hparams.get("schedule") or {}
+        convention = schedule.get("convention", "pix2pix")
+        if convention not in CONVENTIONS:
+            raise ConfigError(f"model.schedule.convention must be one of {'|'.join(CONVENTIONS)}, got {convention!r}")
         return [
-            constant_then_linear_decay(opt, int(schedule.get("constant_epochs", 100)), int(schedule.get("decay_epochs", 100)))
+            constant_then_linear_decay(
+                opt, int(schedule.get("constant_epochs", 100)), int(schedule.get("decay_epochs", 100)), convention
+            )
             for opt in optimizers
         ]
 
@@ -130,6 +169,47 @@ class GANModule(L.LightningModule):
         if record:
             checkpoint["fundus2ffa"] = record
 
+    # ----------------------------------------------------------------- evaluation mode
+    def evaluated_networks(self) -> list[nn.Module]:
+        """The networks ``translate`` runs, to which ``eval_mode`` applies."""
+        nets = [net for name in ("generator", "g_ab", "g_ba") if isinstance(net := getattr(self, name, None), nn.Module)]
+        return nets + (list(self.ema.values()) if self.ema is not None else [])
+
+    def train(self, mode: bool = True):
+        """``eval()`` (Lightning's evaluation loops, prediction) puts the generators in train mode when
+        ``eval_mode=train``, with BatchNorm momentum 0 so evaluation leaves the running statistics as they
+        are; ``train()`` restores the momenta."""
+        super().train(mode)
+        frozen = self.__dict__.setdefault("_eval_bn_momenta", [])
+        if mode:
+            for norm, momentum in frozen:
+                norm.momentum = momentum
+            frozen.clear()
+        elif self.hparams.get("eval_mode", "eval") == "train":
+            for net in self.evaluated_networks():
+                net.train(True)
+                if not frozen:
+                    for m in net.modules():
+                        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                            frozen.append((m, m.momentum))
+                            m.momentum = 0.0
+        return self
+
+    # ----------------------------------------------------------------- metrics
+    def setup(self, stage: str) -> None:
+        """Load the metric networks a run will need before it trains, so missing weights fail at once."""
+        self.lpips_network()
+
+    def lpips_network(self):
+        """The LPIPS network when ``metrics.lpips`` is on (else None), on this module's device. Shared and
+        kept outside the module: checkpoints never carry it."""
+        settings = self.hparams.get("metrics") or {}
+        if not settings.get("lpips"):
+            return None
+        from fundus2ffa.metrics.lpips import lpips_network
+
+        return lpips_network(settings.get("lpips_backbone"), settings.get("lpips_heads", "package")).to(self.device)
+
     # ----------------------------------------------------------------- inference
     def translate(self, cf: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         """CF N x 3 x H x W in [-1, 1] -> generated FFA N x 1 x H x W in [-1, 1]."""
@@ -142,7 +222,10 @@ class GANModule(L.LightningModule):
     def _eval_step(self, stage: str, batch) -> dict:
         """Score one batch; returns {"fake": ...} so callbacks (FID) reuse the translation."""
         fake = self.translate(batch["cf"])
-        scores = image_quality(fake, batch["ffa"], batch.get("fov"), quantize=self.hparams.get("metrics", {}).get("quantize", True))
+        scores = evaluation_scores(fake, batch, self.hparams.get("metrics") or {})
+        lpips = self.lpips_network()
+        if lpips is not None:
+            scores["lpips"] = lpips(fake, batch["ffa"])
         self._tables.setdefault(stage, MetricTable()).add(batch["id"], batch.get("category"), scores)
         return {"fake": fake}
 

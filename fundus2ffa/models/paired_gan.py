@@ -4,12 +4,13 @@ their configs (conventions.md: a paper's family is a config composition, not a c
 """
 
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
 from fundus2ffa.errors import ConfigError
 from fundus2ffa.losses.adversarial import AdversarialLoss
-from fundus2ffa.losses.base import LossInputs
+from fundus2ffa.losses.base import LossInputs, restrict_to_valid
 from fundus2ffa.models.gan_module import GANModule
 
 UPDATE_ORDERS = ("d_first", "g_first")
@@ -29,6 +30,11 @@ class PairedGAN(GANModule):
         conditional: the discriminator sees concat(CF, FFA) (pix2pix) rather than the FFA alone.
         metrics: {quantize}; compile: torch.compile G and D.
         ema: {enabled, decay, start_step, every_n_steps}: EMA generator (models/ema.py).
+        generator_input_size: None, or [height, width]: the generator runs at this size whatever the data's:
+            training pairs (and their masks) are resized to it (bicubic, antialiased: pix2pix's ``resize``
+            preprocessing, PIL bicubic), and ``translate`` resizes the CF to it and the output back to the
+            CF's size, so metrics stay on the native images. For a generator built for one input size
+            (pix2pix's unet_256: 256 x 256 squares) on other sizes (Li et al.'s 288 x 360 patches).
     """
 
     def __init__(
@@ -42,10 +48,14 @@ class PairedGAN(GANModule):
         update_order: str = "d_first",
         conditional: bool = True,
         metrics: DictConfig | None = None,
+        eval_mode: str = "eval",
         compile: bool = False,
+        generator_input_size: list[int] | None = None,
         ema: DictConfig | None = None,
     ):
         super().__init__()
+        if generator_input_size is not None and (len(generator_input_size) != 2 or min(int(v) for v in generator_input_size) < 1):
+            raise ConfigError(f"model.generator_input_size must be null or [height, width], got {generator_input_size}")
         if update_order not in UPDATE_ORDERS:
             raise ConfigError(f"model.update_order must be one of {'|'.join(UPDATE_ORDERS)}, got {update_order!r}")
         self.store_hparams()
@@ -64,8 +74,37 @@ class PairedGAN(GANModule):
         self.setup_ema(ema, ("generator",))
 
     # ----------------------------------------------------------------- nets
+    @property
+    def generator_size(self) -> tuple[int, int] | None:
+        size = self.hparams.get("generator_input_size")
+        return tuple(int(v) for v in size) if size else None
+
+    @staticmethod
+    def _resize_image(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(-1, 1)
+
+    def generator_batch(self, batch: dict) -> dict:
+        """``batch`` at ``generator_input_size`` (unchanged without it): CF and FFA bicubic, other
+        same-size maps (masks) nearest, as pix2pix's ``resize`` preprocessing gives its training pairs."""
+        size = self.generator_size
+        if size is None or tuple(batch["cf"].shape[-2:]) == size:
+            return batch
+        full = tuple(batch["cf"].shape[-2:])
+        out = dict(batch)
+        for key, value in batch.items():
+            if isinstance(value, torch.Tensor) and value.dim() == 4 and tuple(value.shape[-2:]) == full:
+                if key in ("cf", "ffa"):
+                    out[key] = self._resize_image(value, size)
+                else:
+                    out[key] = F.interpolate(value.float(), size=size, mode="nearest").to(value.dtype)
+        return out
+
     def translate(self, cf: torch.Tensor) -> torch.Tensor:
-        return self.eval_net("generator")(cf)
+        generator = self.eval_net("generator")
+        size = self.generator_size
+        if size is None or tuple(cf.shape[-2:]) == size:
+            return generator(cf)
+        return self._resize_image(generator(self._resize_image(cf, size)), tuple(cf.shape[-2:]))
 
     def discriminate(self, cf: torch.Tensor, ffa: torch.Tensor) -> list[list[torch.Tensor]]:
         return self.discriminator(torch.cat([cf, ffa], 1) if self.hparams.conditional else ffa)
@@ -110,9 +149,11 @@ class PairedGAN(GANModule):
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         opt_g = optimizers[0]
+        batch = self.generator_batch(batch)
         cf, real = batch["cf"], batch["ffa"]
         batch_size = cf.shape[0]
-        fake = self.generator(cf)
+        # a registered pair's valid mask: nothing outside it reaches a loss or the discriminator
+        fake = restrict_to_valid(self.generator(cf), real, batch.get("valid"))
         if self.discriminator is None:
             self._generator_step(opt_g, batch, fake, batch_size)
             return

@@ -60,8 +60,8 @@ def fov_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 def fov_crop(
     image: np.ndarray,
-    mask: np.ndarray,
-    size: int | None = 512,
+    mask: np.ndarray | None,
+    size: int | tuple[int, int] | None = 512,
     bbox: tuple[int, int, int, int] | None = None,
     interpolation: int = cv2.INTER_LINEAR,
 ) -> np.ndarray:
@@ -69,20 +69,23 @@ def fov_crop(
     ``size`` x ``size`` (cv2 bilinear by default, as Fundus2Video; ``cv2.INTER_NEAREST`` for masks).
 
     ``image``: H x W or H x W x C (any C up to OpenCV's 512, e.g. a T x H x W video moved to H x W x T),
-    same H x W as ``mask``. ``size`` None keeps the cropped size. The box is stretched to a square, as in
-    the code (the aspect ratio of a non-circular field of view, e.g. ultra-widefield, is not kept).
-    ``bbox`` (from :func:`fov_bbox`) saves recomputing it for every image of a sample.
+    same H x W as ``mask``. ``size`` None keeps the cropped size; (h, w) resizes to that (the
+    aspect-preserving policies of :class:`~fundus2ffa.data.preprocess.Preprocess`). In the code the box is
+    stretched to a square (the aspect ratio of a non-circular field of view, e.g. ultra-widefield, is not
+    kept). ``bbox`` (from :func:`fov_bbox`, or any box) saves recomputing it for every image of a sample.
+    ``mask`` None crops and resizes without zeroing.
     """
-    mask = np.asarray(mask)
-    if image.shape[:2] != mask.shape[:2]:
-        raise ValueError(f"fov_crop: image {image.shape[:2]} and mask {mask.shape[:2]} differ in size")
+    if mask is not None and image.shape[:2] != np.asarray(mask).shape[:2]:
+        raise ValueError(f"fov_crop: image {image.shape[:2]} and mask {np.asarray(mask).shape[:2]} differ in size")
     top, bottom, left, right = fov_bbox(mask) if bbox is None else bbox
-    inside = mask[top:bottom, left:right] > 0
     cropped = image[top:bottom, left:right]
-    cropped = cropped * (inside[..., None] if cropped.ndim == 3 else inside).astype(cropped.dtype)
-    if size is None:
+    if mask is not None:
+        inside = np.asarray(mask)[top:bottom, left:right] > 0
+        cropped = cropped * (inside[..., None] if cropped.ndim == 3 else inside).astype(cropped.dtype)
+    height, width = (size, size) if isinstance(size, int) else (size or cropped.shape[:2])
+    if cropped.shape[:2] == (height, width):
         return np.ascontiguousarray(cropped)
-    resized = cv2.resize(cropped, (int(size), int(size)), interpolation=interpolation)
+    resized = cv2.resize(np.ascontiguousarray(cropped), (int(width), int(height)), interpolation=interpolation)
     if cropped.ndim == 3 and resized.ndim == 2:  # OpenCV drops a single channel
         resized = resized[..., None]
     return resized

@@ -44,10 +44,11 @@ def test_datamodule_keeps_the_split_and_evaluates_quadrants(isfahan_root):
         PairedTransform(crop_size=256, crop="quadrants"),
         image_size=256,
         train_repeats=2,
+        val_from="none",  # the preset's setting: the paper trains on all 17 pairs and selects nothing
     )
     module.setup("fit")
     assert [r.id for r in module.splits["train"]] == TRAIN
-    assert module.splits["val"] == module.splits["test"] and len(module.splits["test"]) == 2
+    assert not module.splits["val"] and module.val_source is None and len(module.splits["test"]) == 2
     assert len(module.datasets["train"]) == 6 and len(module.datasets["test"]) == 8  # 4 quadrants each
     item = module.datasets["test"][1]
     assert item["id"].endswith("#1") and item["cf"].shape == (3, 256, 256)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from fundus2ffa.losses.base import LossInputs
-from fundus2ffa.losses.patch_nce import PatchNCE, info_nce, sample_locations
+from fundus2ffa.losses.patch_nce import PatchNCE, info_nce, resize_mask, sample_locations
 from fundus2ffa.nets.generators.fundus2video import Fundus2VideoGenerator
 
 
@@ -61,6 +61,30 @@ def test_sampling_uniform_in_mask_and_mixed():
     assert inside <= set(topped_up.tolist()) and len(set(topped_up.tolist())) == 20
     mixed = sample_locations(100, 20, mask, "mixed")
     assert len(set(mixed[:10].tolist()) & inside) == 10 and len(set(mixed.tolist())) == 20
+
+
+@pytest.mark.parametrize("sampling", ["in_mask", "mixed"])
+def test_in_mask_sampling_is_aligned_with_the_padded_input_at_tap_0(sampling):
+    # Tap 0 is the generator's reflection-padded input (32 -> 38 px here, 512 -> 518 in the paper), so the
+    # mask must be padded by 3 px like the input, not stretched: where the masked input is non-zero at
+    # tap 0 is the reference.
+    torch.manual_seed(0)
+    generator = Fundus2VideoGenerator(ngf=4, n_blocks=1)
+    g = torch.Generator().manual_seed(1)
+    mask = (F.avg_pool2d(torch.rand(1, 1, 32, 32, generator=g), 5, 1, 2) > 0.5).float()  # irregular blobs
+    mask[..., :, :7] = 1.0  # a band touching the border, where stretching and padding disagree most
+    x = (torch.rand(1, 6, 32, 32, generator=g) * 0.9 + 0.1) * mask  # non-zero exactly inside the mask
+    tap0 = generator.encode(x, [0])[0]
+    assert tap0.shape[-2:] == (38, 38)
+    inside_at_tap0 = (tap0.abs().sum(1, keepdim=True) > 0).float()
+    assert torch.equal(resize_mask(mask, 38, 38), inside_at_tap0)
+    loss = PatchNCE(num_patches=64, sampling=sampling, layers=[0])
+    (ids,) = loss.draw_ids([tap0], mask)
+    picked = inside_at_tap0.flatten()[ids[0]]
+    wanted = 64 if sampling == "in_mask" else 32
+    assert picked[:wanted].eq(1).all()  # every in-mask sample lands on masked-in content
+    with pytest.raises(ValueError, match="loss.patch_nce.layers"):
+        resize_mask(mask, 37, 38)
 
 
 def nce_setup(**kwargs):

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from conftest import compose_run
-from fundus2ffa.data.video.dataset import collate_videos
+from fundus2ffa.data.dataset import collate_videos
 from fundus2ffa.errors import ConfigError
 from fundus2ffa.graph_memory import SavedTensorMeter
 from fundus2ffa.losses.feature_matching import FeatureMatching
@@ -77,6 +77,27 @@ def test_sampling_probability_follows_the_schedule():
     assert [custom.sampling_probability(s) for s in (0, 10, 29, 30)] == pytest.approx([1 / 2, 2 / 3, 3 / 4, 1.0])  # k = 0, 1, 2
     assert make_model(**{"scheduled_sampling.mode": "real"}).sampling_probability(5000) == 0.0
     assert make_model(**{"scheduled_sampling.mode": "generated"}).sampling_probability(0) == 1.0
+
+
+@pytest.mark.parametrize("count_current", [True, False])
+def test_the_first_video_counts_itself_as_the_code_does(count_current):
+    # train.py: total_steps += batchSize before the forward pass, so video 1 has s = 1. With step 1 that is
+    # k = 1, pi = 2/3 for the first video and 3/4 for the second (count_current=false: 1/2, then 2/3).
+    torch.manual_seed(0)
+    model = make_model(**{"scheduled_sampling.step": 1, "scheduled_sampling.always_after": 100,
+                          "scheduled_sampling.count_current": count_current})
+    used = []
+    original = model.choose_previous
+
+    def choose_previous(generated, real, probability):
+        used.append(probability)
+        return original(generated, real, probability)
+
+    model.choose_previous = choose_previous
+    fit(model, videos(2, 2))
+    expected = [2 / 3, 3 / 4] if count_current else [1 / 2, 2 / 3]
+    assert used == pytest.approx(expected)  # one previous-window draw per video (frame 1 of 2)
+    assert int(model.videos_seen) == 2
 
 
 def test_generated_previous_windows_are_drawn_with_probability_pi():

@@ -108,17 +108,61 @@ def test_discriminator_phase_predicts_with_running_statistics():
     model.cached_feature(draw)
     assert all(torch.equal(a, b) for a, b in zip(stats, buffers(model.generator)))
     assert model.generator.training  # modes restored
-    # batch statistics instead (the PyTorch habit): the D phase moves the generators' statistics and the
-    # joint step the discriminators'
-    batch_stats, optimizers = make_model("model.predict_bn_inference=false", "model.frozen_d_bn_inference=false")
+    # batch statistics instead (the PyTorch habit): the D phase moves the generators' statistics
+    batch_stats, optimizers = make_model("model.predict_bn_inference=false")
     draw = batch_stats.split_batch(batch())[0]
-    g_stats, d_stats = buffers(batch_stats.generator), buffers(batch_stats.discriminator)
+    g_stats = buffers(batch_stats.generator)
     batch_stats.discriminator_round(draw, optimizers)
     assert any(not torch.equal(a, b) for a, b in zip(g_stats, buffers(batch_stats.generator)))
-    d_stats = buffers(batch_stats.discriminator)
-    with frozen(batch_stats.discriminator):
-        batch_stats.joint_terms(draw, batch_stats.cached_feature(draw))
-    assert any(not torch.equal(a, b) for a, b in zip(d_stats, buffers(batch_stats.discriminator)))
+
+
+def flat(outputs) -> torch.Tensor:
+    """A discriminator's nested list of feature maps as one detached vector."""
+    return torch.cat([t.detach().flatten() for scale in outputs for t in scale])
+
+
+def joint_step_discriminations(model, draw):
+    """Run step 4's terms with the Ds frozen; returns (their inputs, their outputs, D statistics before)."""
+    calls = []
+    original = model.discriminator.forward
+
+    def forward(*pairs):
+        out = original(*pairs)
+        calls.append(([p.detach().clone() for p in pairs], {k: flat(v) for k, v in out.items()}))
+        return out
+
+    model.discriminator.forward = forward
+    stats = buffers(model.discriminator)
+    with frozen(model.discriminator):
+        model.joint_terms(draw, model.cached_feature(draw))
+    del model.discriminator.forward  # the class's forward again (copies must not call this instance)
+    (pairs, preds), = calls
+    return pairs, preds, stats
+
+
+@pytest.mark.parametrize("inference", [False, True])
+def test_frozen_discriminators_of_the_joint_step_follow_keras(inference):
+    # false (default; the official code is multi-backend Keras 2.3.1): the frozen Ds normalise with batch
+    # statistics and keep their running statistics; true (tf.keras / TF2): running statistics.
+    import copy
+
+    torch.manual_seed(0)
+    model, optimizers = make_model(*([] if not inference else ["model.frozen_d_bn_inference=true"]))
+    assert model.hparams.frozen_d_bn_inference is inference
+    draw = model.split_batch(batch())[0]
+    model.discriminator_round(draw, optimizers)  # running statistics away from their initial values
+    pairs, preds, stats = joint_step_discriminations(model, draw)
+    assert all(torch.equal(a, b) for a, b in zip(stats, buffers(model.discriminator)))  # untouched either way
+    reference = copy.deepcopy(model.discriminator).train(not inference)  # batch statistics in train mode
+    with torch.no_grad():
+        expected = reference(*pairs)
+    other = copy.deepcopy(model.discriminator).train(inference)
+    with torch.no_grad():
+        different = other(*pairs)
+    for name in D_NAMES:
+        torch.testing.assert_close(preds[name], flat(expected[name]))
+        assert not torch.allclose(preds[name], flat(different[name]), atol=1e-4)
+    assert model.discriminator.training and all(m.momentum == 0.01 for m in model.discriminator.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
 
 @pytest.mark.parametrize("coarse_feature_grad", [False, True])
@@ -186,3 +230,19 @@ def test_configuration_errors():
         make_model("generator=resnet_9blocks", tiny=())
     with pytest.raises(ConfigError, match="model.lanczos"):
         make_model("model.lanczos=bicubic")
+
+
+def test_halving_is_the_codes_6_tap_kernel_and_old_checkpoints_keep_theirs():
+    from omegaconf import OmegaConf
+
+    from fundus2ffa.nets.resample import lanczos_halve
+
+    cfg = compose_run(["debug=smoke", "model=fundus2angio", *TINY])
+    model = build(cfg.model, "model", _recursive_=False)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert model.lanczos_antialias is False and model.generator.lanczos_antialias is False
+    torch.testing.assert_close(model.halve(x), lanczos_halve(x, antialias=False))
+    assert not torch.allclose(model.halve(x), lanczos_halve(x, antialias=True))
+    old = OmegaConf.to_container(cfg.model, resolve=True)  # hyperparameters of a checkpoint written before the switch
+    del old["lanczos_antialias"], old["generator"]["lanczos_antialias"], old["discriminator"]["lanczos_antialias"]
+    assert build(OmegaConf.create(old), "model", _recursive_=False).lanczos_antialias is True

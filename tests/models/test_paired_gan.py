@@ -4,7 +4,7 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import compose_run
-from fundus2ffa.run import build_trainer
+from fundus2ffa.run import build, build_trainer
 
 
 def test_val_psnr_rises_on_synthetic_retina(tmp_path):
@@ -53,3 +53,22 @@ def test_discriminator_step_leaves_generator_alone_and_vice_versa(tmp_path):
     model._generator_step(opt_g, batch, fake, 1)
     assert all(torch.equal(a, b) for a, b in zip(d1, model.discriminator.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(g0, model.generator.parameters()))
+
+
+def test_li2020_pix2pix_runs_its_unet_256_on_256_squares_and_scores_native_patches():
+    # issue 10, item 12: the baseline's generator sees the 256x256 input it was designed for, not a 288x360
+    # patch reflection-padded to 512x512; evaluation maps back to the native patch.
+    cfg = compose_run(["experiment=li2020/pix2pix", "debug=smoke", "generator.ngf=4", "discriminator.ndf=4"])
+    assert list(cfg.model.generator_input_size) == [256, 256] and cfg.generator.num_downs == 8
+    assert compose_run(["experiment=li2020/pix2pix_padded"]).model.generator_input_size is None
+    model = build(cfg.model, "model", _recursive_=False)
+    seen = []
+    model.generator.register_forward_hook(lambda module, args, out: seen.append(tuple(args[0].shape[-2:])))
+    cf = torch.rand(1, 3, 288, 360) * 2 - 1
+    with torch.no_grad():
+        out = model.eval().translate(cf)
+    assert seen == [(256, 256)] and out.shape == (1, 1, 288, 360) and out.abs().max() <= 1
+    batch = {"cf": cf, "ffa": torch.rand(1, 1, 288, 360) * 2 - 1, "fov": torch.ones(1, 1, 288, 360, dtype=torch.bool)}
+    small = model.generator_batch(batch)
+    assert small["cf"].shape[-2:] == small["ffa"].shape[-2:] == small["fov"].shape[-2:] == (256, 256)
+    assert small["fov"].dtype == torch.bool

@@ -1,11 +1,14 @@
-"""The Lanczos-3 resampler (Fundus2Angio's 512 -> 256 step, reference_spec 3.3) against PIL."""
+"""The Lanczos-3 resampler (Fundus2Angio's 512 -> 256 step, reference_spec 3.3): the antialiased variant
+against PIL, the default (TensorFlow's antialias=False, the official code) against its kernel formula."""
+
+import math
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import synthetic_pairs
+from conftest import compose_run, synthetic_pairs
 from fundus2ffa.data.transforms import to_tensor_pm1
 from fundus2ffa.nets.resample import lanczos_halve, lanczos_matrix_np, lanczos_resize
 
@@ -26,7 +29,8 @@ def pil_two_pass(image: np.ndarray, height: int, width: int) -> np.ndarray:
     def rounded(values):
         return np.clip((values + (1 << (bits - 1))) >> bits, 0, 255)
 
-    rows, cols = fixed(lanczos_matrix_np(image.shape[0], height)), fixed(lanczos_matrix_np(image.shape[1], width))
+    rows = fixed(lanczos_matrix_np(image.shape[0], height, antialias=True))
+    cols = fixed(lanczos_matrix_np(image.shape[1], width, antialias=True))
     horizontal = rounded(image.astype(np.int64) @ cols.T)
     return rounded(rows @ horizontal).astype(np.float64)
 
@@ -47,10 +51,74 @@ def test_float_halving_matches_pil_on_retina_images():
     for cf, ffa, _ in synthetic_pairs(2, 128, 160, seed=3):
         for image in (cf, ffa):
             reference = pil_lanczos(image, 64, 80)
-            ours = (lanczos_halve(to_tensor_pm1(image)[None].double())[0].permute(1, 2, 0).numpy().squeeze() + 1) * 127.5
+            ours = (lanczos_halve(to_tensor_pm1(image)[None].double(), antialias=True)[0].permute(1, 2, 0).numpy().squeeze() + 1) * 127.5
             errors.append(np.abs(ours - reference))
     assert max(e.max() for e in errors) <= 6.0
     assert np.mean([e.mean() for e in errors]) <= 0.3
+
+
+def tf_lanczos3(x: float) -> float:
+    """TensorFlow's LanczosKernelFunc(radius 3): 3 sin(pi x) sin(pi x / 3) / (pi x)^2, 1 at 0, 0 beyond 3."""
+    x = abs(x)
+    if x > 3.0:
+        return 0.0
+    if x <= 1e-3:
+        return 1.0
+    return 3.0 * math.sin(math.pi * x) * math.sin(math.pi * x / 3.0) / (math.pi * math.pi * x * x)
+
+
+def tf_resize_reference(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """tf.image.resize(method=LANCZOS3, antialias=False) of a 2-D float image, written from TensorFlow's
+    scale_and_translate span rule: for output x, sample_f = (x + 0.5) / scale; taps from
+    ceil(sample_f - 3 - 0.5) to floor(sample_f + 3 - 0.5), clamped to the image, weights kernel(j + 0.5 -
+    sample_f) normalised by their sum; rows then columns."""
+
+    def one_axis(values: np.ndarray, out_size: int) -> np.ndarray:
+        in_size = values.shape[0]
+        scale = out_size / in_size
+        out = np.zeros((out_size,) + values.shape[1:])
+        for x in range(out_size):
+            sample = (x + 0.5) / scale
+            start = min(max(math.ceil(sample - 3.0 - 0.5), 0), in_size - 1)
+            end = min(max(math.floor(sample + 3.0 - 0.5), 0), in_size - 1) + 1
+            weights = [tf_lanczos3(j + 0.5 - sample) for j in range(start, end)]
+            total = sum(weights)
+            out[x] = sum(w / total * values[j] for w, j in zip(weights, range(start, end)))
+        return out
+
+    return one_axis(one_axis(image.astype(np.float64), height).T, width).T
+
+
+def test_default_halving_is_tensorflows_6_tap_kernel():
+    # Interior halving weights by hand: output i sits at 2i + 1, taps at distances 0.5, 1.5, 2.5 where
+    # L3 = 6/pi^2, -4/(3 pi^2), 0.24/pi^2, i.e. 450 : -100 : 18 (x 75/pi^2), normalised by 2 x 368 = 736.
+    matrix = lanczos_matrix_np(32, 16)  # antialias=False is the default (the official code)
+    expected = np.array([18, -100, 450, 450, -100, 18]) / 736.0
+    for i in range(2, 14):
+        np.testing.assert_allclose(matrix[i, 2 * i - 2: 2 * i + 4], expected, rtol=0, atol=1e-12)
+        assert np.count_nonzero(matrix[i]) == 6
+    # at the border the taps outside the image are dropped and the rest renormalised: 450, 450, -100, 18
+    np.testing.assert_allclose(matrix[0, :4], np.array([450, 450, -100, 18]) / 818.0, rtol=0, atol=1e-12)
+    assert np.count_nonzero(lanczos_matrix_np(32, 16, antialias=True)[8]) == 12  # PIL's stretched kernel
+
+
+@pytest.mark.parametrize("shape,size", [((64, 96), (32, 48)), ((57, 33), (20, 11)), ((40, 30), (40, 60))])
+def test_default_resize_matches_tensorflows_scale_and_translate_rule(shape, size):
+    image = np.random.default_rng(1).uniform(-1, 1, shape)
+    ours = lanczos_resize(torch.from_numpy(image)[None, None], size, clamp=None)[0, 0].numpy()
+    np.testing.assert_allclose(ours, tf_resize_reference(image, *size), rtol=0, atol=1e-10)
+
+
+def test_the_two_kernels_differ_on_a_vessel_like_image_and_configs_pick_the_codes():
+    # a thin bright line (a vessel) on a dark background: the 6-tap kernel keeps more of its contrast
+    image = -torch.ones(1, 1, 64, 64, dtype=torch.float64)
+    image[..., 30:32, :] = 1.0
+    tf_default, pil = lanczos_halve(image, clamp=None), lanczos_halve(image, clamp=None, antialias=True)
+    assert tf_default.max() > pil.max() + 0.1
+    cfg = compose_run(["model=fundus2angio"])
+    assert cfg.model.lanczos_antialias is False
+    assert cfg.generator.lanczos_antialias is False and cfg.discriminator.lanczos_antialias is False
+    assert compose_run(["model=fundus2angio", "model.lanczos_antialias=true"]).discriminator.lanczos_antialias is True
 
 
 def test_clamp_and_quantize():
@@ -72,3 +140,17 @@ def test_constant_images_and_gradients():
     assert x.grad is not None and x.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="even"):
         lanczos_halve(torch.zeros(1, 1, 7, 8))
+
+
+@pytest.mark.parametrize("antialias", [False, True])
+@pytest.mark.parametrize("size", [(16, 16), (10, 22)])
+def test_halve_conv_matches_matrix_form(antialias, size):
+    """The export's convolution halving equals the matrix one, for both variants (6 and 12 taps)."""
+    from fundus2ffa.nets.resample import lanczos_halve_conv
+
+    x = torch.rand(2, 3, *size, dtype=torch.float64) * 2 - 1
+    for clamp in (None, (-1.0, 1.0)):
+        torch.testing.assert_close(
+            lanczos_halve_conv(x, clamp=clamp, antialias=antialias), lanczos_halve(x, clamp=clamp, antialias=antialias)
+        )
+    assert not torch.allclose(lanczos_halve_conv(x, clamp=None, antialias=antialias), lanczos_halve(x, clamp=None, antialias=not antialias))

@@ -1,13 +1,16 @@
-"""Readers of on-disk (and in-memory) CF/FFA layouts.
-
-Each turns a layout into :class:`~fundus2ffa.data.records.PairRecord` lists and loads one pair as uint8
-arrays; Hydra configs name them by ``_target_`` (e.g. ``fundus2ffa.data.readers.IsfahanMISP``).
+"""Readers of on-disk (and in-memory) layouts, all implementing :class:`Reader`: Isfahan MISP, paired
+folders / manifests, the two-phase UWF eyes (as pairs and as videos), the Fundus2Video CSV, the synthetic
+retina (pairs and videos). Hydra configs name them by ``_target_`` (e.g. ``fundus2ffa.data.readers.IsfahanMISP``).
 """
 
-from fundus2ffa.data.readers.base import PairReader
+from fundus2ffa.data.readers.base import PairReader, Reader
 from fundus2ffa.data.readers.folder import PairedFolder
 from fundus2ffa.data.readers.isfahan import IsfahanMISP
-from fundus2ffa.data.readers.synthetic import SyntheticPairs
+from fundus2ffa.data.readers.synthetic import SyntheticPairs, SyntheticVideos
 from fundus2ffa.data.readers.uwf_phases import UWFEye, UWFPhases
+from fundus2ffa.data.readers.video import FFAVideoCSV, UWFVideo
 
-__all__ = ["IsfahanMISP", "PairReader", "PairedFolder", "SyntheticPairs", "UWFEye", "UWFPhases"]
+__all__ = [
+    "FFAVideoCSV", "IsfahanMISP", "PairReader", "PairedFolder", "Reader", "SyntheticPairs", "SyntheticVideos",
+    "UWFEye", "UWFPhases", "UWFVideo",
+]

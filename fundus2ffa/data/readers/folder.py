@@ -8,21 +8,26 @@ reference_spec section 2.1, which is not public): either
 
 or a CSV manifest with columns ``cf`` and ``ffa`` (paths relative to the CSV's folder) and optional
 ``id`` (default: the CF file name without extension), ``category`` (splits are stratified by it),
-``group`` (patient or eye: no split divides it) and ``split`` (train/val/test, to fix the split
-instead of drawing it).
+``group`` (patient or eye: no split divides it), ``split`` (train/val/test, to fix the split
+instead of drawing it) and ``mask``.
+
+An optional ``root/mask/<name>.png`` (or the manifest's ``mask`` column) is the valid region of the pair
+in the CF frame, e.g. the overlap written by ``python -m fundus2ffa.register``: it reaches the model as
+the ``valid`` mask, and losses and metrics ignore pixels outside it.
 """
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
-from fundus2ffa.data.io import list_images, missing_reason
+from fundus2ffa.data.io import IMAGE_SUFFIXES, list_images, missing_reason
 from fundus2ffa.data.readers.base import PairReader
 from fundus2ffa.data.records import PairRecord
 from fundus2ffa.data.splits import SPLITS
 from fundus2ffa.errors import ConfigError, DataError
 
 MANIFEST_REQUIRED = ("cf", "ffa")
-MANIFEST_OPTIONAL = ("id", "category", "group", "split")
+MANIFEST_OPTIONAL = ("id", "category", "group", "split", "mask")
 
 
 class PairedFolder(PairReader):
@@ -31,8 +36,10 @@ class PairedFolder(PairReader):
     Args:
         root: folder holding ``cf_dir`` and ``ffa_dir``; with a relative ``manifest``, the folder it is in.
         cf_dir, ffa_dir: names of the two sub-folders of ``root``.
-        manifest: CSV file with columns cf, ffa [, id, category, group, split]; when set, the sub-folders
-            are not scanned. Rows name image paths relative to the CSV's own folder.
+        manifest: CSV file with columns cf, ffa [, id, category, group, split, mask]; when set, the
+            sub-folders are not scanned. Rows name image paths relative to the CSV's own folder.
+        mask_dir: sub-folder of ``root`` with one valid-region mask per pair (same name, any image
+            suffix; nonzero = valid), used when it exists; null ignores it.
         allow_grey_cf, ffa_channel, resize_ffa_to_cf, bit_depth: see :class:`PairReader`.
     """
 
@@ -42,21 +49,17 @@ class PairedFolder(PairReader):
         cf_dir: str = "cf",
         ffa_dir: str = "ffa",
         manifest: str | Path | None = None,
-        allow_grey_cf: bool = False,
-        ffa_channel: str = "luma",
-        resize_ffa_to_cf: bool = False,
-        bit_depth: str | int = "auto",
+        mask_dir: str | None = "mask",
+        **options,
     ):
-        super().__init__(
-            allow_grey_cf=allow_grey_cf, ffa_channel=ffa_channel, resize_ffa_to_cf=resize_ffa_to_cf, bit_depth=bit_depth
-        )
+        super().__init__(**options)  # allow_grey_cf, ffa_channel, resize_ffa_to_cf, bit_depth, cache
         if root is None and manifest is None:
             raise ConfigError(
                 "PairedFolder needs data.reader.root (a folder with cf/ and ffa/ sub-folders) or "
                 "data.reader.manifest (a CSV with cf and ffa columns); neither is set."
             )
         self.root = Path(root) if root is not None else None
-        self.cf_dir, self.ffa_dir = cf_dir, ffa_dir
+        self.cf_dir, self.ffa_dir, self.mask_dir = cf_dir, ffa_dir, mask_dir
         self.manifest = None
         if manifest is not None:
             manifest = Path(manifest)
@@ -78,19 +81,18 @@ class PairedFolder(PairReader):
                     f"root/{self.ffa_dir}/* matched by file name; rename the folders, set data.reader.cf_dir / "
                     "data.reader.ffa_dir, or list the pairs in a CSV (data.reader.manifest)."
                 )
-        cf_by_stem = _by_stem(list_images(self.root / self.cf_dir))
-        ffa_by_stem = _by_stem(list_images(self.root / self.ffa_dir))
-        for stems, partners, partner_dir, kind in (
-            (cf_by_stem, ffa_by_stem, self.ffa_dir, "CF"),
-            (ffa_by_stem, cf_by_stem, self.cf_dir, "FFA"),
-        ):
-            for stem, path in stems.items():
-                if stem not in partners:
-                    raise DataError(
-                        f"{kind} {path} has no partner: expected {self.root / partner_dir}/{stem}.<png|jpg|...> "
-                        "with the same file name. Add the partner image or remove this one."
-                    )
-        return [PairRecord(id=stem, cf=cf_by_stem[stem], ffa=ffa_by_stem[stem]) for stem in sorted(cf_by_stem)]
+        records = stem_pairs(self.root / self.cf_dir, self.root / self.ffa_dir)
+        masks = self.root / self.mask_dir if self.mask_dir else None
+        if masks is None or not masks.is_dir():
+            return records
+        mask_by_stem = _by_stem(list_images(masks))
+        missing = [r.id for r in records if r.id not in mask_by_stem]
+        if missing:
+            raise DataError(
+                f"{masks} holds valid-region masks but none for pair(s) {missing[:5]}: add {masks}/<name>.png "
+                "for every pair, or set data.reader.mask_dir=null to ignore the masks."
+            )
+        return [replace(r, masks=r.masks + (("valid", mask_by_stem[r.id]),)) for r in records]
 
     def _manifest_records(self) -> list[PairRecord]:
         manifest = self.manifest
@@ -126,7 +128,9 @@ class PairedFolder(PairReader):
             if not any(row.values()):
                 continue
             paths = {}
-            for column in MANIFEST_REQUIRED:
+            for column in MANIFEST_REQUIRED + ("mask",):
+                if column == "mask" and not row.get(column):
+                    continue
                 if not row.get(column):
                     raise DataError(
                         f"{where}: empty '{column}' cell; give the image path relative to {manifest.parent}."
@@ -153,8 +157,7 @@ class PairedFolder(PairReader):
                     "file name without extension) must be unique: fill the id column."
                 )
             seen[pair_id] = line
-            records.append(
-                PairRecord(
+            record = PairRecord(
                     id=pair_id,
                     cf=paths["cf"],
                     ffa=paths["ffa"],
@@ -162,10 +165,38 @@ class PairedFolder(PairReader):
                     group=row.get("group", ""),
                     split=split,
                 )
-            )
+            if "mask" in paths:
+                record = replace(record, masks=record.masks + (("valid", paths["mask"]),))
+            records.append(record)
         if not records:
             raise DataError(f"pair manifest {manifest} has no rows; add one row per CF/FFA pair.")
         return records
+
+
+def stem_pairs(cf_folder: Path, ffa_folder: Path, videos: bool = False) -> list[PairRecord]:
+    """Pairs of ``cf_folder/<name>.*`` and ``ffa_folder/<name>.*`` matched by file stem, sorted by name.
+
+    ``videos``: an FFA partner may also be a sub-folder ``ffa_folder/<name>/`` of frames (its record's
+    ``ffa`` is that folder). Every image must have its partner (DataError naming the missing file).
+    """
+    cf_folder, ffa_folder = Path(cf_folder), Path(ffa_folder)
+    cf_by_stem = _by_stem(list_images(cf_folder))
+    folders = {p.name: p for p in sorted(ffa_folder.iterdir()) if p.is_dir()} if videos and ffa_folder.is_dir() else {}
+    ffa_files = list_images(ffa_folder) if not folders else [
+        p for p in sorted(ffa_folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    ffa_by_stem = {**_by_stem(ffa_files), **folders}
+    for stems, partners, partner_dir, kind in (
+        (cf_by_stem, ffa_by_stem, ffa_folder, "CF"),
+        (ffa_by_stem, cf_by_stem, cf_folder, "FFA"),
+    ):
+        for stem, path in stems.items():
+            if stem not in partners:
+                raise DataError(
+                    f"{kind} {path} has no partner: expected {partner_dir}/{stem}.<png|jpg|...> "
+                    "with the same file name. Add the partner image or remove this one."
+                )
+    return [PairRecord(id=stem, cf=cf_by_stem[stem], ffa=ffa_by_stem[stem]) for stem in sorted(cf_by_stem)]
 
 
 def _by_stem(files: list[Path]) -> dict[str, Path]:

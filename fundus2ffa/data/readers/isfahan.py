@@ -71,14 +71,9 @@ class IsfahanMISP(PairReader):
         exclude: list[str] | str | tuple[str, ...] = ("normal/30",),
         fix_normal_10_11: bool = True,
         alignment: str | Path | None = None,
-        allow_grey_cf: bool = False,
-        ffa_channel: str = "luma",
-        resize_ffa_to_cf: bool = False,
-        bit_depth: str | int = "auto",
+        **options,
     ):
-        super().__init__(
-            allow_grey_cf=allow_grey_cf, ffa_channel=ffa_channel, resize_ffa_to_cf=resize_ffa_to_cf, bit_depth=bit_depth
-        )
+        super().__init__(**options)  # allow_grey_cf, ffa_channel, resize_ffa_to_cf, bit_depth, cache
         self.root = Path(root)
         ids, exclude = ([items] if isinstance(items, str) else items for items in (ids, exclude or ()))
         self.ids = None if ids is None else {parse_pair_id(i, "data.reader.ids") for i in ids}

@@ -54,14 +54,9 @@ class UWFPhases(PairReader):
         self,
         root: str | Path,
         target: str = "late",
-        allow_grey_cf: bool = False,
-        ffa_channel: str = "luma",
-        resize_ffa_to_cf: bool = False,
-        bit_depth: str | int = "auto",
+        **options,
     ):
-        super().__init__(
-            allow_grey_cf=allow_grey_cf, ffa_channel=ffa_channel, resize_ffa_to_cf=resize_ffa_to_cf, bit_depth=bit_depth
-        )
+        super().__init__(**options)  # allow_grey_cf, ffa_channel, resize_ffa_to_cf, bit_depth, cache
         if target not in PHASES:
             raise ConfigError(f"data.reader.target must be one of {'|'.join(PHASES)}, got {target!r}.")
         self.root = Path(root)

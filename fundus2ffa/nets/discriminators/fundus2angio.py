@@ -23,7 +23,8 @@ The four discriminators and their patch maps for a 512 crop (:class:`Fundus2Angi
 Paper vs code on the pyramid [C != P]: the paper builds 1, 1/2, 1/4 with Lanczos; the code uses Lanczos
 only for 512 -> 256 and average pooling inside d2_*. ``pyramid="avgpool"`` (default, the code) or
 ``"lanczos"`` (the paper: d2_fine sees the Lanczos-halved 512 pair, d2_coarse the 128 one, and neither
-pools).
+pools; ``lanczos_antialias`` picks the 6-tap TensorFlow-default or the 12-tap antialiased kernel, as for
+the model's own halving).
 
 Convolutions are initialised N(0, 0.02) as in the code (``init``), BatchNorm uses Keras' momentum and
 epsilon (``bn``), and convolutions feeding a BatchNorm carry no bias.
@@ -120,8 +121,10 @@ class Fundus2AngioDiscriminators(nn.Module):
         pyramid: str = "avgpool",
         bn: str = "keras",
         init: str = "normal",
+        lanczos_antialias: bool = False,
     ):
         super().__init__()
+        self.lanczos_antialias = bool(lanczos_antialias)
         if pyramid not in PYRAMIDS:
             raise ValueError(f"discriminator pyramid must be one of {'|'.join(PYRAMIDS)}, got {pyramid!r}")
         self.pyramid = pyramid
@@ -142,7 +145,7 @@ class Fundus2AngioDiscriminators(nn.Module):
 
     def discriminate(self, name: str, pair: torch.Tensor) -> list[list[torch.Tensor]]:
         if name.startswith("d2") and self.pyramid == "lanczos":
-            pair = lanczos_halve(pair)
+            pair = lanczos_halve(pair, antialias=self.lanczos_antialias)
         return self.nets[name](pair)
 
     def forward(self, pair_fine: torch.Tensor, pair_coarse: torch.Tensor) -> dict[str, list[list[torch.Tensor]]]:

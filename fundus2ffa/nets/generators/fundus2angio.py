@@ -172,6 +172,8 @@ class CoarseFineGenerator(nn.Module):
             matches the coarse feature (pitfall A4).
         n_blocks_coarse / n_blocks_fine: 9 / 3 NRBs.
         bn, init, tf_same_padding: see the module docstring.
+        lanczos_antialias: how ``forward`` halves the CF: false = the code's tf.image.resize (6 taps) |
+            true = the stretched 12-tap kernel (PIL); nets/resample.py.
     """
 
     #: the full-resolution input must be divisible by this (halving, then two downsamplings)
@@ -188,8 +190,10 @@ class CoarseFineGenerator(nn.Module):
         bn: str = "keras",
         init: str = "code",
         tf_same_padding: bool = False,
+        lanczos_antialias: bool = False,
     ):
         super().__init__()
+        self.lanczos_antialias = bool(lanczos_antialias)
         if ngf % 2 and ngf_fine is None:
             raise ValueError(f"ngf must be even so that ngf_fine = ngf / 2, got ngf={ngf}")
         ngf_fine = ngf // 2 if ngf_fine is None else int(ngf_fine)
@@ -203,5 +207,5 @@ class CoarseFineGenerator(nn.Module):
         self.fine = FineGenerator(ngf=ngf_fine, n_blocks=n_blocks_fine, **common)
 
     def forward(self, cf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        fake_coarse, feature = self.coarse(lanczos_halve(cf))
+        fake_coarse, feature = self.coarse(lanczos_halve(cf, antialias=self.lanczos_antialias))
         return self.fine(cf, feature), fake_coarse, feature

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fundus2ffa.nets.blocks.upsample import upsample_layer
 from fundus2ffa.nets.init import init_weights
 from fundus2ffa.nets.norm import norm_layer
 from fundus2ffa.nets.padding import pad_to_multiple
@@ -81,6 +82,8 @@ class GlobalGenerator(nn.Module):
             to a multiple of 16 (``make_power_2``), which would misalign the output with the target.
             ``encode`` never pads (its taps are defined on the raw input).
         init_type / init_gain: N(0, 0.02) convolutions by default.
+        upsample / upsample_interpolation: transpose (pix2pixHD) | resize_conv with nearest | bilinear
+            (nets/blocks/upsample.py; a deviation against checkerboard artefacts).
     """
 
     def __init__(
@@ -98,6 +101,8 @@ class GlobalGenerator(nn.Module):
         pad_to_multiple: bool = False,
         init_type: str = "normal",
         init_gain: float = 0.02,
+        upsample: str = "transpose",
+        upsample_interpolation: str = "nearest",
     ):
         super().__init__()
         norm_fn = norm_layer(norm)
@@ -116,7 +121,8 @@ class GlobalGenerator(nn.Module):
         layers += [ResnetBlock(widths[-1], norm, activation, use_dropout) for _ in range(n_blocks)]
         for k in range(n_downsampling):
             w_in, w_out = widths[-1 - k], widths[-2 - k]
-            layers += [nn.ConvTranspose2d(w_in, w_out, 3, 2, 1, output_padding=1), norm_fn(w_out), _activation(activation)]
+            up = upsample_layer(w_in, w_out, upsample, 3, 1, interpolation=upsample_interpolation)
+            layers += [up, norm_fn(w_out), _activation(activation)]
         if output_head:
             layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
@@ -213,6 +219,7 @@ class LocalEnhancer(nn.Module):
         n_blocks_local: residual blocks per enhancer (3).
         pad_to_multiple: as :class:`GlobalGenerator`; otherwise H and W must be divisible by
             ``2**(n_downsampling_global + n_local_enhancers)``.
+        upsample / upsample_interpolation: as :class:`GlobalGenerator` (both nets).
     """
 
     def __init__(
@@ -229,6 +236,8 @@ class LocalEnhancer(nn.Module):
         pad_to_multiple: bool = False,
         init_type: str = "normal",
         init_gain: float = 0.02,
+        upsample: str = "transpose",
+        upsample_interpolation: str = "nearest",
     ):
         super().__init__()
         norm_fn = norm_layer(norm)
@@ -237,6 +246,7 @@ class LocalEnhancer(nn.Module):
         self.global_generator = GlobalGenerator(
             in_channels, out_channels, ngf * 2**n_local_enhancers, n_downsampling_global, n_blocks_global,
             norm, activation, output_head=False, init_type=init_type, init_gain=init_gain,
+            upsample=upsample, upsample_interpolation=upsample_interpolation,
         )
         downs, ups = [], []
         for n in range(1, n_local_enhancers + 1):
@@ -246,7 +256,10 @@ class LocalEnhancer(nn.Module):
                 nn.Conv2d(width, width * 2, 3, 2, 1), norm_fn(width * 2), _activation(activation),
             ))
             up = [ResnetBlock(width * 2, norm, activation) for _ in range(n_blocks_local)]
-            up += [nn.ConvTranspose2d(width * 2, width, 3, 2, 1, output_padding=1), norm_fn(width), _activation(activation)]
+            up += [
+                upsample_layer(width * 2, width, upsample, 3, 1, interpolation=upsample_interpolation),
+                norm_fn(width), _activation(activation),
+            ]
             if n == n_local_enhancers:
                 up += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
             ups.append(nn.Sequential(*up))

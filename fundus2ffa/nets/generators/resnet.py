@@ -8,6 +8,7 @@ and a 7x7 head with tanh.
 import torch
 from torch import nn
 
+from fundus2ffa.nets.blocks.upsample import upsample_layer
 from fundus2ffa.nets.init import init_weights
 from fundus2ffa.nets.norm import conv_bias, norm_layer
 
@@ -36,7 +37,11 @@ class ResidualBlock(nn.Module):
 
 
 class ResnetGenerator(nn.Module):
-    """Encoder, ``n_blocks`` residual blocks, decoder, tanh (``resnet_9blocks`` with the defaults)."""
+    """Encoder, ``n_blocks`` residual blocks, decoder, tanh (``resnet_9blocks`` with the defaults).
+
+    ``upsample``: transpose (the paper) | resize_conv (nets/blocks/upsample.py, against checkerboards),
+    ``upsample_interpolation``: nearest | bilinear.
+    """
 
     def __init__(
         self,
@@ -50,6 +55,8 @@ class ResnetGenerator(nn.Module):
         block_final_activation: bool = False,
         init_type: str = "normal",
         init_gain: float = 0.02,
+        upsample: str = "transpose",
+        upsample_interpolation: str = "nearest",
     ):
         super().__init__()
         norm_fn, bias = norm_layer(norm), conv_bias(norm)
@@ -62,7 +69,7 @@ class ResnetGenerator(nn.Module):
         layers += [ResidualBlock(width, norm, use_dropout, block_final_activation) for _ in range(n_blocks)]
         for _ in range(n_downsampling):
             layers += [
-                nn.ConvTranspose2d(width, width // 2, 3, 2, 1, output_padding=1, bias=bias),
+                upsample_layer(width, width // 2, upsample, 3, 1, bias, upsample_interpolation),
                 norm_fn(width // 2),
                 nn.ReLU(),
             ]

@@ -2,13 +2,15 @@
 
 ``num_downs`` stride-2 4x4 convolutions halve the image down to 1x1 (8 for 256 px, 9 for 512 px);
 the decoder mirrors them with transposed convolutions and concatenates the encoder feature of the
-same resolution (skip connection). Dropout 0.5 in the innermost 8ngf decoder stages is pix2pix's
-only source of noise.
+same resolution (skip connection). Dropout 0.5 in the intermediate 8ngf -> 8ngf decoder stages is
+pix2pix's only source of noise: junyanz builds ``num_downs - 5`` of them (3 for unet_256, 4 for unet_512),
+the paper's decoder CD512-CD1024-CD1024-C1024-...; the innermost stage and the 16ngf -> 4ngf stage have none.
 """
 
 import torch
 from torch import nn
 
+from fundus2ffa.nets.blocks.upsample import upsample_layer
 from fundus2ffa.nets.init import init_weights
 from fundus2ffa.nets.norm import conv_bias, norm_layer
 from fundus2ffa.nets.padding import pad_to_multiple
@@ -23,7 +25,10 @@ class UNetGenerator(nn.Module):
         num_downs: number of stride-2 downsamplings; the input side must be divisible by 2**num_downs.
         ngf: width of the first layer; widths double up to 8*ngf.
         norm: batch | instance | none.
-        use_dropout: dropout 0.5 in the intermediate 8*ngf decoder stages (pix2pix default True).
+        use_dropout: dropout 0.5 in the ``num_downs - 5`` intermediate 8*ngf -> 8*ngf decoder stages
+            (pix2pix default True).
+        upsample: transpose (pix2pix) | resize_conv (resize then 3x3 conv, no checkerboard;
+            nets/blocks/upsample.py); upsample_interpolation: nearest | bilinear for resize_conv.
         pad_to_multiple: pad inputs whose sides are not multiples of 2**num_downs (reflection) and crop
             the output back, instead of refusing them (e.g. 288x360 Isfahan patches).
     """
@@ -39,6 +44,8 @@ class UNetGenerator(nn.Module):
         init_type: str = "normal",
         init_gain: float = 0.02,
         pad_to_multiple: bool = False,
+        upsample: str = "transpose",
+        upsample_interpolation: str = "nearest",
     ):
         super().__init__()
         self.pad_to_multiple = pad_to_multiple
@@ -64,12 +71,12 @@ class UNetGenerator(nn.Module):
         for i, width in enumerate(widths):
             cin = width if i == innermost else width * 2
             if i == 0:
-                layers = [nn.ReLU(), nn.ConvTranspose2d(cin, out_channels, 4, 2, 1), nn.Tanh()]
+                layers = [nn.ReLU(), upsample_layer(cin, out_channels, upsample, 4, interpolation=upsample_interpolation), nn.Tanh()]
             else:
                 cout = widths[i - 1]
-                layers = [nn.ReLU(), nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=bias), norm_fn(cout)]
-                # pix2pix puts dropout in the 8ngf blocks between the innermost and the widening ones.
-                if use_dropout and 3 <= i < innermost:
+                layers = [nn.ReLU(), upsample_layer(cin, cout, upsample, 4, bias=bias, interpolation=upsample_interpolation), norm_fn(cout)]
+                # dropout in the 8ngf -> 8ngf stages between the innermost one and up[3] (16ngf -> 4ngf)
+                if use_dropout and 4 <= i < innermost:
                     layers.append(nn.Dropout(0.5))
             self.up.append(nn.Sequential(*layers))
         init_weights(self, init_type, init_gain)

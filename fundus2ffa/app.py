@@ -1,0 +1,282 @@
+"""A web demo of trained checkpoints: upload a colour fundus photograph, see the generated FFA.
+
+    pip install -e ".[app]"
+    python -m fundus2ffa.app ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt
+    python -m fundus2ffa.app "ckpt_path=[a.ckpt,b.ckpt]" predict.image_size=512 port=8080
+    python -m fundus2ffa.app ckpt_path=... share_on_network=true        # reachable from your network
+
+For a clinician or collaborator without a Python session (the Gradio demos medical-imaging papers
+ship): a CF of any size (JPEG, PNG, TIFF) is translated exactly as ``task=predict`` does
+(:func:`fundus2ffa.predict.translate_image` / :func:`~fundus2ffa.predict.translate_video_frames` with
+the ``predict`` settings of ``conf/app.yaml``), and shown beside the CF with a compare slider, an
+opacity blend and the field-of-view outline (:func:`fundus2ffa.priors.fov.fov_mask`, reference_spec
+1.3); video models (those with ``translate_video``) add a player and a frame slider. The PNG (or MP4)
+can be downloaded. Several checkpoints can be selected; each loads through :mod:`fundus2ffa.checkpoint`
+(``torch.load(weights_only=True)``, as test and predict). ``predict.image_size=null`` (the default) takes
+the training size from the checkpoint's stored run config.
+
+Offline by design: Gradio's analytics are switched off before it is imported, the page uses system
+fonts, server-side rendering (a Node process) is off and Gradio's public share tunnel is never used;
+the server listens on 127.0.0.1 unless ``share_on_network=true`` (0.0.0.0, your network only).
+A bad upload (not an image, corrupt, grey) is answered in the page with the reason and the fix.
+"""
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from fundus2ffa.config import config_dir
+from fundus2ffa.errors import ConfigError, DataError, Fundus2FFAError
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+UPLOAD_TYPES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+FOV_COLOUR = (0, 255, 0)
+
+
+def load_config(argv: list[str]) -> DictConfig:
+    """``conf/app.yaml`` merged with ``key=value`` arguments; unknown keys are refused by name."""
+    base = OmegaConf.load(config_dir() / "app.yaml")
+    OmegaConf.set_struct(base, True)
+    bad = [a for a in argv if "=" not in a]
+    if bad:
+        raise ConfigError(f"arguments are key=value (e.g. ckpt_path=run/checkpoints/last.ckpt), got {' '.join(bad)}")
+    try:
+        cfg = OmegaConf.merge(base, OmegaConf.from_dotlist(list(argv)))
+    except Exception as exc:  # noqa: BLE001 - OmegaConf's key errors
+        raise ConfigError(f"{exc}; the keys of conf/app.yaml are {', '.join(base.keys())}") from None
+    if not cfg.ckpt_path:
+        raise ConfigError("the demo needs a checkpoint: add ckpt_path=<run>/checkpoints/last.ckpt (or ckpt_path=[a.ckpt,b.ckpt])")
+    return cfg
+
+
+def checkpoint_paths(cfg: DictConfig) -> list[Path]:
+    paths = list(cfg.ckpt_path) if isinstance(cfg.ckpt_path, (list, ListConfig)) else [cfg.ckpt_path]
+    paths = [Path(str(p)) for p in paths]
+    for path in paths:
+        if not path.is_file():
+            raise ConfigError(f"ckpt_path={path} does not exist; point it to a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt)")
+    return paths
+
+
+def checkpoint_label(path: Path) -> str:
+    """``<run folder>/<file>``: last.ckpt files of different runs stay distinguishable."""
+    return f"{path.parent.parent.name}/{path.name}" if path.parent.name == "checkpoints" else str(path)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") or (name == "cuda" and not torch.cuda.is_available()):
+        raise ConfigError(f"device must be auto, cpu or cuda (with a GPU present), got {name!r}")
+    return torch.device(name)
+
+
+def load_models(paths: list[Path], device: torch.device) -> dict:
+    """label -> model in eval mode, each rebuilt by :func:`fundus2ffa.checkpoint.load_model`: the safe load
+    path of test and predict (``torch.load(weights_only=True)``: no code from the file runs)."""
+    from fundus2ffa.checkpoint import load_model
+
+    models = {}
+    for path in paths:
+        model = load_model(path).to(device).eval()
+        model.fundus2ffa_image_size = training_size(path)  # predict.image_size=null uses it
+        model.fundus2ffa_ckpt_path = str(path)  # its stored data.preprocess
+        models[checkpoint_label(path)] = model
+    return models
+
+
+def training_size(path: Path, default: int = 256) -> int:
+    """``data.image_size`` of the run a checkpoint was trained in (its stored config), else ``default``."""
+    from fundus2ffa.checkpoint import checkpoint_config
+    from fundus2ffa.errors import CheckpointError
+
+    try:
+        return int(checkpoint_config(path).data.image_size)
+    except (CheckpointError, AttributeError, TypeError, ValueError):
+        return default
+
+
+def upload_preprocess(model, cfg: DictConfig):
+    """predict's preprocessing for this model: the checkpoint's stored ``data.preprocess`` (and its inverse),
+    ``predict.mode`` overriding the resize policy as in ``task=predict``."""
+    from fundus2ffa.predict import prediction_preprocess
+
+    settings = cfg.predict
+    size = int(settings.image_size or getattr(model, "fundus2ffa_image_size", 256))
+    run_cfg = OmegaConf.create({
+        "ckpt_path": getattr(model, "fundus2ffa_ckpt_path", None), "data": {"preprocess": {"size": size}},
+        "predict": {"mode": settings.mode, "image_size": size, "multiple": int(settings.multiple)},
+    })
+    return prediction_preprocess(run_cfg)
+
+
+@dataclass
+class Translation:
+    """One upload's outputs: uint8 RGB CF, grey FFA (the first frame for video models) and the files."""
+
+    cf: np.ndarray
+    ffa: np.ndarray
+    fov: np.ndarray
+    frames: list[np.ndarray] = field(default_factory=list)
+    png: Path | None = None
+    mp4: Path | None = None
+
+
+def fov_overlay(cf: np.ndarray, fov: np.ndarray) -> np.ndarray:
+    """The CF with the outline of its field of view drawn in green (2 px per 512 px of width)."""
+    contours, _ = cv2.findContours(fov.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    overlay = cf.copy()
+    cv2.drawContours(overlay, contours, -1, FOV_COLOUR, max(1, round(cf.shape[1] / 256)))
+    return overlay
+
+
+def blend(cf: np.ndarray, ffa: np.ndarray, opacity: float) -> np.ndarray:
+    """(1 - opacity) * CF + opacity * FFA (grey replicated), uint8 RGB."""
+    ffa_rgb = np.repeat(ffa[..., None], 3, axis=2) if ffa.ndim == 2 else ffa
+    mixed = (1.0 - float(opacity)) * cf.astype(np.float32) + float(opacity) * ffa_rgb.astype(np.float32)
+    return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
+
+
+def translate_upload(model, upload: str | Path, cfg: DictConfig, device: torch.device, out_dir: Path) -> Translation:
+    """Read an uploaded CF and translate it as ``task=predict`` does; write the PNG (and MP4) to download."""
+    from fundus2ffa.data.io import read_cf, write_png
+    from fundus2ffa.predict import translate_image, translate_video_frames, write_frames
+    from fundus2ffa.priors.fov import fov_mask
+
+    upload = Path(upload)
+    if upload.suffix.lower() not in UPLOAD_TYPES:
+        raise ConfigError(f"{upload.name} is not a JPEG, PNG or TIFF image; upload a colour fundus photograph ({', '.join(UPLOAD_TYPES)})")
+    try:
+        cf = read_cf(upload, allow_grey=bool(cfg.allow_grey_cf))
+    except DataError as exc:
+        grey = "greyscale" in str(exc)
+        reason = ("it is greyscale (an angiogram, or a grey export?); start the demo with allow_grey_cf=true to accept it"
+                  if grey else "it is corrupt or not an image; upload a JPEG, PNG or TIFF colour fundus photograph")
+        raise DataError(f"{upload.name} cannot be used as a colour fundus photograph: {reason}") from None
+    settings = cfg.predict
+    preprocess = upload_preprocess(model, cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"{upload.stem}_ffa"
+    if hasattr(model, "translate_video"):
+        num_frames = int(settings.num_frames or model.hparams.get("num_frames", 12))
+        frames = translate_video_frames(model, cf, preprocess, device, num_frames)
+        mp4 = Path(write_frames(stem, frames, "mp4", float(settings.fps)))
+        png = stem.with_suffix(".png")
+        write_png(png, frames[-1])
+        return Translation(cf, frames[-1], fov_mask(cf), frames, png, mp4)
+    ffa = translate_image(model, cf, preprocess, device)
+    png = stem.with_suffix(".png")
+    write_png(png, ffa)
+    return Translation(cf, ffa, fov_mask(cf), [], png, None)
+
+
+def build_demo(cfg: DictConfig, models: dict, device: torch.device):
+    """The Gradio Blocks of the demo (not launched)."""
+    import gradio as gr
+
+    labels = list(models)
+    work = Path(tempfile.mkdtemp(prefix="fundus2ffa_app_"))
+
+    def run(upload, label):
+        empty = (None, None, None, None, gr.update(value=None, visible=False), None,
+                 gr.update(maximum=1, value=0, visible=False), None)
+        if upload is None:
+            return ("Upload a colour fundus photograph (JPEG, PNG or TIFF).", *empty)
+        try:
+            model = models[label]
+            result = translate_upload(model, upload, cfg, device, work / f"{len(list(work.iterdir())):04d}")
+        except Fundus2FFAError as exc:
+            return (f"**Cannot use this upload:** {exc}", *empty)
+        ffa_rgb = np.repeat(result.ffa[..., None], 3, axis=2)
+        height, width = result.cf.shape[:2]
+        video = str(result.mp4) if result.mp4 else None
+        last = max(len(result.frames) - 1, 0)
+        frames = gr.update(maximum=max(last, 1), value=last, visible=bool(result.frames))
+        status = f"Generated with **{label}** at {width} x {height} px (predict.mode={cfg.predict.mode or 'as trained'})."
+        downloads = [str(p) for p in (result.png, result.mp4) if p]
+        return (status, (result.cf, ffa_rgb), blend(result.cf, result.ffa, 0.5), fov_overlay(result.cf, result.fov),
+                result.ffa, gr.update(value=video, visible=video is not None), downloads, frames, result)
+
+    def reblend(result, opacity):
+        return None if result is None else blend(result.cf, result.ffa, opacity)
+
+    def show_frame(result, index):
+        if result is None or not result.frames:
+            return None
+        return result.frames[int(min(max(index, 0), len(result.frames) - 1))]
+
+    with gr.Blocks(title="fundus2ffa demo", analytics_enabled=False) as demo:
+        gr.Markdown("# fundus2ffa: colour fundus to fluorescein angiography\n"
+                    "Research software, not a medical device: the generated angiogram is not a diagnosis.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                upload = gr.File(label="Colour fundus photograph (JPEG, PNG, TIFF; any size)", file_types=list(UPLOAD_TYPES),
+                                 type="filepath", elem_id="upload")
+                choice = gr.Dropdown(labels, value=labels[0], label="Checkpoint", elem_id="checkpoint")
+                button = gr.Button("Generate FFA", variant="primary", elem_id="generate")
+                status = gr.Markdown("Upload a colour fundus photograph (JPEG, PNG or TIFF).", elem_id="status")
+                files = gr.File(label="Download (PNG; MP4 for video models)", file_count="multiple", interactive=False,
+                                elem_id="downloads")
+            with gr.Column(scale=2):
+                compare = gr.ImageSlider(label="CF | generated FFA (drag to compare)", type="numpy", format="png",
+                                         interactive=False, elem_id="compare")
+                opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="FFA opacity over the CF", elem_id="opacity")
+                blended = gr.Image(label="Blend", type="numpy", height=320, format="png", interactive=False, elem_id="blend")
+        with gr.Row():
+            overlay = gr.Image(label="Field of view (green outline)", type="numpy", height=320, format="png", interactive=False, elem_id="fov")
+            generated = gr.Image(label="Generated FFA (input resolution)", type="numpy", height=320, format="png", interactive=False,
+                                 elem_id="generated")
+        any_video = any(hasattr(m, "translate_video") for m in models.values())
+        with gr.Row(visible=any_video):
+            player = gr.Video(label="Generated FFA video", interactive=False, visible=False, elem_id="video")
+            with gr.Column():
+                frame = gr.Slider(0, 1, value=0, step=1, label="Frame", visible=False, elem_id="frame")
+                frame_image = gr.Image(label="Frame", type="numpy", format="png", interactive=False, height=320,
+                                       elem_id="frame_image")
+        state = gr.State(None)
+        outputs = [status, compare, blended, overlay, generated, player, files, frame, state]
+        button.click(run, [upload, choice], outputs)
+        upload.upload(run, [upload, choice], outputs)
+        opacity.change(reblend, [state, opacity], blended)
+        frame.change(show_frame, [state, frame], frame_image)
+    return demo
+
+
+def launch(cfg: DictConfig, prevent_thread_lock: bool = False):
+    """Load the checkpoints, build the page and serve it; returns Gradio's (app, local url, share url)."""
+    import gradio as gr
+
+    device = pick_device(str(cfg.device))
+    models = load_models(checkpoint_paths(cfg), device)
+    demo = build_demo(cfg, models, device)
+    host = "0.0.0.0" if cfg.share_on_network else str(cfg.host)
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+    return demo.launch(
+        server_name=host, server_port=None if cfg.port is None else int(cfg.port), share=False,
+        prevent_thread_lock=prevent_thread_lock, max_file_size=f"{int(cfg.max_upload_mb)}mb", ssr_mode=False,
+        enable_monitoring=False, mcp_server=False, pwa=False, theme=theme, quiet=True, footer_links=[],
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        print((config_dir() / "app.yaml").read_text())
+        return
+    try:
+        launch(load_config(argv))
+    except Fundus2FFAError as exc:
+        sys.exit(f"error: {exc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Register a folder (or manifest) of CF/FFA pairs into a layout ``data=paired_folder`` trains on.
+
+    OUT_DIR/cf/<id>.png      the CF, unchanged (PNG)
+    OUT_DIR/ffa/<id>.png     the FFA warped into the CF frame
+    OUT_DIR/mask/<id>.png    the valid overlap (255 inside both fields of view after warping)
+    OUT_DIR/qc/<id>.png      checkerboard + vessel overlay, to judge the registration at a glance
+    OUT_DIR/video/<id>/<frame>.png   every frame of an FFA video (FFA_DIR/<id>/ a folder of frames),
+                             registered to the reference frame and with it into the CF frame
+    OUT_DIR/registration.csv one row per pair (and video frame): id, model, matrix, inliers, inlier
+                             ratio, residual px, status, reason
+    OUT_DIR/pairs.csv        manifest of the registered pairs (cf, ffa, mask, id, category, group, split)
+
+A pair that fails (too few inliers, degenerate transform, implausible scale, too little overlap,
+unreadable image) is a row with status ``failed`` and its reason, and nothing of it is written (stale
+files of an earlier run under its id are removed). Files are written atomically (temporary name, then
+rename), so an interrupted run never leaves a half-written image.
+"""
+
+import csv
+import json
+import logging
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from fundus2ffa.data.io import list_images, read_cf, read_grey, write_png
+from fundus2ffa.data.readers.folder import PairedFolder, stem_pairs
+from fundus2ffa.data.records import PairRecord
+from fundus2ffa.errors import DataError, Fundus2FFAError
+from fundus2ffa.priors.fov import fov_mask
+from fundus2ffa.registration.estimate import RegistrationOptions, estimate_transform
+from fundus2ffa.registration.outputs import qc_image, valid_mask, warp_into
+
+log = logging.getLogger(__name__)
+OUTPUT_DIRS = ("cf", "ffa", "mask", "qc")
+CSV_COLUMNS = ("id", "model", "matrix", "inliers", "matches", "inlier_ratio", "residual_px", "scale", "level", "status", "reason")
+
+
+@dataclass
+class PipelineOptions:
+    """Options beyond the estimate: ``min_overlap`` (fraction of the CF field of view the warped FFA
+    must cover), ``reference_frame`` (index of the video frame registered to the CF), ``allow_grey_cf``,
+    ``ffa_channel`` (luma | green)."""
+
+    min_overlap: float = 0.3
+    reference_frame: int = 0
+    allow_grey_cf: bool = False
+    ffa_channel: str = "luma"
+
+
+def _row(pair_id: str, model: str, estimate=None, status: str = "failed", reason: str = "") -> dict:
+    row = {column: "" for column in CSV_COLUMNS}
+    row.update(id=pair_id, model=model, status=status, reason=reason)
+    if estimate is not None:
+        row.update(
+            matrix=json.dumps(np.round(estimate.matrix, 8).tolist()) if estimate.matrix is not None else "",
+            inliers=estimate.inliers,
+            matches=estimate.matches,
+            inlier_ratio=round(estimate.inlier_ratio, 4),
+            residual_px=round(estimate.residual_px, 3) if np.isfinite(estimate.residual_px) else "",
+            scale=round(estimate.scale, 4) if np.isfinite(estimate.scale) else "",
+            level=estimate.level,
+        )
+    return row
+
+
+def _remove_outputs(out_dir: Path, pair_id: str) -> None:
+    for sub in OUTPUT_DIRS:
+        for stale in (out_dir / sub).glob(f"{pair_id}.*"):
+            stale.unlink()
+    video = out_dir / "video" / pair_id
+    if video.is_dir():
+        for frame in video.iterdir():
+            frame.unlink()
+        video.rmdir()
+
+
+def _write_all(out_dir: Path, pair_id: str, files: dict[str, np.ndarray]) -> None:
+    """Write every image of a pair (relative path -> array); on any error remove them all."""
+    try:
+        for relative, array in files.items():
+            write_png(out_dir / relative, array)
+    except Exception:
+        _remove_outputs(out_dir, pair_id)
+        raise
+
+
+def register_record(record: PairRecord, out_dir: Path, options: RegistrationOptions, pipeline: PipelineOptions) -> list[dict]:
+    """Register one pair (or one CF and an FFA video folder) and write its outputs; returns CSV rows."""
+    out_dir = Path(out_dir)
+    model = options.model
+    try:
+        cf = read_cf(record.cf, allow_grey=pipeline.allow_grey_cf)
+        video = Path(record.ffa).is_dir()
+        frames = list_images(record.ffa) if video else [Path(record.ffa)]
+        if not 0 <= pipeline.reference_frame < len(frames):
+            raise DataError(
+                f"--reference-frame {pipeline.reference_frame} is out of range for {record.ffa} ({len(frames)} frames)"
+            )
+        reference_path = frames[pipeline.reference_frame]
+        reference = read_grey(reference_path, channel=pipeline.ffa_channel)
+    except Fundus2FFAError as exc:
+        _remove_outputs(out_dir, record.id)
+        return [_row(record.id, model, reason=str(exc))]
+
+    estimate = estimate_transform(cf, reference, "cf", "ffa", options)
+    if estimate.ok:
+        mask = valid_mask(cf, reference, estimate.matrix)
+        cf_fov = max(1, int(fov_mask(cf).sum()))
+        overlap = mask.sum() / cf_fov
+        if overlap < pipeline.min_overlap:
+            estimate.ok = False
+            estimate.reason = f"overlap {overlap:.2f} of the CF field of view < --min-overlap {pipeline.min_overlap}"
+    if not estimate.ok:
+        _remove_outputs(out_dir, record.id)
+        return [_row(record.id, model, estimate, "failed", estimate.reason)]
+
+    warped = warp_into(reference, estimate.matrix, cf.shape)
+    files = {
+        f"cf/{record.id}.png": cf,
+        f"ffa/{record.id}.png": warped,
+        f"mask/{record.id}.png": mask * 255,
+        f"qc/{record.id}.png": qc_image(cf, warped, mask),
+    }
+    rows = [_row(record.id, model, estimate, "ok", "")]
+    if video:
+        for index, frame_path in enumerate(frames):
+            frame_id = f"{record.id}/{frame_path.stem}"
+            if index == pipeline.reference_frame:
+                files[f"video/{frame_id}.png"] = warped
+                rows.append(_row(frame_id, model, estimate, "ok", "reference frame"))
+                continue
+            frame = read_grey(frame_path, channel=pipeline.ffa_channel)
+            to_reference = estimate_transform(reference, frame, "ffa", "ffa", options)
+            if not to_reference.ok:
+                rows.append(_row(frame_id, model, to_reference, "failed", f"to the reference frame: {to_reference.reason}"))
+                continue
+            to_reference.matrix = estimate.matrix @ to_reference.matrix
+            files[f"video/{frame_id}.png"] = warp_into(frame, to_reference.matrix, cf.shape)
+            rows.append(_row(frame_id, model, to_reference, "ok", "via the reference frame"))
+    _remove_outputs(out_dir, record.id)
+    _write_all(out_dir, record.id, files)
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict], columns) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def _records(cf_dir, ffa_dir, manifest) -> list[PairRecord]:
+    if manifest is not None:
+        return PairedFolder(manifest=manifest).records()
+    if cf_dir is None or ffa_dir is None:
+        raise DataError("give CF_DIR and FFA_DIR (pairs matched by file name) or --manifest CSV")
+    for folder, name in ((cf_dir, "CF_DIR"), (ffa_dir, "FFA_DIR")):
+        if not Path(folder).is_dir():
+            raise DataError(f"{name} {folder} is not a folder; give the folder of the {name[:-4]} images.")
+    return stem_pairs(Path(cf_dir), Path(ffa_dir), videos=True)
+
+
+def register_pairs(
+    out_dir: str | Path,
+    cf_dir: str | Path | None = None,
+    ffa_dir: str | Path | None = None,
+    manifest: str | Path | None = None,
+    options: RegistrationOptions | None = None,
+    pipeline: PipelineOptions | None = None,
+    workers: int = 1,
+    progress: bool = True,
+) -> list[dict]:
+    """Register every pair (see the module docstring); returns the rows of registration.csv."""
+    options, pipeline = options or RegistrationOptions(), pipeline or PipelineOptions()
+    options.check()
+    out_dir = Path(out_dir)
+    records = _records(cf_dir, ffa_dir, manifest)
+    if Path(out_dir).resolve() in {Path(r.cf).parent.resolve() for r in records}:
+        raise DataError(f"OUT_DIR {out_dir} is an input folder; choose a new output folder.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, list[dict]] = {}
+    bar = tqdm(total=len(records), desc="register", unit="pair", disable=not progress)
+    if workers <= 1:
+        for record in records:
+            results[record.id] = register_record(record, out_dir, options, pipeline)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(register_record, r, out_dir, options, pipeline): r.id for r in records}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                bar.update()
+    bar.close()
+    rows = [row for record in records for row in results[record.id]]
+    _write_csv(out_dir / "registration.csv", rows, CSV_COLUMNS)
+    by_id = {r.id: r for r in records}
+    manifest_rows = [
+        {
+            "id": row["id"], "cf": f"cf/{row['id']}.png", "ffa": f"ffa/{row['id']}.png", "mask": f"mask/{row['id']}.png",
+            "category": by_id[row["id"]].category, "group": by_id[row["id"]].group, "split": by_id[row["id"]].split,
+        }
+        for row in rows if row["status"] == "ok" and row["id"] in by_id
+    ]
+    _write_csv(out_dir / "pairs.csv", manifest_rows, ("id", "cf", "ffa", "mask", "category", "group", "split"))
+    (out_dir / "registration_options.json").write_text(json.dumps({**asdict(options), **asdict(pipeline)}, indent=2))
+    return rows

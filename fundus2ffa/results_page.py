@@ -1,0 +1,204 @@
+"""The results page of a run: ``<run>/results/index.html``, one static file that opens from disk.
+
+What pix2pix users expect after ``test.py`` (junyanz/pytorch-CycleGAN-and-pix2pix writes an HTML table of
+input | output | target per test image), with what this framework measures beside each image:
+
+- one row per test image: CF | real FFA | generated FFA | absolute error (video models: the CF, a strip
+  of real over generated frames and the generated MP4 in a ``<video>`` player), then its metrics from
+  ``test_per_image.csv``; a click on any column header sorts by it (a few lines of inline JavaScript);
+- the summary table of ``metrics.json`` (val and test) with the trivial-baseline rows where
+  ``metrics.json`` has them (key ``baselines``: name -> metrics, or name -> {stage: metrics});
+- the run's resolved configuration (``config_resolved.yaml``).
+
+Images are written once by :class:`fundus2ffa.callbacks.test_outputs.TestOutputs` during the test step,
+under ``results/images`` and ``results/videos``, and referenced by relative links, not inlined: a page
+of a few hundred test images stays small and the PNGs stay usable on their own.
+
+Regenerate a page: ``python -m fundus2ffa.results_page <run dir>``.
+"""
+
+import csv
+import hashlib
+import html
+import json
+import re
+import sys
+from pathlib import Path
+
+from fundus2ffa.errors import DataError
+
+RESULTS_DIR = "results"
+IMAGE_KINDS = ("cf", "real", "fake", "error")
+COLUMN_TITLES = {"cf": "CF", "real": "real FFA", "fake": "generated FFA", "error": "|generated - real|",
+                 "strip": "frames: real (top) / generated (bottom)", "video": "generated video"}
+
+
+def item_stem(item_id: str) -> str:
+    """A file-name stem for a test item id (ids hold '/', e.g. ``abnormal/3``): readable and collision-free."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", item_id).strip("_.")[:60] or "item"
+    return f"{readable}-{hashlib.sha1(item_id.encode()).hexdigest()[:6]}"
+
+
+def result_files(results_dir: Path, item_id: str) -> dict[str, Path]:
+    """Where the per-image outputs of ``item_id`` live under ``results_dir`` (one place for writer and page)."""
+    stem = item_stem(item_id)
+    files = {kind: Path(results_dir) / "images" / f"{stem}_{kind}.png" for kind in (*IMAGE_KINDS, "strip")}
+    files["video"] = Path(results_dir) / "videos" / f"{stem}.mp4"
+    return files
+
+
+def _number(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number else None  # NaN -> None
+
+
+def _fmt(value) -> str:
+    number = _number(value)
+    return html.escape(str(value)) if number is None else f"{number:.4g}"
+
+
+def summary_rows(metrics: dict) -> list[tuple[str, dict]]:
+    """(label, {metric: value}) rows: val and test of this run, then every trivial baseline."""
+    rows = [(f"this run ({stage})", metrics[stage]) for stage in ("val", "test") if isinstance(metrics.get(stage), dict)]
+    for name, values in (metrics.get("baselines") or {}).items():
+        if not isinstance(values, dict):
+            continue
+        staged = {k: v for k, v in values.items() if isinstance(v, dict)}
+        if staged:
+            rows += [(f"baseline {name} ({stage})", v) for stage, v in staged.items()]
+        else:
+            rows.append((f"baseline {name}", values))
+    return rows
+
+
+def _metric_keys(dicts: list[dict], skip: tuple = ()) -> list[str]:
+    keys = []
+    for values in dicts:
+        keys += [k for k, v in values.items() if k not in skip and k not in keys and _number(v) is not None]
+    return sorted(keys, key=lambda k: ("/" in k, k))
+
+
+def _link(path: Path, results_dir: Path) -> str:
+    return html.escape(path.relative_to(results_dir).as_posix(), quote=True)
+
+
+def _image_cells(results_dir: Path, item_id: str, video: bool) -> list[str]:
+    files = result_files(results_dir, item_id)
+    kinds = ("cf", "strip", "video") if video else IMAGE_KINDS
+    cells = []
+    for kind in kinds:
+        path = files[kind]
+        if not path.is_file():
+            cells.append('<td class="missing">not written</td>')
+        elif kind == "video":
+            cells.append(f'<td><video src="{_link(path, results_dir)}" controls loop muted preload="metadata"></video></td>')
+        else:
+            cells.append(f'<td><a href="{_link(path, results_dir)}"><img src="{_link(path, results_dir)}" '
+                         f'alt="{kind} {html.escape(item_id, quote=True)}"></a></td>')
+    return cells
+
+
+SORTER = """
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  table.querySelectorAll("th[data-col]").forEach(function (th) {
+    th.addEventListener("click", function () {
+      var col = Number(th.dataset.col), asc = th.dataset.dir !== "asc";
+      table.querySelectorAll("th[data-col]").forEach(function (o) { delete o.dataset.dir; });
+      th.dataset.dir = asc ? "asc" : "desc";
+      var body = table.tBodies[0], rows = Array.from(body.rows);
+      rows.sort(function (a, b) {
+        var x = a.cells[col].dataset.v, y = b.cells[col].dataset.v;
+        var nx = parseFloat(x), ny = parseFloat(y), numeric = !isNaN(nx) && !isNaN(ny);
+        var c = numeric ? nx - ny : String(x).localeCompare(String(y));
+        return asc ? c : -c;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+"""
+
+STYLE = """
+body { font-family: sans-serif; margin: 1.5em; } table { border-collapse: collapse; }
+td, th { border: 1px solid #ccc; padding: 4px 6px; text-align: center; }
+th[data-col] { cursor: pointer; background: #eef; } th[data-dir="asc"]::after { content: " \\25B2"; }
+th[data-dir="desc"]::after { content: " \\25BC"; } img, video { max-width: 256px; max-height: 256px; min-width: 96px; }
+td.missing { color: #a00; } pre { background: #f6f6f6; padding: 1em; overflow: auto; max-height: 40em; }
+"""
+
+
+def render(results_dir: Path, metrics: dict, rows: list[dict], config_text: str, title: str) -> str:
+    """The page's HTML (pure: reads only the per-image files' existence)."""
+    video = any(result_files(results_dir, str(r.get("id", "")))["video"].is_file() for r in rows)
+    image_titles = [COLUMN_TITLES[k] for k in (("cf", "strip", "video") if video else IMAGE_KINDS)]
+    row_keys = _metric_keys(rows, skip=("id", "category"))
+    head = ['<th data-col="0">id</th>', '<th data-col="1">category</th>', *(f"<th>{t}</th>" for t in image_titles)]
+    first_metric = 2 + len(image_titles)
+    head += [f'<th data-col="{first_metric + j}">{html.escape(k)}</th>' for j, k in enumerate(row_keys)]
+    body = []
+    for row in rows:
+        item_id = str(row.get("id", ""))
+        cells = [f'<td data-v="{html.escape(item_id, quote=True)}">{html.escape(item_id)}</td>',
+                 f'<td data-v="{html.escape(str(row.get("category") or ""), quote=True)}">{html.escape(str(row.get("category") or ""))}</td>',
+                 *_image_cells(results_dir, item_id, video)]
+        for key in row_keys:
+            number = _number(row.get(key))
+            cells.append(f'<td data-v="{"" if number is None else repr(number)}">{_fmt(row.get(key, ""))}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+
+    summary = summary_rows(metrics)
+    summary_keys = _metric_keys([values for _, values in summary])
+    summary_head = '<th data-col="0">run</th>' + "".join(
+        f'<th data-col="{j + 1}">{html.escape(k)}</th>' for j, k in enumerate(summary_keys))
+    summary_body = "".join(
+        "<tr>" + f'<td data-v="{html.escape(label, quote=True)}">{html.escape(label)}</td>'
+        + "".join(f'<td data-v="{"" if _number(v.get(k)) is None else repr(_number(v.get(k)))}">{_fmt(v.get(k, ""))}</td>'
+                  for k in summary_keys) + "</tr>"
+        for label, v in summary)
+    facts = {k: metrics.get(k) for k in ("model", "checkpoint", "epoch", "global_step") if metrics.get(k) is not None}
+    facts_html = "".join(f"<li>{html.escape(k)}: <code>{html.escape(str(v))}</code></li>" for k, v in facts.items())
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style></head>
+<body>
+<h1>{html.escape(title)}</h1>
+<ul>{facts_html}</ul>
+<h2>Summary</h2>
+<table id="summary" class="sortable"><thead><tr>{summary_head}</tr></thead><tbody>{summary_body}</tbody></table>
+<h2>Test images ({len(rows)})</h2>
+<p>Click a column header to sort. Error: |generated - real| on 8-bit images, black 0 to yellow at half the range.</p>
+<table id="per-image" class="sortable"><thead><tr>{"".join(head)}</tr></thead><tbody>{"".join(body)}</tbody></table>
+<h2>Configuration</h2>
+<pre>{html.escape(config_text)}</pre>
+<script>{SORTER}</script>
+</body></html>
+"""
+
+
+def write_results_page(run_dir: Path, title: str | None = None) -> Path:
+    """Write ``<run_dir>/results/index.html`` from the run's metrics.json, test_per_image.csv and config."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataError(f"run folder {run_dir} does not exist; pass the folder that holds metrics.json")
+    metrics_path = run_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    rows_path = run_dir / "test_per_image.csv"
+    rows = list(csv.DictReader(rows_path.open(newline=""))) if rows_path.is_file() else []
+    config_path = run_dir / "config_resolved.yaml"
+    config_text = config_path.read_text() if config_path.is_file() else "(config_resolved.yaml not found)"
+    results_dir = run_dir / RESULTS_DIR
+    results_dir.mkdir(parents=True, exist_ok=True)
+    page = render(results_dir, metrics, rows, config_text, title or f"fundus2ffa results: {run_dir.name}")
+    target = results_dir / "index.html"
+    tmp = target.with_name(target.name + ".part")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(target)
+    return target
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m fundus2ffa.results_page <run dir>")
+    print(write_results_page(Path(sys.argv[1])))

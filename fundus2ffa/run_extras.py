@@ -1,0 +1,164 @@
+"""What a run does around training, in the habits of ashleve/lightning-hydra-template.
+
+- :func:`print_config_tree`: the composed config as a rich tree at start, also saved as
+  ``<run>/config_tree.log`` (the template's ``print_config_tree``);
+- :func:`route_library_logs`: Lightning's log lines reach Hydra's handlers, so ``<run>/run.log`` holds
+  the run's log (Lightning gives its logger a private console handler, and stops propagation, when it
+  is imported before Hydra configures logging, which left run.log empty);
+- :func:`log_config`: the resolved config, the tags and the parameter counts sent to every logger
+  (W&B config, TensorBoard hparams, MLflow params, CSV hparams.yaml);
+- :func:`optimized_metric`: the value ``main`` returns to a sweeper (Optuna: ``hparams_search=...``),
+  always a validation metric: tuning on the test split would leak it into model selection;
+- :func:`finish_run`: the results page (:mod:`fundus2ffa.results_page`) after metrics.json is written.
+"""
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from fundus2ffa.errors import ConfigError
+
+log = logging.getLogger("fundus2ffa")
+
+TREE_ORDER = ("task", "tags", "data", "model", "generator", "discriminator", "loss", "trainer", "callbacks", "logger", "paths")
+LIBRARY_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
+
+
+def route_library_logs() -> None:
+    """Let Lightning's loggers propagate to the root logger once Hydra has configured it (run.log).
+
+    Removes only the bare console handler Lightning added at import; harmless when called twice."""
+    if not logging.getLogger().hasHandlers():
+        return
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                logger.removeHandler(handler)
+        logger.propagate = True
+
+
+def config_tree(cfg: DictConfig, resolve: bool = True):
+    """A :class:`rich.tree.Tree` of ``cfg``: one branch per top-level key, the order of TREE_ORDER first."""
+    import rich.syntax
+    import rich.tree
+
+    tree = rich.tree.Tree("CONFIG", style="dim", guide_style="dim")
+    keys = [k for k in TREE_ORDER if k in cfg] + [k for k in cfg if k not in TREE_ORDER]
+    for key in keys:
+        node = cfg[key]
+        branch = tree.add(str(key), style="bold", guide_style="dim")
+        if isinstance(node, DictConfig):
+            text = OmegaConf.to_yaml(node, resolve=resolve)
+        else:
+            text = str(OmegaConf.to_container(OmegaConf.create({key: node}), resolve=resolve)[key]) if resolve else str(node)
+        branch.add(rich.syntax.Syntax(text, "yaml", theme="ansi_dark", word_wrap=True))
+    return tree
+
+
+def print_config_tree(cfg: DictConfig, save_dir: str | Path | None = None, resolve: bool = True) -> None:
+    """Print the config tree to the console and write it, without colour codes, to ``<save_dir>/config_tree.log``."""
+    import rich
+    from rich.console import Console
+
+    tree = config_tree(cfg, resolve=resolve)
+    rich.print(tree)
+    if save_dir is not None:
+        path = Path(save_dir) / "config_tree.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as handle:
+            Console(file=handle, width=120, no_color=True, color_system=None).print(tree)
+
+
+def config_hparams(cfg: DictConfig, model=None) -> dict:
+    """The resolved config, the tags and (with ``model``) its parameter counts, as plain containers.
+
+    Hydra's own node is not part of ``cfg`` (it lives in HydraConfig); nothing here runs code."""
+    params = OmegaConf.to_container(cfg, resolve=True)
+    params["tags"] = list(cfg.get("tags") or [])
+    if model is not None:
+        params["model/params/total"] = sum(p.numel() for p in model.parameters())
+        params["model/params/trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return params
+
+
+def log_config(cfg: DictConfig, loggers: list, model=None) -> dict:
+    """Send :func:`config_hparams` to every logger; returns what was sent.
+
+    TensorBoard and CSV write ``hparams.yaml``, W&B fills the run's config, MLflow logs (flattened)
+    params; tags also go to W&B's run tags when the logger has them in its config."""
+    params = config_hparams(cfg, model)
+    for logger in loggers:
+        logger.log_hyperparams(params)
+    return params
+
+
+def optimized_metric(cfg: DictConfig, results) -> float | None:
+    """The value of ``cfg.optimized_metric`` (e.g. ``val/psnr``) in ``results``; None when nothing was trained.
+
+    Only validation metrics are allowed: a sweeper that maximised a test metric would select on the test set."""
+    name = cfg.get("optimized_metric")
+    if not name or not isinstance(results, dict):
+        return None
+    stage, _, key = str(name).partition("/")
+    if stage != "val" or not key:
+        raise ConfigError(
+            f"optimized_metric={name} is not a validation metric; sweeps must optimise val/<metric> "
+            "(e.g. optimized_metric=val/psnr), never the test split"
+        )
+    values = results.get("val") or {}
+    if not values:  # no validation split: nothing to optimise
+        return None
+    if key not in values:
+        raise ConfigError(
+            f"optimized_metric={name} was not logged; this run logged val/{', val/'.join(sorted(values)) or '(nothing)'}"
+        )
+    return float(values[key])
+
+
+def finish_run(cfg: DictConfig, trainer) -> None:
+    """After metrics.json: the results page of the test images (rank 0, when the run tested)."""
+    if not trainer.is_global_zero:
+        return
+    out = Path(cfg.paths.output_dir)
+    if (out / "test_per_image.csv").is_file() or (out / "results").is_dir():
+        from fundus2ffa.results_page import write_results_page
+
+        page = write_results_page(out)
+        log.info("results page: %s", page)
+
+
+def start_run(cfg: DictConfig) -> None:
+    """At the start of ``main`` (rank 0): route Lightning's logs to run.log, print and save the config tree.
+
+    A config that does not resolve yet (a ``???`` value) is shown unresolved; the checks that follow
+    name the missing key."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    route_library_logs()
+    if rank_zero_only.rank != 0:
+        return
+    try:
+        save_dir = cfg.paths.output_dir
+        OmegaConf.to_container(cfg, resolve=True)
+        resolve = True
+    except Exception:  # noqa: BLE001 - shown unresolved; check_config reports the problem
+        save_dir, resolve = None, False
+    print_config_tree(cfg, save_dir=save_dir, resolve=resolve)
+
+
+def mlflow_logger(tracking_uri: str | None = None, **kwargs):
+    """Lightning's MLFlowLogger; a local ``file:`` store is allowed explicitly.
+
+    MLflow 3 keeps its file store in maintenance mode and refuses it unless ``MLFLOW_ALLOW_FILE_STORE``
+    is set; a folder of runs beside ``outputs/`` is what a single researcher wants (no database to run),
+    so a ``file:`` URI sets it (an existing value in the environment wins). Other URIs (``sqlite:``,
+    ``http:``) are passed through untouched."""
+    import os
+
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    if tracking_uri and str(tracking_uri).startswith("file:"):
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return MLFlowLogger(tracking_uri=tracking_uri, **kwargs)

@@ -1,0 +1,137 @@
+"""Registration (issue 11 item 1-2): known transforms are recovered, failures are reported and not
+written, and the output trains with data=paired_folder.
+
+Real FFA frames are not read here (tests must not depend on ../shared); the synthetic retina stands in,
+and the real-image accuracy is measured by ``python -m fundus2ffa.registration.bench`` (README table).
+"""
+
+import csv
+import json
+import logging
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import compose_run
+from fundus2ffa.data.io import write_png
+from fundus2ffa.data.readers.folder import PairedFolder
+from fundus2ffa.data.synthetic.retina import synthesize_eye
+from fundus2ffa.errors import ConfigError
+from fundus2ffa.register import main as register_main
+from fundus2ffa.registration import RegistrationOptions, estimate_transform
+from fundus2ffa.registration.bench import corner_error, intensity_change, random_similarity
+
+SIZE = 256
+
+
+def _case(seed: int, fixed_kind: str):
+    eye = synthesize_eye(seed, SIZE)
+    rng = np.random.default_rng(seed)
+    truth = random_similarity(rng, SIZE, SIZE)
+    moving = intensity_change(rng, cv2.warpPerspective(eye.frames[1], truth, (SIZE, SIZE)))
+    fixed = eye.cf if fixed_kind == "cf" else eye.frames[1]
+    return fixed, moving, truth
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_recovers_known_similarity_cf_to_ffa(seed):
+    fixed, moving, truth = _case(seed, "cf")
+    estimate = estimate_transform(fixed, moving, "cf", "ffa", RegistrationOptions())
+    assert estimate.ok, estimate.reason
+    # rotation <= 20 deg, scale 0.8-1.25, shift <= 15 %: recovered to within 2 px at 256 px
+    assert corner_error(estimate.matrix, truth, SIZE, SIZE) < 2.0
+    assert estimate.inliers >= 12 and estimate.residual_px < 2.0
+
+
+@pytest.mark.parametrize("model", ["affine", "homography"])
+def test_same_modality_other_models(model):
+    fixed, moving, truth = _case(3, "ffa")
+    estimate = estimate_transform(fixed, moving, "ffa", "ffa", RegistrationOptions(model=model))
+    assert estimate.ok, estimate.reason
+    assert corner_error(estimate.matrix, truth, SIZE, SIZE) < 2.0
+
+
+def test_implausible_scale_is_refused():
+    eye = synthesize_eye(4, SIZE)
+    zoom = np.array([[1.6, 0, -0.3 * SIZE], [0, 1.6, -0.3 * SIZE], [0, 0, 1]])
+    moving = cv2.warpPerspective(eye.frames[1], zoom, (SIZE, SIZE))
+    options = RegistrationOptions(scale_range=(0.8, 1.25))
+    estimate = estimate_transform(eye.cf, moving, "cf", "ffa", options)
+    assert not estimate.ok and "implausible scale" in estimate.reason and "--scale-range" in estimate.reason
+
+
+def test_bad_option_names_the_flag():
+    with pytest.raises(ConfigError, match="--model"):
+        RegistrationOptions(model="rigidish").check()
+
+
+def _raw_pairs(root, seeds=(10, 11, 12, 13)):
+    """CF/FFA folders: displaced synthetic pairs, one video (two frames) and one pair without vessels."""
+    cf_dir, ffa_dir = root / "cf", root / "ffa"
+    truths = {}
+    for seed in seeds:
+        eye = synthesize_eye(seed, SIZE)
+        rng = np.random.default_rng(seed)
+        truth = random_similarity(rng, SIZE, SIZE)
+        truths[f"eye{seed}"] = truth
+        write_png(cf_dir / f"eye{seed}.png", eye.cf)
+        write_png(ffa_dir / f"eye{seed}.png", cv2.warpPerspective(eye.frames[1], truth, (SIZE, SIZE)))
+    video = synthesize_eye(20, SIZE)
+    write_png(cf_dir / "video.png", video.cf)
+    for index in (1, 2):
+        write_png(ffa_dir / "video" / f"frame{index}.png", video.frames[index])
+    write_png(cf_dir / "blank.png", synthesize_eye(21, SIZE).cf)
+    write_png(ffa_dir / "blank.png", np.full((SIZE, SIZE), 90, np.uint8))  # no vessels: must fail
+    return cf_dir, ffa_dir, truths
+
+
+def test_register_cli_writes_pairs_reports_failures_and_trains(tmp_path, caplog):
+    cf_dir, ffa_dir, truths = _raw_pairs(tmp_path / "raw")
+    out = tmp_path / "registered"
+    write_png(out / "ffa" / "blank.png", np.zeros((8, 8), np.uint8))  # stale output of an earlier run
+    status = register_main([str(cf_dir), str(ffa_dir), str(out), "--workers", "2", "--no-progress"])
+    assert status == 0
+
+    rows = {row["id"]: row for row in csv.DictReader((out / "registration.csv").open())}
+    assert rows["blank"]["status"] == "failed" and "too few" in rows["blank"]["reason"]
+    for sub in ("cf", "ffa", "mask", "qc"):
+        assert not (out / sub / "blank.png").exists()  # failed: nothing written, stale file removed
+    assert not list(out.rglob("*.part"))
+    for pair_id, truth in truths.items():
+        row = rows[pair_id]
+        assert row["status"] == "ok", row["reason"]
+        assert corner_error(np.array(json.loads(row["matrix"])), truth, SIZE, SIZE) < 2.0
+        assert float(row["inlier_ratio"]) > 0 and float(row["residual_px"]) < 2.0
+        mask = np.asarray(Image.open(out / "mask" / f"{pair_id}.png"))
+        warped = np.asarray(Image.open(out / "ffa" / f"{pair_id}.png"))
+        assert mask.shape == warped.shape == (SIZE, SIZE) and set(np.unique(mask)) <= {0, 255}
+        assert warped[mask == 0].mean() < warped[mask > 0].mean()  # outside the overlap: padding
+        assert np.asarray(Image.open(out / "qc" / f"{pair_id}.png")).ndim == 3
+    # the video: every frame registered to the reference frame and with it to the CF
+    assert rows["video"]["status"] == "ok" and rows["video/frame2"]["status"] == "ok"
+    assert sorted(p.name for p in (out / "video" / "video").iterdir()) == ["frame1.png", "frame2.png"]
+
+    # the output is a paired_folder with valid masks ...
+    records = PairedFolder(root=out).records()
+    assert {r.id for r in records} == set(truths) | {"video"}
+    assert all(dict(r.masks).get("valid") is not None for r in records)
+    # ... that trains (tiny), with the mask in the batches and the baselines in metrics.json
+    cfg = compose_run(
+        [
+            "debug=smoke", "data=paired_folder", f"data.reader.root={out}", "data.image_size=64",
+            "data.train_transform.load_size=72", "data.split.train=0.5", "data.split.val=0.25",
+            "data.split.test=0.25", "generator=unet_256", "generator.num_downs=6",
+        ],
+        tmp_path / "run",
+    )
+    from fundus2ffa.run import run
+
+    with caplog.at_level(logging.WARNING):
+        results = run(cfg)
+    assert "holds only" in caplog.text  # 5 pairs: the val and test splits hold fewer than 3
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {"vessel_dice", "leakage_dice"} <= set(metrics["test"])
+    assert {"constant", "linear"} <= set(metrics["baselines"])
+    assert np.isfinite(results["test"]["psnr"])
