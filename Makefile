@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --constraint constraints.txt --editable ".[test,app,mlflow,optuna]"
+	$(PY) -m pip install --quiet --constraint constraints.txt --editable ".[test,export,lpips,app,mlflow,optuna]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -19,3 +19,7 @@ class WeightsError(Fundus2FFAError, FileNotFoundError):
 
 class CheckpointError(DataError):
     """A checkpoint is missing, corrupt, truncated, refused as unsafe, or cannot be written (disk full)."""
+
+
+class ExportError(Fundus2FFAError, RuntimeError):
+    """A model cannot be exported, or its exported graph disagrees with PyTorch."""

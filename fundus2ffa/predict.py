@@ -8,7 +8,10 @@ no half-written prediction folder. Each CF is prepared by the training preproces
 field-of-view crop, resize policy, padding) and the output mapped back into the input's geometry by its
 inverse. ``predict.mode`` overrides the resize policy: ``resize`` squeezes each image to
 ``predict.image_size`` square; ``native`` runs the fully convolutional generator at the native
-resolution, reflection-padded to a multiple of ``predict.multiple``.
+resolution, reflection-padded to a multiple of ``predict.multiple`` (tiled above
+``predict.tiled.auto_above``); ``tiled`` runs the native-scale network input in overlapping tiles
+(``predict.tiled.*``, inference/tiled.py). The translation streams through a DataLoader and
+``Trainer.predict`` (inference/streaming.py), one :class:`Preprocess` for every input.
 
 Videos (reference_spec 4.7): ``predict.num_frames`` frames (12 by default; there is no ground truth to
 take T from) at the input's resolution, written as ``<stem>.mp4`` (H.264 through imageio-ffmpeg's bundled
@@ -52,7 +55,8 @@ def prediction_preprocess(cfg: DictConfig) -> Preprocess:
     """The checkpoint's own preprocessing (its stored ``data.preprocess``: how the model was trained, so
     native-scale crop models run at native scale, issue 10.3), else the composed ``data.preprocess``;
     ``predict.mode`` overrides the resize policy: resize (``predict.image_size`` square) | native (padded
-    to ``predict.multiple``)."""
+    to ``predict.multiple``) | tiled (native scale, unpadded: the network input, field-of-view crop
+    included, is run in overlapping tiles by inference/streaming.py, each padded to ``predict.multiple``)."""
     settings = None
     if cfg.get("ckpt_path"):
         try:
@@ -68,8 +72,10 @@ def prediction_preprocess(cfg: DictConfig) -> Preprocess:
         preprocess = replace(preprocess, resize="square", size=int(cfg.predict.image_size), multiple=1)
     elif mode == "native":
         preprocess = replace(preprocess, resize="native", multiple=int(cfg.predict.multiple))
+    elif mode == "tiled":
+        preprocess = replace(preprocess, resize="native", multiple=1)
     elif mode is not None:
-        raise ConfigError(f"predict.mode must be null (the checkpoint's data.preprocess), resize or native, got {mode!r}")
+        raise ConfigError(f"predict.mode must be null (the checkpoint's data.preprocess), resize, native or tiled, got {mode!r}")
     return preprocess
 
 
@@ -128,42 +134,15 @@ def write_frames(path_stem: Path, frames: list[np.ndarray], video_format: str, f
 
 def predict(cfg: DictConfig) -> list[str]:
     """Translate every image of ``predict.input_dir`` (folder, file or glob) into ``predict.output_dir``;
-    returns the written paths. Inputs, output folder and existing outputs are checked before the model runs."""
+    returns the written paths. Inputs, output folder and existing outputs are checked before the model
+    runs; the translation streams in batches on the devices of ``trainer=`` (inference/streaming.py)."""
+    from fundus2ffa.inference.streaming import predict_streaming
+
     settings = cfg.predict
     inputs = resolve_inputs(settings.input_dir)
     names = output_names(inputs)
-    allow_grey = bool(cfg.data.get("reader", {}).get("allow_grey_cf", False))
-    images = [(path, read_cf(path, allow_grey=allow_grey)) for path in inputs]  # check all before writing
     out_dir = Path(settings.output_dir)
     check_output_dir(out_dir)
-    video = None
-
     model = load_model(cfg.ckpt_path, cfg.model.get("_target_"))
     preprocess = prediction_preprocess(cfg)
-    for path, cf in images:  # an empty field of view fails before anything is written
-        preprocess.plan(cf, name=f"CF {path}")
-    if hasattr(model, "translate_video"):
-        video = _video_settings(settings, int(getattr(model, "hparams", {}).get("num_frames", 12)))
-    accelerator = cfg.trainer.get("accelerator", "auto")
-    use_cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
-    device = torch.device("cuda" if use_cuda else "cpu")
-    model.to(device).eval()
-
-    output_format = video[0] if video is not None else "png"
-    suffix = "" if video is not None and output_format == "png" else f".{output_format}"  # png video: a folder
-    check_overwrite([out_dir / f"{name}{suffix}" for name in names], inputs, bool(settings.get("overwrite", False)))
-    written = []
-    if video is not None:
-        video_format, num_frames, fps = video
-        for name, (_, cf) in zip(names, images):
-            frames = translate_video_frames(model, cf, preprocess, device, num_frames)
-            written.append(write_frames(out_dir / name, frames, video_format, fps))
-        log.info("wrote %d generated videos (%s, %d frames) to %s", len(written), video_format, num_frames, out_dir)
-        return written
-    for name, (_, cf) in zip(names, images):
-        ffa = translate_image(model, cf, preprocess, device)
-        target = out_dir / f"{name}.png"
-        write_png(target, ffa)
-        written.append(str(target))
-    log.info("wrote %d predictions to %s", len(written), out_dir)
-    return written
+    return predict_streaming(cfg, model, inputs, names, preprocess, check_overwrite)

@@ -129,3 +129,18 @@ def data_overrides(name: str, isfahan: Path, paired: Path, video_csv: Path | Non
         "paired_folder": ["data=paired_folder", f"data.reader.root={paired}", "data.num_workers=0"],
         "uwf_phases": ["data=uwf_phases", f"data.reader.root={UWF}"],
     }[name]
+
+
+def tiny_checkpoint(path: Path, *overrides: str) -> Path:
+    """A loadable checkpoint of an untrained tiny model (default: pix2pix, U-Net ngf 4, 5 downsamplings),
+    written without training: the state dict, the hyperparameters and the class, as Lightning's are."""
+    from hydra.utils import instantiate
+
+    cfg = compose_run(list(overrides) or ["model=pix2pix", "generator.ngf=4", "generator.num_downs=5"])
+    model = instantiate(cfg.model, _recursive_=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({
+        "state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams), "pytorch-lightning_version": "2.6.6",
+        "fundus2ffa_target": f"{type(model).__module__}.{type(model).__qualname__}",
+    }, path)
+    return path

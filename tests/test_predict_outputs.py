@@ -49,15 +49,18 @@ def _predict(ckpt: Path, source, out: Path, *extra: str):
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Counts the model's translations (to prove a refusal came before the model ran)."""
+    """Counts the model's translations, one per output (to prove a refusal came before the model ran).
+    Predict streams through inference/streaming.py, whose ``_finish`` turns each translation into an output."""
+    from fundus2ffa.inference.streaming import StreamingPredictor
+
     counter = {"n": 0}
-    original = predict_module.translate_image
+    original = StreamingPredictor._finish
 
     def counting(*args, **kwargs):
         counter["n"] += 1
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(predict_module, "translate_image", counting)
+    monkeypatch.setattr(StreamingPredictor, "_finish", counting)
     return counter
 
 

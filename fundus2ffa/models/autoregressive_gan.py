@@ -100,6 +100,7 @@ class AutoregressiveVideoGAN(GANModule):
             psnr/ssim the code's); ``fvd``: FVD with the I3D weights, ``fvd_mode`` dataset (logged as
             fvd) and/or per_video_compat (the paper's per-video number, logged as fvd_compat).
         compile: torch.compile G and D.
+        ema: {enabled, decay, start_step, every_n_steps}: EMA generator (models/ema.py).
     """
 
     def __init__(
@@ -121,6 +122,7 @@ class AutoregressiveVideoGAN(GANModule):
         metrics: DictConfig | None = None,
         eval_mode: str = "eval",
         compile: bool = False,
+        ema: DictConfig | None = None,
     ):
         super().__init__()
         if kind not in KINDS:
@@ -198,6 +200,7 @@ class AutoregressiveVideoGAN(GANModule):
         # training videos seen so far (the scheduled-sampling counter s); a buffer, so checkpoints keep it
         self.register_buffer("videos_seen", torch.zeros((), dtype=torch.long))
         self._fvd: dict = {}
+        self.setup_ema(ema, ("generator",))
 
     # ----------------------------------------------------------------- named terms
     # properties, not attributes: an attribute would register the term a second time (state_dict twice)
@@ -295,20 +298,23 @@ class AutoregressiveVideoGAN(GANModule):
 
     # ----------------------------------------------------------------- inference
     @torch.no_grad()
-    def translate_video(self, cf: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+    def translate_video(self, cf: torch.Tensor, num_frames: int | None = None, step=None) -> torch.Tensor:
         """CF N x 3 x H x W in [-1, 1] -> generated video N x T x 1 x H x W in [-1, 1] (spec 4.7).
 
         The window loop with the previous generated window always fed back; frame t is the mean of the
         predictions of the windows that cover it (t-2, t-1, t; indices >= T skipped). ``num_frames``: T
-        (the ground truth's length at evaluation; default ``model.num_frames``, 12).
+        (the ground truth's length at evaluation; default ``model.num_frames``, 12). ``step``: what runs
+        one window step, concat(CF, previous window) N x 6 x H x W -> next window N x 3 x H x W (default
+        the generator, its EMA copy when enabled; inference/tiled.py passes a tiled one).
         """
+        step = step or self.eval_net("generator")
         frames = int(num_frames or self.hparams.num_frames)
         n, _, h, w = cf.shape
         total = cf.new_zeros(n, frames, h, w, dtype=torch.float32)
         count = torch.zeros(frames, dtype=torch.float32)
         previous = cf
         for start in range(frames):
-            window = self.generator(torch.cat([cf, previous], 1))
+            window = step(torch.cat([cf, previous], 1))
             for j in range(WINDOW):
                 if start + j < frames:
                     total[:, start + j] += window[:, j].float()

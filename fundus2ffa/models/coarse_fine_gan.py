@@ -136,6 +136,7 @@ class CoarseFineGAN(GANModule):
             stretched 12-tap kernel of PIL / antialias=True); nets/resample.py. None (a checkpoint written
             before the switch existed) means true, the kernel such a model was trained with.
         metrics: {quantize}; compile: torch.compile the networks.
+        ema: {enabled, decay, start_step, every_n_steps}: EMA of G_coarse and G_fine (models/ema.py).
     """
 
     def __init__(
@@ -156,6 +157,7 @@ class CoarseFineGAN(GANModule):
         metrics: DictConfig | None = None,
         eval_mode: str = "eval",
         compile: bool = False,
+        ema: DictConfig | None = None,
     ):
         super().__init__()
         if lanczos not in LANCZOS_MODES:
@@ -198,6 +200,7 @@ class CoarseFineGAN(GANModule):
                 self.discriminator.nets[name] = self.maybe_compile(self.discriminator.nets[name])
         self.d_names = tuple(self.discriminator.names)
         self._warned_small_batch = False
+        self.setup_ema(ema, ("generator",))  # both G_coarse and G_fine
 
     # ----------------------------------------------------------------- inference
     def halve(self, x: torch.Tensor) -> torch.Tensor:
@@ -212,8 +215,9 @@ class CoarseFineGAN(GANModule):
         if pad_h or pad_w:
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
             cf = F.pad(cf, (0, pad_w, 0, pad_h), mode=mode)
-        _, feature = self.generator.coarse(self.halve(cf))
-        return self.generator.fine(cf, feature)[..., :height, :width]
+        generator = self.eval_net("generator")
+        _, feature = generator.coarse(self.halve(cf))
+        return generator.fine(cf, feature)[..., :height, :width]
 
     # ----------------------------------------------------------------- optimisers
     def configure_optimizers(self):

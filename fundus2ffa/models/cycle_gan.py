@@ -94,6 +94,7 @@ class CycleGAN(GANModule):
         metrics: DictConfig | None = None,
         eval_mode: str = "eval",
         compile: bool = False,
+        ema: DictConfig | None = None,
     ):
         super().__init__()
         self.store_hparams()
@@ -131,6 +132,7 @@ class CycleGAN(GANModule):
         self.pool_a, self.pool_b = ImagePool(pool_size), ImagePool(pool_size)
         self.partners = PartnerHistory(partner_history) if unpaired else None
         self._warned_skip = False
+        self.setup_ema(ema, ("g_ab",))  # the CF -> FFA direction translate uses
 
     def _check_terms(self, unpaired: bool) -> None:
         """Refuse terms this procedure cannot compute, naming the config key and the fix."""
@@ -158,7 +160,7 @@ class CycleGAN(GANModule):
         return ffa.expand(-1, self.ffa_channels, -1, -1)
 
     def translate(self, cf: torch.Tensor) -> torch.Tensor:
-        fake = self.g_ab(cf)
+        fake = self.eval_net("g_ab")(cf)
         return fake if self.ffa_channels == 1 else fake.mean(1, keepdim=True)
 
     def configure_optimizers(self):

@@ -17,6 +17,7 @@ from torch import nn
 from fundus2ffa.errors import ConfigError
 from fundus2ffa.metrics.image import MetricTable, image_quality
 from fundus2ffa.metrics.structure import structure_agreement
+from fundus2ffa.models.ema import EMASettings, ema_update, frozen_copy
 from fundus2ffa.models.schedules import CONVENTIONS, constant_then_linear_decay
 
 EVAL_MODES = ("eval", "train")
@@ -53,12 +54,47 @@ class GANModule(L.LightningModule):
             (without ``--eval``): dropout active and BatchNorm on the statistics of the evaluated batch, so
             outputs vary between runs and with the batch; running statistics are not updated by it here.
         compile: torch.compile the networks (never the LightningModule; conventions.md).
+        ema: {enabled, decay, start_step, every_n_steps}: an EMA copy of the generator(s) that
+            ``translate`` (validation, test, predict, export) uses when enabled (models/ema.py).
     """
 
     def __init__(self):
         super().__init__()
         self.automatic_optimization = False
         self._tables: dict[str, MetricTable] = {}
+        self.ema_settings = EMASettings()
+        self.ema = None
+
+    # ----------------------------------------------------------------- EMA generator
+    def setup_ema(self, config, names: tuple[str, ...] = ("generator",)) -> None:
+        """Keep EMA copies of the networks ``names`` (the ones ``translate`` uses) when
+        ``model.ema.enabled``; call at the end of ``__init__``, once the networks exist."""
+        self.ema_settings = EMASettings.from_config(config)
+        if not self.ema_settings.enabled:
+            return
+        self.ema = torch.nn.ModuleDict({name: frozen_copy(getattr(self, name)) for name in names})
+        self.register_buffer("ema_batches", torch.zeros((), dtype=torch.long))  # training batches seen
+
+    def eval_net(self, name: str = "generator") -> torch.nn.Module:
+        """The network ``name`` as inference uses it: its EMA copy when ``model.ema.enabled``."""
+        if self.ema is not None and name in self.ema:
+            return self.ema[name]
+        return getattr(self, name)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        """Advance the EMA after the batch's optimiser steps (a lerp of weights, no forward pass)."""
+        if self.ema is None:
+            return
+        self.ema_batches += 1
+        settings, seen = self.ema_settings, int(self.ema_batches)
+        if seen <= settings.start_step:
+            decay = 0.0  # follow the raw weights until start_step
+        elif (seen - settings.start_step) % settings.every_n_steps == 0:
+            decay = float(settings.decay)
+        else:
+            return
+        for name, twin in self.ema.items():
+            ema_update(twin, getattr(self, name), decay)
 
     # ----------------------------------------------------------------- building
     def store_hparams(self) -> None:
@@ -136,7 +172,8 @@ class GANModule(L.LightningModule):
     # ----------------------------------------------------------------- evaluation mode
     def evaluated_networks(self) -> list[nn.Module]:
         """The networks ``translate`` runs, to which ``eval_mode`` applies."""
-        return [net for name in ("generator", "g_ab", "g_ba") if isinstance(net := getattr(self, name, None), nn.Module)]
+        nets = [net for name in ("generator", "g_ab", "g_ba") if isinstance(net := getattr(self, name, None), nn.Module)]
+        return nets + (list(self.ema.values()) if self.ema is not None else [])
 
     def train(self, mode: bool = True):
         """``eval()`` (Lightning's evaluation loops, prediction) puts the generators in train mode when

@@ -29,6 +29,7 @@ class PairedGAN(GANModule):
         update_order: d_first (pix2pix: D then G on the same fake) | g_first (pix2pixHD: G then D).
         conditional: the discriminator sees concat(CF, FFA) (pix2pix) rather than the FFA alone.
         metrics: {quantize}; compile: torch.compile G and D.
+        ema: {enabled, decay, start_step, every_n_steps}: EMA generator (models/ema.py).
         generator_input_size: None, or [height, width]: the generator runs at this size whatever the data's:
             training pairs (and their masks) are resized to it (bicubic, antialiased: pix2pix's ``resize``
             preprocessing, PIL bicubic), and ``translate`` resizes the CF to it and the output back to the
@@ -50,6 +51,7 @@ class PairedGAN(GANModule):
         eval_mode: str = "eval",
         compile: bool = False,
         generator_input_size: list[int] | None = None,
+        ema: DictConfig | None = None,
     ):
         super().__init__()
         if generator_input_size is not None and (len(generator_input_size) != 2 or min(int(v) for v in generator_input_size) < 1):
@@ -69,6 +71,7 @@ class PairedGAN(GANModule):
         if self.discriminator is None and self.gan is not None and self.gan.active:
             raise ConfigError("loss.gan has a non-zero weight but the model has no discriminator; set loss.gan.weight=0 or choose a discriminator")
         self.active_terms = [name for name, term in self.losses.items() if term.active]
+        self.setup_ema(ema, ("generator",))
 
     # ----------------------------------------------------------------- nets
     @property
@@ -97,10 +100,11 @@ class PairedGAN(GANModule):
         return out
 
     def translate(self, cf: torch.Tensor) -> torch.Tensor:
+        generator = self.eval_net("generator")
         size = self.generator_size
         if size is None or tuple(cf.shape[-2:]) == size:
-            return self.generator(cf)
-        return self._resize_image(self.generator(self._resize_image(cf, size)), tuple(cf.shape[-2:]))
+            return generator(cf)
+        return self._resize_image(generator(self._resize_image(cf, size)), tuple(cf.shape[-2:]))
 
     def discriminate(self, cf: torch.Tensor, ffa: torch.Tensor) -> list[list[torch.Tensor]]:
         return self.discriminator(torch.cat([cf, ffa], 1) if self.hparams.conditional else ffa)

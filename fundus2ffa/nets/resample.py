@@ -31,6 +31,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 LANCZOS_SUPPORT = 3.0
 
@@ -113,3 +114,34 @@ def lanczos_halve(
     if height % 2 or width % 2:
         raise ValueError(f"lanczos_halve needs even height and width, got {height}x{width}")
     return lanczos_resize(x, (height // 2, width // 2), clamp=clamp, quantize=quantize, antialias=antialias)
+
+
+def lanczos_halve_conv(
+    x: torch.Tensor, clamp: tuple[float, float] | None = (-1.0, 1.0), quantize: bool = False, antialias: bool = False
+) -> torch.Tensor:
+    """:func:`lanczos_halve` as a stride-2 convolution, for graphs with dynamic height and width (ONNX,
+    TorchScript export): the matrices of :func:`lanczos_resize` are built per size in NumPy and would be
+    frozen into the graph. Output ``i`` of an exact halving sits at input coordinate ``2i + 1`` and reads
+    taps ``t = 2i + k``, ``k = -5 .. 6``, with weights ``L3((k - 0.5) / s)``: ``s = 2`` with ``antialias``
+    (12 taps, PIL) and ``s = 1`` without (TensorFlow's default: only ``k = -2 .. 3`` are non-zero, 6 taps).
+    The border renormalisation over the taps inside the image is a division by the same convolution of ones
+    (zero-padded). Equal to the matrix form of either variant up to float rounding (tests/nets/test_lanczos.py)."""
+    height, width = x.shape[-2:]
+    if height % 2 or width % 2:
+        raise ValueError(f"lanczos_halve_conv needs even height and width, got {height}x{width}")
+    stretch = 2.0 if antialias else 1.0
+    taps = torch.tensor(lanczos3((np.arange(-5, 7) - 0.5) / stretch), dtype=x.dtype, device=x.device)
+    n, c, h, w = x.shape
+    y = x.reshape(n * c, 1, h, w)
+    for axis in (2, 3):
+        kernel = taps.view(1, 1, 12, 1) if axis == 2 else taps.view(1, 1, 1, 12)
+        pad = (0, 0, 5, 6) if axis == 2 else (5, 6, 0, 0)
+        ones = torch.ones_like(y[:1, :1, :, :1] if axis == 2 else y[:1, :1, :1, :])
+        stride = (2, 1) if axis == 2 else (1, 2)
+        y = F.conv2d(F.pad(y, pad), kernel, stride=stride) / F.conv2d(F.pad(ones, pad), kernel, stride=stride)
+    y = y.reshape(n, c, y.shape[-2], y.shape[-1])
+    if clamp is not None:
+        y = y.clamp(*clamp)
+    if quantize:
+        y = torch.round((y + 1.0) * 127.5) / 127.5 - 1.0
+    return y

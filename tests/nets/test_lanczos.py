@@ -140,3 +140,17 @@ def test_constant_images_and_gradients():
     assert x.grad is not None and x.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="even"):
         lanczos_halve(torch.zeros(1, 1, 7, 8))
+
+
+@pytest.mark.parametrize("antialias", [False, True])
+@pytest.mark.parametrize("size", [(16, 16), (10, 22)])
+def test_halve_conv_matches_matrix_form(antialias, size):
+    """The export's convolution halving equals the matrix one, for both variants (6 and 12 taps)."""
+    from fundus2ffa.nets.resample import lanczos_halve_conv
+
+    x = torch.rand(2, 3, *size, dtype=torch.float64) * 2 - 1
+    for clamp in (None, (-1.0, 1.0)):
+        torch.testing.assert_close(
+            lanczos_halve_conv(x, clamp=clamp, antialias=antialias), lanczos_halve(x, clamp=clamp, antialias=antialias)
+        )
+    assert not torch.allclose(lanczos_halve_conv(x, clamp=None, antialias=antialias), lanczos_halve(x, clamp=None, antialias=not antialias))

@@ -1,0 +1,283 @@
+"""Streaming batched prediction (``task=predict``; issue 12, item 1): memory flat in the number of
+inputs, batches, DataLoader workers, one or many devices through Lightning.
+
+1. Validation pass: every input not skipped is decoded and checked (readable, colour, a non-empty
+   field of view when the preprocessing crops to it) and dropped at once, so a bad file stops the run before anything is written (all bad files named in one error)
+   and no pixels are kept. ``predict.skip_existing=true`` leaves out inputs whose output exists
+   (outputs are written atomically, so an interrupted run leaves no partial file to skip).
+2. A DataLoader with ``predict.num_workers`` workers reads and preprocesses, ``predict.batch_size``
+   inputs a batch, with the one :class:`~fundus2ffa.data.preprocess.Preprocess` of
+   :func:`fundus2ffa.predict.prediction_preprocess` (the checkpoint's ``data.preprocess``, or the
+   ``predict.mode`` override), exactly as :func:`fundus2ffa.predict.translate_image` does.
+3. ``Trainer.predict`` (devices, precision and strategy from ``trainer=``; ``trainer=ddp`` /
+   ``ddp_cpu`` shard the inputs with Lightning's unrepeated distributed sampler, so each input is
+   translated and written by exactly one process) runs :class:`StreamingPredictor`: same-size inputs
+   of a batch go through the generator together; ``tiled`` (or ``native`` above
+   ``predict.tiled.auto_above`` pixels, or a native-scale checkpoint preprocessing with ``mode: null``)
+   runs overlapping tiles of the network input (inference/tiled.py); ``Preprocess.invert`` maps every
+   output back into its input's geometry (padding removed, resize and field-of-view crop undone).
+4. :class:`PredictionWriter` writes each batch as it comes (nothing accumulates) and records written /
+   skipped / failed (with the reason); rank 0 logs the summary and writes it to ``predict.summary_file``
+   (the run folder's ``predict_summary.json``; the prediction folder holds predictions only).
+"""
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset
+
+from fundus2ffa.data.io import read_cf, write_png
+from fundus2ffa.data.preprocess import Geometry, Preprocess
+from fundus2ffa.errors import ConfigError, DataError
+from fundus2ffa.inference.tiled import TileSettings, tiled_translate, tiled_translate_video
+from fundus2ffa.metrics.convert import to_uint8
+
+log = logging.getLogger(__name__)
+
+MODES = (None, "resize", "native", "tiled")  # None: the checkpoint's data.preprocess
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    mode: str | None
+    image_size: int
+    multiple: int
+    tiles: TileSettings
+    batch_size: int = 4
+    num_workers: int = 2
+    skip_existing: bool = False
+    video: tuple | None = None  # (format, num_frames, fps) for video models
+
+    @classmethod
+    def from_config(cls, node: DictConfig, video=None) -> "PredictSettings":
+        mode = node.get("mode")
+        if mode not in MODES:
+            raise ConfigError(f"predict.mode must be null (the checkpoint's data.preprocess), resize, native or tiled, got {mode!r}")
+        batch_size, num_workers = int(node.get("batch_size", 4)), int(node.get("num_workers", 2))
+        if batch_size < 1:
+            raise ConfigError(f"predict.batch_size must be at least 1, got {batch_size}")
+        if num_workers < 0:
+            raise ConfigError(f"predict.num_workers must be >= 0, got {num_workers}")
+        return cls(mode, int(node.image_size), int(node.multiple), TileSettings.from_config(node.get("tiled")),
+                   batch_size, num_workers, bool(node.get("skip_existing", False)), video)
+
+
+def output_path(out_dir: Path, name: str, video: tuple | None) -> Path:
+    """Where the prediction named ``name`` (predict_io.output_names) goes: <name>.png, or the video
+    file / frame folder."""
+    if video is None:
+        return out_dir / f"{name}.png"
+    video_format = video[0]
+    return out_dir / name if video_format == "png" else out_dir / f"{name}.{video_format}"
+
+
+def is_done(target: Path, video: tuple | None) -> bool:
+    """A finished output: the file, or a frame folder with all its frames."""
+    if video is not None and video[0] == "png":
+        return target.is_dir() and all((target / f"frame_{t:03d}.png").is_file() for t in range(video[1]))
+    return target.is_file()
+
+
+class Carried:
+    """A value the batch carries untouched: Lightning's device transfer (``apply_to_collection``) recurses
+    into dataclasses and refuses frozen ones such as :class:`Geometry`, but leaves plain objects alone."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
+def validate_inputs(paths: list[Path], allow_grey: bool, preprocess: Preprocess | None = None) -> None:
+    """Decode and check every input (and, with ``preprocess``, its field of view: an empty one fails when
+    the preprocessing crops to it), keeping no pixels; one DataError naming every bad file."""
+    bad = []
+    for path in paths:
+        try:
+            cf = read_cf(path, allow_grey=allow_grey)
+            if preprocess is not None:
+                preprocess.plan(cf, name=f"CF {path}")
+            del cf
+        except (DataError, OSError, ValueError) as exc:
+            bad.append(f"{path}: {exc}")
+    if bad:
+        raise DataError(f"{len(bad)} of {len(paths)} inputs cannot be used (nothing was written); fix or remove them:\n  " + "\n  ".join(bad))
+
+
+class PredictInputs(Dataset):
+    """Reads and preprocesses one input per item (in DataLoader workers): ``preprocess(cf)`` -> the network
+    input and its :class:`Geometry`, as :func:`fundus2ffa.predict.translate_image`."""
+
+    def __init__(self, paths: list[Path], names: list[str], preprocess: Preprocess, allow_grey: bool):
+        self.paths, self.names, self.preprocess, self.allow_grey = [str(p) for p in paths], list(names), preprocess, allow_grey
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict:
+        path = self.paths[index]
+        try:
+            x, geometry = self.preprocess(read_cf(Path(path), allow_grey=self.allow_grey))
+        except Exception as exc:  # noqa: BLE001 - changed since validation: report, do not stop the archive
+            return {"index": index, "path": path, "name": self.names[index], "error": f"{type(exc).__name__}: {exc}"}
+        return {"index": index, "path": path, "name": self.names[index], "cf": x[0], "geometry": Carried(geometry)}
+
+
+def collate(items: list[dict]) -> list[dict]:
+    """Keep the items: inputs of different sizes cannot be stacked; the step groups equal sizes."""
+    return items
+
+
+class StreamingPredictor(L.LightningModule):
+    """Runs a trained module's generator on batches of preprocessed inputs; returns uint8 outputs in
+    each input's geometry (``preprocess.invert``)."""
+
+    def __init__(self, model, settings: PredictSettings, preprocess: Preprocess):
+        super().__init__()
+        self.model, self.settings, self.preprocess = model, settings, preprocess
+
+    def wants_tiles(self, height: int, width: int) -> bool:
+        """``tiled``, or a native-scale input (``native``, or ``null`` with a native checkpoint
+        preprocessing) whose longer side exceeds ``predict.tiled.auto_above``."""
+        if self.settings.mode == "tiled":
+            return True
+        native = self.settings.mode == "native" or (self.settings.mode is None and self.preprocess.resize == "native")
+        return native and self.settings.tiles.wants_tiles(height, width)
+
+    def _translate(self, x: torch.Tensor, tiled: bool):
+        settings, video = self.settings, self.settings.video
+        if tiled:
+            if video is not None:
+                return tiled_translate_video(self.model, x, video[1], settings.tiles, settings.multiple)[:, :, 0]
+            return tiled_translate(self.model, x, settings.tiles, settings.multiple)[:, 0]
+        # the Preprocess already padded to its multiple (as translate_image runs it)
+        return self.model.translate_video(x, video[1])[:, :, 0] if video is not None else self.model.translate(x)[:, 0]
+
+    def _finish(self, fake: torch.Tensor, geometry: Geometry):
+        """One output (h x w, or T x h x w for a video) -> uint8 in the input's geometry (the inverse of
+        the preprocessing: padding removed, resize and field-of-view crop undone)."""
+        out = self.preprocess.invert(to_uint8(fake.float()).cpu().numpy(), geometry)
+        return list(out) if fake.ndim == 3 else out
+
+    @torch.no_grad()
+    def predict_step(self, batch: list[dict], batch_idx: int) -> list[dict]:
+        results = [{"path": item["path"], "name": item["name"], "error": item["error"]} for item in batch if "error" in item]
+        groups: dict[tuple, list[dict]] = {}
+        for item in batch:
+            if "cf" in item:
+                groups.setdefault(tuple(item["cf"].shape), []).append(item)
+        for shape, items in groups.items():
+            height, width = shape[-2:]
+            tiled = self.wants_tiles(height, width)
+            try:
+                fake = self._translate(torch.stack([item["cf"] for item in items]), tiled)
+            except torch.OutOfMemoryError as exc:
+                reason = f"out of memory at {height}x{width} ({exc}); use predict.mode=tiled or a smaller predict.tiled.size"
+                results += [{"path": item["path"], "name": item["name"], "error": reason} for item in items]
+                continue
+            for item, out in zip(items, fake):
+                results.append({"path": item["path"], "name": item["name"], "output": self._finish(out, item["geometry"].value)})
+        return results
+
+
+@dataclass
+class Summary:
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+    ranks: list[int] = field(default_factory=list)  # the process that wrote written[i]
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes each batch's outputs as they come; gathers the summary on rank 0 at the end."""
+
+    def __init__(self, out_dir: Path, settings: PredictSettings, summary: Summary):
+        super().__init__(write_interval="batch")
+        self.out_dir, self.settings, self.summary = out_dir, settings, summary
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
+        from fundus2ffa.predict import write_frames
+
+        for item in prediction:
+            if "error" in item:
+                self.summary.failed.append({"path": item["path"], "reason": item["error"]})
+                continue
+            target = output_path(self.out_dir, item["name"], self.settings.video)
+            try:
+                if self.settings.video is None:
+                    write_png(target, item["output"])
+                    written = str(target)
+                else:
+                    video_format, _, fps = self.settings.video
+                    written = write_frames(self.out_dir / item["name"], item["output"], video_format, fps)
+            except OSError as exc:
+                self.summary.failed.append({"path": item["path"], "reason": f"cannot write {target}: {exc}"})
+                continue
+            self.summary.written.append(written)
+            self.summary.ranks.append(trainer.global_rank)
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            parts = [None] * trainer.world_size
+            torch.distributed.all_gather_object(parts, (self.summary.written, self.summary.failed, self.summary.ranks))
+            self.summary.written = [p for part in parts for p in part[0]]
+            self.summary.failed = [f for part in parts for f in part[1]]
+            self.summary.ranks = [r for part in parts for r in part[2]]
+
+
+def predict_streaming(
+    cfg: DictConfig, model, inputs: list[Path], names: list[str], preprocess: Preprocess | None = None, check_overwrite=None
+) -> list[str]:
+    """Translate ``inputs`` into ``predict.output_dir`` under ``names``; returns the written paths (all
+    ranks). ``preprocess``: :func:`fundus2ffa.predict.prediction_preprocess` (built from ``cfg`` when not
+    given); ``check_overwrite(targets, inputs, overwrite)`` refuses existing outputs (predict_io)."""
+    from fundus2ffa.predict import _video_settings, prediction_preprocess
+    from fundus2ffa.run import build_trainer
+
+    node = cfg.predict
+    video = _video_settings(node, int(model.hparams.get("num_frames", 12))) if hasattr(model, "translate_video") else None
+    settings = PredictSettings.from_config(node, video)
+    if preprocess is None:
+        preprocess = prediction_preprocess(cfg)
+    out_dir = Path(node.output_dir)
+    summary = Summary()
+    todo, todo_names = [], []
+    for path, name in zip(inputs, names):
+        if settings.skip_existing and is_done(output_path(out_dir, name, video), video):
+            summary.skipped.append(str(path))
+        else:
+            todo.append(path)
+            todo_names.append(name)
+    allow_grey = bool(cfg.data.get("reader", {}).get("allow_grey_cf", False))
+    validate_inputs(todo, allow_grey, preprocess)
+    if check_overwrite is not None:
+        check_overwrite([output_path(out_dir, n, video) for n in todo_names], todo, bool(node.get("overwrite", False)))
+
+    loader = DataLoader(
+        PredictInputs(todo, todo_names, preprocess, allow_grey), batch_size=settings.batch_size, shuffle=False,
+        num_workers=settings.num_workers, collate_fn=collate, persistent_workers=False,
+    )
+    writer = PredictionWriter(out_dir, settings, summary)
+    trainer = build_trainer(cfg, [writer], [])
+    if todo:
+        trainer.predict(StreamingPredictor(model.eval(), settings, preprocess), dataloaders=loader, return_predictions=False)
+    if trainer.is_global_zero:
+        log.info("predict: %d written, %d skipped (output exists), %d failed, to %s",
+                 len(summary.written), len(summary.skipped), len(summary.failed), out_dir)
+        for failure in summary.failed:
+            log.warning("failed: %s: %s", failure["path"], failure["reason"])
+        summary_file = node.get("summary_file")
+        if summary_file and (summary.written or summary.failed or summary.skipped):
+            summary_file = Path(summary_file)
+            summary_file.parent.mkdir(parents=True, exist_ok=True)
+            summary_file.write_text(json.dumps(
+                {"written": summary.written, "skipped": summary.skipped, "failed": summary.failed, "rank_of_written": summary.ranks},
+                indent=2,
+            ))
+    return sorted(summary.written)
