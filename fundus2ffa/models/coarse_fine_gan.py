@@ -171,8 +171,10 @@ class CoarseFineGAN(GANModule):
             log.warning("model.lanczos_antialias is not set (a Fundus2Angio checkpoint from before it existed): using the "
                         "antialiased 12-tap Lanczos halving it was trained with; new runs default to the code's 6-tap kernel")
         self.lanczos_antialias = True if lanczos_antialias is None else bool(lanczos_antialias)
-        self.generator = self.build(generator)
-        self.discriminator = self.build(discriminator)
+        self.generator = self._build_network(generator, "generator", "a coarse/fine generator (generator=fundus2angio)")
+        self.discriminator = self._build_network(
+            discriminator, "discriminator", "the four Fundus2Angio discriminators (discriminator=fundus2angio)"
+        )
         for attr in ("coarse", "fine"):
             if not hasattr(self.generator, attr):
                 raise ConfigError(
@@ -203,6 +205,17 @@ class CoarseFineGAN(GANModule):
         self.setup_ema(ema, ("generator",))  # both G_coarse and G_fine
 
     # ----------------------------------------------------------------- inference
+    def _build_network(self, cfg, key: str, needed: str):
+        """Build the generator or discriminator; the model config passes ``lanczos_antialias`` to both, so a
+        network of another family fails on that keyword: say which network this procedure needs instead."""
+        try:
+            return self.build(cfg)
+        except Exception as exc:  # noqa: BLE001 - Hydra wraps the TypeError in its own exception
+            if "lanczos_antialias" in str(exc):
+                raise ConfigError(f"CoarseFineGAN needs {needed}; {key}={cfg.get('_target_') if hasattr(cfg, 'get') else cfg} "
+                                  f"does not take model.lanczos_antialias") from exc
+            raise
+
     def halve(self, x: torch.Tensor) -> torch.Tensor:
         """The 512 -> 256 step: Lanczos-3 on [-1, 1] floats, clamped (optionally 8-bit); 6 taps as the
         code's tf.image.resize unless ``lanczos_antialias``."""
