@@ -44,6 +44,10 @@ OTHER = {
     "python -m fundus2ffa.results_page": "tests/test_results_page.py (write_results_page), tests/test_browser.py",
     "python -m fundus2ffa.transfer": "tests/transfer/ (its own commands and checks)",
     "python -m fundus2ffa.transfer.report": "tests/transfer/",
+    "python -m fundus2ffa.register": "tests/registration/test_registration.py (the CLI on synthetic pairs)",
+    "python -m fundus2ffa.registration.bench": "tests/registration/test_registration.py (the bench's cases, small)",
+    "python -m fundus2ffa.export": "tests/inference/test_export.py (the command line and parity)",
+    "python -m fundus2ffa.inference.bench": "benchmark only (README table); its predict paths: tests/inference/",
     "make": "make test is the suite itself; make train/smoke = python -m fundus2ffa.run [debug=smoke]",
 }
 
@@ -89,12 +93,15 @@ def fixtures(tmp_path_factory):
     root = tmp_path_factory.mktemp("readme")
     assert synthetic_cli(["export", "--layout", "isfahan", str(root / "isfahan")]) == 0  # 8 eyes, 288 x 360
     assert synthetic_cli(["export", "--layout", "video_csv", str(root / "f2v"), "--count", "6", "--size", "32"]) == 0
+    # OUT_DIR (the README's `fundus2ffa.register` output, trained with data=paired_folder): a paired-folder export
+    assert synthetic_cli(["export", "--layout", "paired_folder", str(root / "registered"), "--count", "6", "--size", "64"]) == 0
     cf_dir = root / "cf"
     cf_dir.mkdir()
     rng = np.random.default_rng(0)
     for i, (w, h) in enumerate([(80, 60), (50, 70)]):
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(cf_dir / f"eye{i}.jpg")
-    return {"root": root, "isfahan": root / "isfahan", "csv": root / "f2v" / "data.csv", "cf": cf_dir}
+    return {"root": root, "isfahan": root / "isfahan", "csv": root / "f2v" / "data.csv", "cf": cf_dir,
+            "registered": root / "registered"}
 
 
 def shorten(command: str, fx: dict, ckpts: dict) -> tuple[list[list[str]], bool]:
@@ -109,6 +116,7 @@ def shorten(command: str, fx: dict, ckpts: dict) -> tuple[list[list[str]], bool]
         "/data/isfahan_misp": str(fx["isfahan"]), "/data/isfahan": str(fx["isfahan"]), "<export>": str(fx["isfahan"]),
         "/data/f2v/frames.csv": str(fx["csv"]), "/weights/vgg19-dcbb9e9d.pth": "random",
         "/my/cf_images": str(fx["cf"]), "/my/cf": str(fx["cf"]), "<any>": None,
+        "OUT_DIR": str(fx["registered"]),
     }
     out = []
     for token in tokens:
