@@ -35,10 +35,13 @@ import torch
 from fundus2ffa.data.transforms import to_tensor_pm1
 from fundus2ffa.errors import ConfigError, DataError
 from fundus2ffa.nets.padding import pad_to_multiple
-from fundus2ffa.priors.fov import fov_bbox, fov_crop, fov_mask
+from fundus2ffa.priors.fov import PIL_BICUBIC, fov_bbox, fov_crop, fov_mask
 
 RESIZE_POLICIES = ("square", "scale_width", "shorter_side", "native")
-INTERPOLATIONS = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA}
+INTERPOLATIONS = {
+    "nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "area": cv2.INTER_AREA,
+    "pil_bicubic": PIL_BICUBIC,
+}
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,11 @@ class Preprocess:
         fov_crop: zero outside the field of view and crop to its bounding box first (section 1.3 step 6).
         fov_frames: in training, the field of view also requires every sampled FFA frame > 2 (the code);
             prediction has only the CF.
-        interpolation: nearest | linear | cubic | area for images (masks are always nearest): linear is
-            Fundus2Video's cv2 default, cubic the still path's (pix2pix uses PIL bicubic).
+        interpolation: nearest | linear | cubic | area | pil_bicubic for images (masks are always
+            nearest): linear is Fundus2Video's cv2 default; pil_bicubic is pix2pix's (PIL Image.BICUBIC,
+            antialiased when shrinking) and the still path's default; cubic is OpenCV's INTER_CUBIC,
+            which aliases thin vessels when shrinking a large image (kept for runs made before
+            pil_bicubic existed: their checkpoints say cubic).
     """
 
     resize: str = "native"
@@ -74,7 +80,7 @@ class Preprocess:
     multiple: int = 1
     fov_crop: bool = False
     fov_frames: bool = True
-    interpolation: str = "cubic"
+    interpolation: str = "pil_bicubic"
 
     def __post_init__(self):
         if self.resize not in RESIZE_POLICIES:

@@ -11,6 +11,7 @@ from torch import nn
 from fundus2ffa.nets.blocks.upsample import upsample_layer
 from fundus2ffa.nets.init import init_weights
 from fundus2ffa.nets.norm import conv_bias, norm_layer
+from fundus2ffa.nets.padding import pad_to_multiple
 
 
 class ResidualBlock(nn.Module):
@@ -41,6 +42,9 @@ class ResnetGenerator(nn.Module):
 
     ``upsample``: transpose (the paper) | resize_conv (nets/blocks/upsample.py, against checkerboards),
     ``upsample_interpolation``: nearest | bilinear.
+    ``pad_to_multiple``: pad inputs whose sides 2**n_downsampling does not divide (reflection) and crop
+    the output back, so a whole aspect-kept real image (e.g. 256x319) can be evaluated; False makes such
+    sizes an error. The papers' 256/512 px inputs are never padded, so either value is faithful.
     """
 
     def __init__(
@@ -57,10 +61,12 @@ class ResnetGenerator(nn.Module):
         init_gain: float = 0.02,
         upsample: str = "transpose",
         upsample_interpolation: str = "nearest",
+        pad_to_multiple: bool = False,
     ):
         super().__init__()
         norm_fn, bias = norm_layer(norm), conv_bias(norm)
         self.n_downsampling = n_downsampling
+        self.pad_to_multiple = pad_to_multiple
         layers = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=bias), norm_fn(ngf), nn.ReLU()]
         width = ngf
         for _ in range(n_downsampling):
@@ -80,6 +86,13 @@ class ResnetGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         side = 2**self.n_downsampling
+        if self.pad_to_multiple:
+            x, crop = pad_to_multiple(x, side)
+            y = self.model(x)
+            return y if crop is None else y[..., crop[0], crop[1]]
         if x.shape[-1] % side or x.shape[-2] % side:
-            raise ValueError(f"ResnetGenerator needs H and W divisible by {side}, got {tuple(x.shape[-2:])}")
+            raise ValueError(
+                f"ResnetGenerator needs H and W divisible by {side}, got {tuple(x.shape[-2:])}; "
+                "set generator.pad_to_multiple=true or an image size it divides"
+            )
         return self.model(x)
