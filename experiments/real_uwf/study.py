@@ -15,9 +15,9 @@
    PatchGAN, L1 100 + saliency loss) with ``data=paired_folder``: the field of view cropped to its box
    (data.preprocess, as at prediction), its shorter side resized to 9/8 of ``--size`` (aspect kept),
    random ``--size`` crops with flips, ``--steps``
-   iterations of batch 1 at the papers' constant learning rate (2e-4, Adam (0.5, 0.999)); validation on
-   a training eye carved out by ``data.val_fraction`` when enough remain (issue 15: never the test
-   eyes), test on the whole field of view at ``--size`` on its shorter side (aspect kept). The saliency cGAN's VGG19 perceptual
+   iterations of batch 1 at the papers' constant learning rate (2e-4, Adam (0.5, 0.999)); no validation
+   and no model selection (``data.val_from=none``: the last checkpoint is tested; four eyes are too few
+   to hold one out, and the test eyes are never used before the final test), test on the whole field of view at ``--size`` on its shorter side (aspect kept). The saliency cGAN's VGG19 perceptual
    term (weight 0.001) needs ImageNet weights that no package registry ships: with ``--vgg19 FILE``
    (torchvision's vgg19-dcbb9e9d.pth) it is used, without it its weight is 0 and the table says so;
 4. ``metrics.json`` of each run holds the test metrics (PSNR/SSIM whole and FOV, vessel and leakage Dice,
@@ -102,6 +102,9 @@ def train_and_test(model: str, args, manifest: Path, run_dir: Path) -> tuple[dic
         f"data.train_transform.load_size={args.size * 9 // 8}",
         f"generator.ngf={args.ngf}", f"discriminator.ndf={args.ngf}",
         f"+data.train_repeats={args.repeats}", "data.num_workers=0", "data.cache=true",
+        # no validation: the last checkpoint is reported (nothing is selected), and four eyes are too few
+        # to spare one; the test eyes are never looked at before the final test
+        "data.val_from=none",
         # constant learning rate, stopped after --steps iterations (a G and a D step each)
         "model.schedule.constant_epochs=100000", "model.schedule.decay_epochs=0", "trainer.max_epochs=100000",
         f"trainer.max_steps={2 * args.steps}",

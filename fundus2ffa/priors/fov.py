@@ -100,8 +100,9 @@ def resize_image(image: np.ndarray, height: int, width: int, interpolation: int 
     OpenCV's ``INTER_CUBIC``: when shrinking, PIL widens the cubic kernel by the reduction factor, so it
     low-pass filters first (antialiasing), while OpenCV's cubic reads 4 x 4 source pixels whatever the
     factor. Shrinking a 3900 x 3000 ultra-widefield angiogram to 286 px with OpenCV's cubic breaks its
-    thin bright vessels into aliased dots; PIL's does not. Each channel is resampled as 32-bit float
-    (mode ``F``), rounded and clipped back to an integer dtype.
+    thin bright vessels into aliased dots; PIL's does not. 8-bit grey and RGB images are resized as PIL
+    ``L``/``RGB`` images (exactly pix2pix's numbers); other dtypes and channel counts channel by channel
+    as 32-bit float (mode ``F``), rounded and clipped back to an integer dtype.
     """
     image = np.ascontiguousarray(image)
     if interpolation != PIL_BICUBIC:
@@ -109,6 +110,11 @@ def resize_image(image: np.ndarray, height: int, width: int, interpolation: int 
         if image.ndim == 3 and resized.ndim == 2:  # OpenCV drops a single channel
             resized = resized[..., None]
         return resized
+    if image.dtype == np.uint8 and (image.ndim == 2 or image.shape[2] in (1, 3)):
+        # what pix2pix resizes: 8-bit L or RGB images
+        flat = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
+        out = np.asarray(Image.fromarray(flat).resize((width, height), Image.BICUBIC))
+        return out[..., None] if image.ndim == 3 and out.ndim == 2 else out
     planes = image[..., None] if image.ndim == 2 else image
     out = np.empty((height, width, planes.shape[2]), np.float32)
     for c in range(planes.shape[2]):
