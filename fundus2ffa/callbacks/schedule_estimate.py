@@ -43,9 +43,16 @@ class ScheduleEstimate(L.Callback):
         schedule = pl_module.hparams.get("schedule") if hasattr(pl_module, "hparams") else None
         self.total_iterations = int(per_epoch * max(epochs - trainer.current_epoch, 0)) if per_epoch != float("inf") else None
         origin = f" (model.schedule {dict(schedule)})" if schedule else ""
+        limit = ""
+        if trainer.max_steps is not None and trainer.max_steps > 0:
+            # global_step counts optimizer steps: a GAN iteration steps G and D
+            per_iteration = max(1, len(trainer.optimizers))
+            by_steps = -(-max(trainer.max_steps - trainer.global_step, 0) // per_iteration)
+            self.total_iterations = by_steps if self.total_iterations is None else min(self.total_iterations, by_steps)
+            limit = f", at most trainer.max_steps={trainer.max_steps} optimizer steps ({per_iteration} per iteration)"
         log.info(
-            "training %d epochs%s x %s iterations per epoch; override trainer.max_epochs or model.schedule.* to change",
-            epochs, origin, per_epoch,
+            "training %d epochs%s x %s iterations per epoch%s; override trainer.max_epochs, trainer.max_steps or "
+            "model.schedule.* to change", epochs, origin, per_epoch, limit,
         )
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
