@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import compose_run
+from conftest import FFA_FRAMES, compose_run
 from fundus2ffa.data.io import write_png
 from fundus2ffa.data.readers.folder import PairedFolder
 from fundus2ffa.data.synthetic.retina import synthesize_eye
@@ -43,6 +43,30 @@ def test_recovers_known_similarity_cf_to_ffa(seed):
     # rotation <= 20 deg, scale 0.8-1.25, shift <= 15 %: recovered to within 2 px at 256 px
     assert corner_error(estimate.matrix, truth, SIZE, SIZE) < 2.0
     assert estimate.inliers >= 12 and estimate.residual_px < 2.0
+
+
+def test_recovers_known_similarities_on_real_ffa_frames():
+    """Issue 11 item 2(a) on the six real 512 px FFA frames shipped with the tests: known random
+    similarities (rotation <= 20 deg, scale 0.8-1.25, shift <= 15 %) plus an intensity change. Every
+    accepted estimate is within 2 px (corner error), and a frame that is not registered is refused
+    with its reason, never accepted wrong. Measured (seeds 0 and 1): 11 of 12 accepted, median 0.17 px,
+    worst accepted 0.94 px; the low-contrast normal frame under seed 0's transform is refused
+    (10 inliers < 12; its best RANSAC fit is 196 px off)."""
+    rng = np.random.default_rng(0)
+    errors, refused = [], []
+    for path in sorted(FFA_FRAMES.rglob("*.jpg")):
+        frame = np.asarray(Image.open(path).convert("L"))
+        height, width = frame.shape
+        truth = random_similarity(rng, height, width)
+        moving = intensity_change(rng, cv2.warpPerspective(frame, truth, (width, height)))
+        estimate = estimate_transform(frame, moving, "ffa", "ffa", RegistrationOptions())
+        if not estimate.ok:
+            assert estimate.reason, path.name
+            refused.append(path.name)
+            continue
+        errors.append(corner_error(estimate.matrix, truth, height, width))
+    assert len(errors) + len(refused) == 6 and len(errors) >= 5, refused
+    assert max(errors) < 2.0 and np.median(errors) < 1.0, errors
 
 
 @pytest.mark.parametrize("model", ["affine", "homography"])
