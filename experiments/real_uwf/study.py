@@ -1,7 +1,7 @@
 """Real-data study (issue 11 item 6): the seven UWF eyes, pix2pix and the saliency cGAN, beside baselines.
 
     python experiments/real_uwf/study.py [--data ../shared/data] [--out outputs/real_uwf] [--phase early]
-        [--models pix2pix saliency_cgan] [--alignment registered|published] [--steps 1500] [--size 256]
+        [--models pix2pix saliency_cgan] [--alignment registered|published] [--steps 1200 [MODEL=N]] [--size 256]
         [--ngf 64] [--upsample transpose|resize_conv] [--vgg19 FILE] [--resume] [--extra key=value ...]
 
 1. writes a manifest of the raw eyes (train 1-4, test 7, 8, 10; the SLO as CF, the early (``.1``) or
@@ -107,7 +107,7 @@ def train_and_test(model: str, args, manifest: Path, run_dir: Path) -> tuple[dic
         "data.val_from=none",
         # constant learning rate, stopped after --steps iterations (a G and a D step each)
         "model.schedule.constant_epochs=100000", "model.schedule.decay_epochs=0", "trainer.max_epochs=100000",
-        f"trainer.max_steps={2 * args.steps}",
+        f"trainer.max_steps={2 * args.steps_of[model]}",
         f"generator.upsample={args.upsample}", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=20",
         f"hydra.run.dir={run_dir}", f"paths.output_dir={run_dir}", f"seed={args.seed}",
         *args.extra,
@@ -134,6 +134,25 @@ def figure(run_dirs: dict[str, Path], path: Path, height: int = 192) -> None:
         Image.fromarray(np.vstack(rows)).save(path)
 
 
+def steps_per_model(values: list[str], models: list[str]) -> dict[str, int]:
+    """``["1200", "saliency_cgan=800"]`` -> {model: steps}; a bare number applies to every model."""
+    default, named = None, {}
+    for value in values:
+        model, _, number = value.rpartition("=")
+        if model and model not in MODELS:
+            raise SystemExit(f"--steps {value}: unknown model {model!r} (one of {', '.join(MODELS)})")
+        if not number.isdigit() or int(number) < 1:
+            raise SystemExit(f"--steps {value}: the number of iterations must be a positive integer")
+        if model:
+            named[model] = int(number)
+        else:
+            default = int(number)
+    missing = [m for m in models if m not in named and default is None]
+    if missing:
+        raise SystemExit(f"--steps: no number of iterations for {', '.join(missing)}")
+    return {m: named.get(m, default) for m in models}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=shared_data())
@@ -141,7 +160,10 @@ def main(argv=None) -> None:
     parser.add_argument("--phase", choices=("early", "late"), default="early")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--alignment", choices=("registered", "published"), default="registered")
-    parser.add_argument("--steps", type=int, default=1500, help="training iterations (batch 1)")
+    parser.add_argument(
+        "--steps", nargs="+", default=["1200"],
+        help="training iterations (batch 1): N for every model, and MODEL=N for one (e.g. 1200 saliency_cgan=800)",
+    )
     parser.add_argument("--size", type=int, default=256, help="crop side (a power of 2); images keep their 5:4 aspect")
     parser.add_argument("--ngf", type=int, default=64, help="generator and discriminator width (papers: 64)")
     parser.add_argument("--repeats", type=int, default=25, help="random crops per eye per epoch")
@@ -153,6 +175,7 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--extra", nargs="*", default=[], help="more fundus2ffa.run overrides")
     args = parser.parse_args(argv)
+    args.steps_of = steps_per_model(args.steps, args.models)
 
     out = args.out.resolve()
     raw = out / f"raw_{args.phase}.csv"
@@ -173,10 +196,10 @@ def main(argv=None) -> None:
         manifest = registered / "pairs.csv"
         train_eyes = sum(1 for r in rows if r["status"] == "ok" and r["id"] in TRAIN_EYES)
 
-    tag = f"{args.phase}_{args.alignment}_{args.size}px_ngf{args.ngf}_{args.upsample}_{args.steps}steps"
+    tag = f"{args.phase}_{args.alignment}_{args.size}px_ngf{args.ngf}_{args.upsample}"
     results, run_dirs, notes = {}, {}, []
     for model in args.models:
-        run_dir = out / f"{model}_{tag}"
+        run_dir = out / f"{model}_{tag}_{args.steps_of[model]}steps"
         metrics, minutes = train_and_test(model, args, manifest, run_dir)
         label = model + (" (no VGG term)" if model == "saliency_cgan" and not args.vgg19 else "")
         results[label], run_dirs[label] = metrics, run_dir

@@ -113,7 +113,7 @@ def resize_image(image: np.ndarray, height: int, width: int, interpolation: int 
     if image.dtype == np.uint8 and (image.ndim == 2 or image.shape[2] in (1, 3)):
         # what pix2pix resizes: 8-bit L or RGB images
         flat = image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image
-        out = np.asarray(Image.fromarray(flat).resize((width, height), Image.BICUBIC))
+        out = np.array(Image.fromarray(flat).resize((width, height), Image.BICUBIC))  # writable (torch.from_numpy)
         return out[..., None] if image.ndim == 3 and out.ndim == 2 else out
     planes = image[..., None] if image.ndim == 2 else image
     out = np.empty((height, width, planes.shape[2]), np.float32)
