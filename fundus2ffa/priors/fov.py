@@ -67,10 +67,11 @@ def fov_crop(
     mask: np.ndarray | None,
     size: int | tuple[int, int] | None = 512,
     bbox: tuple[int, int, int, int] | None = None,
-    interpolation: int = cv2.INTER_LINEAR,
+    interpolation: int | str = cv2.INTER_LINEAR,
 ) -> np.ndarray:
     """Section 1.3 step 6: zero ``image`` outside ``mask``, crop to the mask's bounding box, resize to
-    ``size`` x ``size`` (cv2 bilinear by default, as Fundus2Video; ``cv2.INTER_NEAREST`` for masks).
+    ``size`` x ``size`` (cv2 bilinear by default, as Fundus2Video; ``cv2.INTER_NEAREST`` for masks;
+    :data:`PIL_BICUBIC` for pix2pix's resampling, see :func:`resize_image`).
 
     ``image``: H x W or H x W x C (any C up to OpenCV's 512, e.g. a T x H x W video moved to H x W x T),
     same H x W as ``mask``. ``size`` None keeps the cropped size; (h, w) resizes to that (the
@@ -118,7 +119,7 @@ def resize_image(image: np.ndarray, height: int, width: int, interpolation: int 
     planes = image[..., None] if image.ndim == 2 else image
     out = np.empty((height, width, planes.shape[2]), np.float32)
     for c in range(planes.shape[2]):
-        plane = Image.fromarray(planes[..., c].astype(np.float32), mode="F")
+        plane = Image.fromarray(planes[..., c].astype(np.float32))  # mode F
         out[..., c] = np.asarray(plane.resize((width, height), Image.BICUBIC))
     if np.issubdtype(image.dtype, np.integer):
         info = np.iinfo(image.dtype)
