@@ -205,8 +205,8 @@ def main(argv=None) -> None:
         results[label], run_dirs[label] = metrics, run_dir
         notes.append(f"{label}: {metrics.get('global_step', 0) // 2} iterations, {minutes:.1f} min wall this call")
     text = (
-        f"Real UWF study, {args.phase} phase, {args.alignment} pairs ({train_eyes} training eyes before the "
-        "validation hold-out), "
+        f"Real UWF study, {args.phase} phase, {args.alignment} pairs ({train_eyes} training eyes, no validation "
+        "split), "
         f"{args.size} px crops, ngf {args.ngf}, upsample={args.upsample}, seed {args.seed}. "
         f"Test eyes: {int(next(iter(results.values())).get('test', {}).get('count', 0))}.\n"
         + "".join(f"- {n}\n" for n in notes) + f"\n{table(results)}\n"
