@@ -16,6 +16,7 @@ replaces trainer callbacks of a parent type by the model's): ``model=fundus2vide
 ``callbacks=default``; ``callbacks=video`` configures them explicitly.
 """
 
+import os
 from pathlib import Path
 
 import lightning as L
@@ -40,7 +41,7 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float, video_format: 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rgb = [np.repeat(f[..., None], 3, axis=2) if f.ndim == 2 else f for f in frames]
-    tmp = path.with_name(path.stem + ".part" + path.suffix)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.part{path.suffix}")  # per process: DDP ranks may share a file
     if video_format == "gif":
         imageio.mimsave(tmp, rgb, format="GIF", duration=1000.0 / fps, loop=0)
     elif video_format == "mp4":
