@@ -34,6 +34,17 @@ def run_id() -> str:
 _RUN_ID: str | None = None
 
 
+def settings_from_config(cls, node, key: str):
+    """The settings dataclass ``cls`` from a plain config mapping ``node`` (None: the defaults); a key
+    ``cls`` does not have is a ConfigError naming it, the config key ``key`` and the known keys."""
+    node = dict(node or {})
+    known = cls.__dataclass_fields__
+    unknown = sorted(set(node) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown {key} keys {unknown}; known: {sorted(known)}")
+    return cls(**node)
+
+
 def register_resolvers() -> None:
     """``${f2f.sum:a,b}``: integer sum, used for max_epochs = constant + decay epochs.
     ``${f2f.run_id:}``: the per-process run id (:func:`run_id`); ``${f2f.file_uri:path}``: the absolute

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
+from fundus2ffa.config import settings_from_config
 from fundus2ffa.errors import ConfigError
 from fundus2ffa.nets.padding import pad_to_multiple
 
@@ -73,11 +74,7 @@ class TileSettings:
 
     @classmethod
     def from_config(cls, node: Mapping | None) -> "TileSettings":
-        node = dict(node or {})
-        unknown = sorted(set(node) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"unknown predict.tiled keys {unknown}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**node)
+        return settings_from_config(cls, node, "predict.tiled")
 
     def wants_tiles(self, height: int, width: int) -> bool:
         """Whether ``predict.mode=native`` should tile an image of this size."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fundus2ffa.config import settings_from_config
 from fundus2ffa.errors import ConfigError
 
 
@@ -42,11 +43,7 @@ class EMASettings:
 
     @classmethod
     def from_config(cls, node: Mapping | None) -> "EMASettings":
-        node = dict(node or {})
-        unknown = sorted(set(node) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"unknown model.ema keys {unknown}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**node)
+        return settings_from_config(cls, node, "model.ema")
 
 
 def frozen_copy(net: nn.Module) -> nn.Module:
