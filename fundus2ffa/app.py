@@ -6,14 +6,14 @@
     python -m fundus2ffa.app ckpt_path=... share_on_network=true        # reachable from your network
 
 For a clinician or collaborator without a Python session (the Gradio demos medical-imaging papers
-ship): a CF of any size (JPEG, PNG, TIFF) is translated exactly as ``task=predict`` does
-(:func:`fundus2ffa.predict.translate_image` / :func:`~fundus2ffa.predict.translate_video_frames` with
-the ``predict`` settings of ``conf/app.yaml``), and shown beside the CF with a compare slider, an
+ship): a CF of any size (JPEG, PNG, TIFF) is translated exactly as ``task=predict`` does: each
+checkpoint is loaded by the one loader (:func:`fundus2ffa.loader.load`) and translated by the one
+translator (:class:`fundus2ffa.inference.translator.Translator`: the checkpoint's preprocessing, the
+``predict`` settings of ``conf/app.yaml`` with predict's defaults, tiles for large images), and shown beside the CF with a compare slider, an
 opacity blend and the field-of-view outline (:func:`fundus2ffa.priors.fov.fov_mask`, reference_spec
 1.3); video models (those with ``translate_video``) add a player and a frame slider. The PNG (or MP4)
-can be downloaded. Several checkpoints can be selected; each loads through :mod:`fundus2ffa.checkpoint`
-(``torch.load(weights_only=True)``, as test and predict). ``predict.image_size=null`` (the default) takes
-the training size from the checkpoint's stored run config.
+can be downloaded. Several checkpoints can be selected. ``predict.image_size=null`` (the default) takes
+the training size from the checkpoint's stored run config (used by ``predict.mode=resize``).
 
 Offline by design: Gradio's analytics are switched off before it is imported, the page uses system
 fonts, server-side rendering (a Node process) is off and Gradio's public share tunnel is never used;
@@ -44,6 +44,7 @@ FOV_COLOUR = (0, 255, 0)
 def load_config(argv: list[str]) -> DictConfig:
     """``conf/app.yaml`` merged with ``key=value`` arguments; unknown keys are refused by name."""
     base = OmegaConf.load(config_dir() / "app.yaml")
+    base.predict.tiled = OmegaConf.load(config_dir() / "run.yaml").predict.tiled  # predict's tiles, one definition
     OmegaConf.set_struct(base, True)
     bad = [a for a in argv if "=" not in a]
     if bad:
@@ -79,43 +80,34 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_models(paths: list[Path], device: torch.device) -> dict:
-    """label -> model in eval mode, each rebuilt by :func:`fundus2ffa.checkpoint.load_model`: the safe load
-    path of test and predict (``torch.load(weights_only=True)``: no code from the file runs)."""
-    from fundus2ffa.checkpoint import load_model
+def load_models(paths: list[Path], device: torch.device, cfg: DictConfig | None = None) -> dict:
+    """label -> :class:`~fundus2ffa.inference.translator.Translator` of each checkpoint (loaded by
+    :func:`fundus2ffa.loader.load`: weights_only, allow-listed targets; nothing from the file runs),
+    on ``device``, with the ``predict`` settings of ``cfg`` (predict's defaults without it)."""
+    from fundus2ffa import loader
+    from fundus2ffa.inference.translator import Translator
 
-    models = {}
+    translators = {}
     for path in paths:
-        model = load_model(path).to(device).eval()
-        model.fundus2ffa_image_size = training_size(path)  # predict.image_size=null uses it
-        model.fundus2ffa_ckpt_path = str(path)  # its stored data.preprocess
-        models[checkpoint_label(path)] = model
-    return models
+        loaded = loader.load(path)
+        loaded.model.to(device).eval()
+        translators[checkpoint_label(path)] = Translator.from_loaded(loaded, translate_settings(cfg, loaded), device=device)
+    return translators
 
 
-def training_size(path: Path, default: int = 256) -> int:
-    """``data.image_size`` of the run a checkpoint was trained in (its stored config), else ``default``."""
-    from fundus2ffa.checkpoint import checkpoint_config
-    from fundus2ffa.errors import CheckpointError
+def translate_settings(cfg: DictConfig | None, loaded):
+    """The demo's ``predict`` settings on top of ``task=predict``'s defaults (conf/run.yaml), so that the
+    demo tiles what predict tiles; ``image_size`` null: the checkpoint's training size."""
+    from fundus2ffa.inference.translator import settings_of
 
-    try:
-        return int(checkpoint_config(path).data.image_size)
-    except (CheckpointError, AttributeError, TypeError, ValueError):
-        return default
-
-
-def upload_preprocess(model, cfg: DictConfig):
-    """predict's preprocessing for this model: the checkpoint's stored ``data.preprocess`` (and its inverse),
-    ``predict.mode`` overriding the resize policy as in ``task=predict``."""
-    from fundus2ffa.predict import prediction_preprocess
-
-    settings = cfg.predict
-    size = int(settings.image_size or getattr(model, "fundus2ffa_image_size", 256))
-    run_cfg = OmegaConf.create({
-        "ckpt_path": getattr(model, "fundus2ffa_ckpt_path", None), "data": {"preprocess": {"size": size}},
-        "predict": {"mode": settings.mode, "image_size": size, "multiple": int(settings.multiple)},
-    })
-    return prediction_preprocess(run_cfg)
+    base = OmegaConf.load(config_dir() / "run.yaml").predict
+    node = OmegaConf.merge(
+        {k: v for k, v in base.items() if k in ("mode", "multiple", "tiled")},
+        {k: v for k, v in (cfg.predict.items() if cfg is not None else []) if k in ("mode", "image_size", "multiple", "tiled", "num_frames")},
+    )
+    if node.get("image_size") is None:
+        node.image_size = int(loaded.stored("data.image_size", 256) or 256)
+    return settings_of(node)
 
 
 @dataclass
@@ -145,11 +137,11 @@ def blend(cf: np.ndarray, ffa: np.ndarray, opacity: float) -> np.ndarray:
     return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
 
 
-def translate_upload(model, upload: str | Path, cfg: DictConfig, device: torch.device, out_dir: Path) -> Translation:
+def translate_upload(translator, upload: str | Path, cfg: DictConfig, out_dir: Path) -> Translation:
     """Read an uploaded CF and translate it as ``task=predict`` does; write the PNG (and MP4) to download."""
-    from fundus2ffa.data.io import read_cf, write_png
-    from fundus2ffa.predict import translate_image, translate_video_frames, write_frames
+    from fundus2ffa.data.io import read_cf
     from fundus2ffa.priors.fov import fov_mask
+    from fundus2ffa.writers import write_frames, write_png
 
     upload = Path(upload)
     if upload.suffix.lower() not in UPLOAD_TYPES:
@@ -157,28 +149,26 @@ def translate_upload(model, upload: str | Path, cfg: DictConfig, device: torch.d
     try:
         cf = read_cf(upload, allow_grey=bool(cfg.allow_grey_cf))
     except DataError as exc:
-        grey = "greyscale" in str(exc)
-        reason = ("it is greyscale (an angiogram, or a grey export?); start the demo with allow_grey_cf=true to accept it"
-                  if grey else "it is corrupt or not an image; upload a JPEG, PNG or TIFF colour fundus photograph")
+        text = str(exc)
+        if "greyscale" in text:
+            reason = "it is greyscale (an angiogram, or a grey export?); start the demo with allow_grey_cf=true to accept it"
+        elif "pixels" in text:  # too large (a decompression bomb or a scan): the reader's message says the limit
+            reason = text
+        else:
+            reason = "it is corrupt or not an image; upload a JPEG, PNG or TIFF colour fundus photograph"
         raise DataError(f"{upload.name} cannot be used as a colour fundus photograph: {reason}") from None
-    settings = cfg.predict
-    preprocess = upload_preprocess(model, cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"{upload.stem}_ffa"
-    if hasattr(model, "translate_video"):
-        num_frames = int(settings.num_frames or model.hparams.get("num_frames", 12))
-        frames = translate_video_frames(model, cf, preprocess, device, num_frames)
-        mp4 = Path(write_frames(stem, frames, "mp4", float(settings.fps)))
-        png = stem.with_suffix(".png")
-        write_png(png, frames[-1])
+    if translator.is_video:
+        frames = translator(cf)
+        mp4 = Path(write_frames(stem, frames, "mp4", float(cfg.predict.fps)))
+        png = write_png(stem.with_suffix(".png"), frames[-1])
         return Translation(cf, frames[-1], fov_mask(cf), frames, png, mp4)
-    ffa = translate_image(model, cf, preprocess, device)
-    png = stem.with_suffix(".png")
-    write_png(png, ffa)
+    ffa = translator(cf)
+    png = write_png(stem.with_suffix(".png"), ffa)
     return Translation(cf, ffa, fov_mask(cf), [], png, None)
 
 
-def build_demo(cfg: DictConfig, models: dict, device: torch.device):
+def build_demo(cfg: DictConfig, models: dict):
     """The Gradio Blocks of the demo (not launched)."""
     import gradio as gr
 
@@ -191,8 +181,7 @@ def build_demo(cfg: DictConfig, models: dict, device: torch.device):
         if upload is None:
             return ("Upload a colour fundus photograph (JPEG, PNG or TIFF).", *empty)
         try:
-            model = models[label]
-            result = translate_upload(model, upload, cfg, device, work / f"{len(list(work.iterdir())):04d}")
+            result = translate_upload(models[label], upload, cfg, work / f"{len(list(work.iterdir())):04d}")
         except Fundus2FFAError as exc:
             return (f"**Cannot use this upload:** {exc}", *empty)
         ffa_rgb = np.repeat(result.ffa[..., None], 3, axis=2)
@@ -234,7 +223,7 @@ def build_demo(cfg: DictConfig, models: dict, device: torch.device):
             overlay = gr.Image(label="Field of view (green outline)", type="numpy", height=320, format="png", interactive=False, elem_id="fov")
             generated = gr.Image(label="Generated FFA (input resolution)", type="numpy", height=320, format="png", interactive=False,
                                  elem_id="generated")
-        any_video = any(hasattr(m, "translate_video") for m in models.values())
+        any_video = any(t.is_video for t in models.values())
         with gr.Row(visible=any_video):
             player = gr.Video(label="Generated FFA video", interactive=False, visible=False, elem_id="video")
             with gr.Column():
@@ -255,8 +244,8 @@ def launch(cfg: DictConfig, prevent_thread_lock: bool = False):
     import gradio as gr
 
     device = pick_device(str(cfg.device))
-    models = load_models(checkpoint_paths(cfg), device)
-    demo = build_demo(cfg, models, device)
+    models = load_models(checkpoint_paths(cfg), device, cfg)
+    demo = build_demo(cfg, models)
     host = "0.0.0.0" if cfg.share_on_network else str(cfg.host)
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
     return demo.launch(

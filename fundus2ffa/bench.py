@@ -14,7 +14,6 @@ so the difference is what the framework adds.
 """
 
 import argparse
-import json
 import resource
 import statistics
 import tempfile
@@ -29,7 +28,8 @@ from omegaconf import open_dict
 from fundus2ffa.callbacks.timing import IterationTimer
 from fundus2ffa.config import config_dir, register_resolvers
 from fundus2ffa.losses.base import LossInputs
-from fundus2ffa.run import build
+from fundus2ffa.builders import build
+from fundus2ffa.writers import write_json
 
 register_resolvers()
 
@@ -197,8 +197,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         text = [f"{c:.4g}" if isinstance(c, float) else str(c) for c in cells]
         print(f"{key:<{width}}  " + "  ".join(f"{t:>24}" for t in text))
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(dict(zip(names, table)), handle, indent=2)
+        write_json(args.json, dict(zip(names, table)), sort_keys=False)
     return table
 
 

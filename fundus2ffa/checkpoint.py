@@ -1,4 +1,5 @@
-"""The one place checkpoints are read and written (issue 8, items 1 to 3).
+"""The checkpoint file: read and written here (issue 8, items 1 to 3); a model is rebuilt from it by the
+one loader, :mod:`fundus2ffa.loader`, which also checks every class name the file carries.
 
 Reading: every checkpoint goes through :func:`load_checkpoint`, ``torch.load(..., weights_only=True)``:
 a file whose pickle would build anything but tensors and plain containers is refused before any of its
@@ -11,11 +12,11 @@ the RNG and image-pool states are tensors and lists. Loaded with weights_only in
 Fundus2Video (prediction in tests/models/test_autoregressive_gan.py). A missing, empty, truncated or corrupt file is a :class:`CheckpointError`
 naming the path and what is wrong with it.
 
-Writing: :func:`atomic_save` writes to a temporary file beside the target (same folder, so the same
-filesystem), flushes and fsyncs it, then ``os.replace``s it over the target, so a checkpoint name
-always holds either the previous complete file or the new complete one. The temporary file is removed
-on any error (also ``KeyboardInterrupt``); a kill -9 can leave one, which :func:`remove_temp_files`
-removes at the next start (``RunCheckpoint.on_fit_start``). A full disk (ENOSPC, EDQUOT) becomes a
+Writing: :func:`atomic_save` writes through :func:`fundus2ffa.writers.atomic_write` (a temporary file
+beside the target, flushed and fsynced, then ``os.replace``d over it), so a checkpoint name always
+holds either the previous complete file or the new complete one. The temporary file is removed on any
+error (also ``KeyboardInterrupt``); a kill -9 can leave one, which :func:`remove_temp_files` removes at
+the next start (``RunCheckpoint.on_fit_start``). A full disk (ENOSPC, EDQUOT) becomes a
 :class:`CheckpointError` naming the folder. :class:`SafeCheckpointIO` routes Lightning's own saves and
 loads (resume, ``trainer.test(ckpt_path=...)``) through these two functions; :func:`install` puts it on a
 trainer. Lightning's own writer serialises into memory, then moves a file written in ``$TMPDIR``, which
@@ -41,12 +42,8 @@ is written by ``GANModule.on_save_checkpoint`` from ``module.fundus2ffa_record``
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import pickle
-import re
-import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -55,7 +52,9 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from fundus2ffa.errors import CheckpointError, ConfigError
+from fundus2ffa import writers
+from fundus2ffa.errors import CheckpointError, ConfigError, OutputError
+from fundus2ffa.writers import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +63,6 @@ RECORD_KEY = "fundus2ffa"
 TARGET_KEY = "fundus2ffa_target"
 # Extra types torch.load may build besides tensors and plain containers: none is needed (see above).
 SAFE_GLOBALS: list = []
-TEMP_SUFFIX = ".tmp"
-_TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
-_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 # ----------------------------------------------------------------------------------------- reading
@@ -187,91 +183,25 @@ def config_differences(stored: Any, current: Any, prefix: str = "") -> list[tupl
     return [] if stored == current else [(prefix, stored, current)]
 
 
-def load_model(path: str | Path, target: str | None = None):
-    """Rebuild the trained LightningModule of a checkpoint: its class, its stored constructor arguments
-    (``hyper_parameters``), then its weights. ``target``: the class the caller expects (refused, naming
-    both, when the checkpoint holds another)."""
-    from hydra.utils import get_class
-
-    checkpoint = load_checkpoint(path)
-    target = check_model_class(path, checkpoint, target)
-    cls = get_class(target)
-    try:
-        model = cls(**(checkpoint.get("hyper_parameters") or {}))
-    except TypeError as exc:
-        raise CheckpointError(f"checkpoint {path}: cannot rebuild {target} from its stored hyperparameters ({exc})") from None
-    model.on_load_checkpoint(checkpoint)
-    try:
-        model.load_state_dict(checkpoint["state_dict"], strict=True)
-    except (KeyError, RuntimeError) as exc:
-        raise CheckpointError(f"checkpoint {path}: its weights do not fit {target} ({str(exc).splitlines()[0]})") from None
-    return model
-
-
 # ----------------------------------------------------------------------------------------- writing
-def temp_path(target: Path) -> Path:
-    """A unique temporary name beside ``target`` (hidden; removed by :func:`remove_temp_files`)."""
-    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}")
-
-
 def atomic_save(obj: Any, target: str | Path) -> None:
-    """``torch.save(obj)`` to ``target`` atomically: temp file beside it, flush, fsync, os.replace."""
+    """``torch.save(obj)`` to ``target`` atomically and durably (fundus2ffa.writers.atomic_write: temporary
+    file beside it, fsync, os.replace); a full disk is a CheckpointError naming the folder."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(target)
     try:
-        with open(tmp, "xb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
-            raise CheckpointError(
-                f"no space left on the disk of {target.parent} while writing {target.name}; {_free_text(target.parent)} "
-                f"The previous {target.name} (if any) is unchanged. Free space there or move the run "
-                "(FUNDUS2FFA_ROOT / paths.root_dir) to a larger disk, then resume with ckpt_path=<its last.ckpt>."
-            ) from None
-        raise
-    _fsync_folder(target.parent)
-
-
-def _free_text(folder: Path) -> str:
-    import shutil
-
-    try:
-        return f"{shutil.disk_usage(folder).free} bytes are free."
-    except OSError:
-        return ""
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable (POSIX); a no-op where folders cannot be opened (Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        with atomic_write(target, fsync=True, what="the checkpoint") as tmp:
+            with open(tmp, "xb") as handle:
+                torch.save(obj, handle)
+                handle.flush()
+    except OutputError as exc:
+        raise CheckpointError(
+            f"{exc} Then resume with ckpt_path=<its last.ckpt> (move the run with FUNDUS2FFA_ROOT / paths.root_dir)."
+        ) from None
 
 
 def remove_temp_files(folder: str | Path) -> list[Path]:
-    """Remove temporary files left in ``folder`` by an interrupted :func:`atomic_save` (e.g. a kill -9)."""
-    folder = Path(folder)
-    removed = []
-    if folder.is_dir():
-        for path in folder.iterdir():
-            if path.is_file() and _TEMP_RE.match(path.name):
-                path.unlink(missing_ok=True)
-                removed.append(path)
-    if removed:
-        log.info("removed %d unfinished checkpoint temp file(s) in %s", len(removed), folder)
-    return removed
+    """Remove temporary files left in ``folder`` by an interrupted save (e.g. a kill -9)."""
+    return writers.remove_temp_files(folder)
 
 
 class SafeCheckpointIO(TorchCheckpointIO):

@@ -23,3 +23,15 @@ class CheckpointError(DataError):
 
 class ExportError(Fundus2FFAError, RuntimeError):
     """A model cannot be exported, or its exported graph disagrees with PyTorch."""
+
+
+class OutputError(Fundus2FFAError, OSError):
+    """An output cannot be written: no space left, a read-only or missing folder, a path that is a folder."""
+
+
+class UnsafeTargetError(CheckpointError):
+    """A stored config names a class outside fundus2ffa's allow-list: refused before anything is built."""
+
+
+class Stopped(Fundus2FFAError):
+    """The command was stopped by SIGTERM or SIGINT; the message says what was kept and how to resume."""

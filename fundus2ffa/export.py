@@ -2,27 +2,36 @@
 
     python -m fundus2ffa.export ckpt_path=<run>/checkpoints/last.ckpt format=onnx out=pix2pix.onnx
     python -m fundus2ffa.export ckpt_path=... format=torchscript out=pix2pix.pt
+    python -m fundus2ffa.export --help
+
+Arguments (key=value): ckpt_path (required), out (required), format=onnx|torchscript (onnx),
+check=true (the parity check below), tolerance=1e-4, opset=17, exporter=legacy|dynamo (legacy).
 
 What is exported (issue 12, item 3):
   still-image models (pix2pix, pix2pixHD, saliency cGAN, CycleGAN's G_AB, Fundus2Angio)
-      ``cf`` N x 3 x H x W -> ``ffa`` N x 1 x H x W, H and W dynamic multiples of the generator's
-      size multiple (``size_policy.multiple`` in the card; pad outside the graph, as ``predict.mode=native``
-      does). Fundus2Angio's Lanczos halving is exported as its stride-2 convolution form
+      ``cf`` N x 3 x H x W -> ``ffa`` N x 1 x H x W, any H and W: the graph pads to the generator's
+      size multiple (reflection, split evenly) and crops the output back inside itself, as
+      ``predict.mode=native`` does (:class:`PaddedToMultiple`). Fundus2Angio's Lanczos halving is exported as its stride-2 convolution form
       (nets/resample.py ``lanczos_halve_conv``): the matrix form is built per size in NumPy and would fix H, W.
   Fundus2Video
       the window step ``(cf, previous)`` -> ``window``, N x 3 x H x W each; the autoregressive loop stays
-      outside the graph (a loop with a Python-chosen length), written out in the card and in
-      :func:`video_loop` (spec 4.7: previous_0 = CF; window_t = step(CF, previous_t); frame k is the mean of
-      the windows that cover it; previous_{t+1} = window_t).
+      outside the graph (a loop with a Python-chosen length), written out in the card; the model's own
+      ``translate_video(cf, T, step=...)`` runs it around the exported graph (spec 4.7: previous_0 = CF;
+      window_t = step(CF, previous_t); frame k is the mean of the windows that cover it;
+      previous_{t+1} = window_t).
   With ``model.ema.enabled`` the EMA weights are exported (what ``translate`` uses).
 
 Beside the file, ``<out>.json`` (the card) says how to feed it: channels (RGB), normalisation (8-bit / 127.5
-- 1), the size policy (multiple, padding, the training size for ``resize``), field-of-view handling,
-the output conversion and, for Fundus2Video, the loop. The export is then checked (``check=true``): the
-exported graph and PyTorch on a random input and on a synthetic fundus (real-like: vessels, disc, dark
-surround), each at two sizes (so the dynamic axes are exercised), must agree within ``tolerance``
-(default 1e-4 in [-1, 1], 1/78 of a grey level; measured 1e-8 .. 1e-5). A failed check leaves nothing
-written.
+- 1), the checkpoint's own ``data.preprocess`` verbatim under ``preprocess`` (resize policy, size,
+interpolation, field-of-view crop: what ``task=predict`` applies before the graph) with readable lines
+generated from it, the output conversion and, for Fundus2Video, the loop. The export is then checked
+(``check=true``): the exported graph and PyTorch on a random input and on a synthetic fundus (real-like:
+vessels, disc, dark surround), at sizes that are not multiples of anything (256 x 320, 301 x 457), must
+agree within ``tolerance`` (default 1e-4 in [-1, 1], 1/78 of a grey level); and a whole synthetic CF
+translated by the one translator (:class:`fundus2ffa.inference.translator.Translator`, the
+checkpoint's preprocessing and its inverse) with the exported graph as its generator step must give
+the same 8-bit image as with PyTorch (within one grey level). A failed check leaves nothing written, no
+temporary file included.
 
 ONNX uses the TorchScript-based exporter (``dynamo=False``): the convolutional generators here trace
 exactly, and it exports in seconds where the dynamo exporter took 50-80 s per tiny model on this
@@ -31,16 +40,17 @@ project's 2-core CPU (same parity); ``exporter=dynamo`` switches.
 
 import json
 import logging
-import math
 import sys
+import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from fundus2ffa.errors import ConfigError, ExportError
+from fundus2ffa.errors import ConfigError, ExportError, Fundus2FFAError
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +62,33 @@ WINDOW = 3
 
 # ----------------------------------------------------------------------------- what is exported
 def size_multiple(net: nn.Module) -> int:
-    """The side multiple a generator needs (2**downsamplings; pix2pixHD's local enhancer: its divisor)."""
-    net = getattr(net, "_orig_mod", net)
-    if hasattr(net, "multiple"):
-        return int(net.multiple)
-    if hasattr(net, "divisor"):
-        return int(net.divisor)
-    for attr in ("num_downs", "n_downsampling"):
-        if hasattr(net, attr):
-            return 2 ** int(getattr(net, attr))
-    raise ExportError(f"cannot tell the size multiple of {type(net).__name__} (no divisor, num_downs or n_downsampling)")
+    """The side multiple a generator needs (fundus2ffa.inference.translator.size_multiple), or an ExportError."""
+    from fundus2ffa.inference.translator import size_multiple as multiple_of
+
+    multiple = multiple_of(net)
+    if multiple is None:
+        raise ExportError(f"cannot tell the size multiple of {type(net).__name__} (no divisor, num_downs or n_downsampling)")
+    return multiple
+
+
+class PaddedToMultiple(nn.Module):
+    """Pads every input (N x C x H x W) to multiples of ``multiple`` by reflection (split evenly, the
+    smaller half at the top / left, as :func:`fundus2ffa.nets.padding.pad_to_multiple`), runs
+    ``module``, crops every output back: inside the graph, so the exported file takes any H x W."""
+
+    def __init__(self, module: nn.Module, multiple: int):
+        super().__init__()
+        self.module, self.multiple = module, int(multiple)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if self.multiple == 1:
+            return self.module(*inputs)
+        h, w = inputs[0].shape[-2], inputs[0].shape[-1]
+        ph, pw = (self.multiple - h % self.multiple) % self.multiple, (self.multiple - w % self.multiple) % self.multiple
+        top, left = ph // 2, pw // 2
+        padded = [torch.nn.functional.pad(x, (left, pw - left, top, ph - top), mode="reflect") for x in inputs]
+        out = self.module(*padded)
+        return out[..., top:top + h, left:left + w]
 
 
 class StillGenerator(nn.Module):
@@ -111,27 +138,36 @@ def exportable(model) -> tuple[nn.Module, list[str], list[str], int, str]:
     from fundus2ffa.models.coarse_fine_gan import MULTIPLE, CoarseFineGAN
 
     if hasattr(model, "translate_video"):
-        generator = model.eval_net("generator")
-        return WindowStep(model).eval(), ["cf", "previous"], ["window"], size_multiple(generator), "video_window_step"
+        multiple = size_multiple(model.eval_net("generator"))
+        return PaddedToMultiple(WindowStep(model), multiple).eval(), ["cf", "previous"], ["window"], multiple, "video_window_step"
     if isinstance(model, CoarseFineGAN):
         multiple = int(getattr(model.generator, "multiple", MULTIPLE))
-        return CoarseFineGenerator(model).eval(), ["cf"], ["ffa"], multiple, "still"
+        return PaddedToMultiple(CoarseFineGenerator(model), multiple).eval(), ["cf"], ["ffa"], multiple, "still"
     if not hasattr(model, "translate") or not hasattr(model, "eval_net"):
         raise ExportError(f"{type(model).__name__} has no translate(cf): only fundus2ffa GAN modules can be exported")
+    if getattr(model, "generator_size", None):
+        raise ExportError(
+            f"{type(model).__name__} runs its generator at the fixed size model.generator_input_size="
+            f"{list(model.generator_size)} (resized inside translate, antialiased bicubic, which ONNX cannot express); "
+            "export a model trained without it"
+        )
     name = "g_ab" if hasattr(model, "g_ab") else "generator"
     net = model.eval_net(name)
     average = getattr(model, "ffa_channels", 1) == 3
-    return StillGenerator(net, average).eval(), ["cf"], ["ffa"], size_multiple(net), "still"
+    multiple = size_multiple(net)
+    return PaddedToMultiple(StillGenerator(net, average), multiple).eval(), ["cf"], ["ffa"], multiple, "still"
 
 
 # ----------------------------------------------------------------------------- check inputs
+CHECK_SIZES = ((256, 320), (301, 457))  # not multiples of the generators' 16 .. 256: the in-graph padding runs
+
+
 def check_inputs(names: list[str], multiple: int, seed: int = 0) -> list[tuple[str, tuple[torch.Tensor, ...]]]:
-    """(label, inputs) pairs for the parity check: random and a synthetic fundus, at two sizes."""
+    """(label, inputs) pairs for the parity check: random and a synthetic fundus, at :data:`CHECK_SIZES`."""
     from fundus2ffa.data.synthetic.retina import synthesize_eye
     from fundus2ffa.data.transforms import to_tensor_pm1
 
-    side = multiple * max(1, math.ceil(64 / multiple))
-    sizes = [(side, side + multiple), (side + multiple, side)]
+    sizes = CHECK_SIZES
     generator = torch.Generator().manual_seed(seed)
     cases = []
     for h, w in sizes:
@@ -182,32 +218,45 @@ def parity(module: nn.Module, run, cases) -> dict[str, float]:
     return {label: float((run(*inputs) - module(*inputs)).abs().max()) for label, inputs in cases}
 
 
-def video_loop(step, cf: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """The Fundus2Video inference loop around an exported window step (spec 4.7), as
-    ``AutoregressiveVideoGAN.translate_video``: N x 3 x H x W CF -> N x T x 1 x H x W frames."""
-    total = torch.zeros(cf.shape[0], num_frames, *cf.shape[-2:])
-    count = torch.zeros(num_frames)
-    previous = cf
-    for start in range(num_frames):
-        window = step(cf, previous)
-        for j in range(WINDOW):
-            if start + j < num_frames:
-                total[:, start + j] += window[:, j]
-                count[start + j] += 1
-        previous = window
-    return (total / count.view(1, -1, 1, 1)).unsqueeze(2)
+def preprocess_lines(preprocess: dict | None, multiple: int) -> dict:
+    """Readable lines of how to feed the graph, generated from the checkpoint's ``data.preprocess``."""
+    from fundus2ffa.data.preprocess import Preprocess
+
+    if preprocess is None:
+        return {"resize": "unknown: the checkpoint stores no data.preprocess; feed images at the scale it was trained at"}
+    p = Preprocess.from_config(preprocess)
+    interpolation = {"pil_bicubic": "PIL Image.BICUBIC on 8-bit images (antialiased when shrinking)",
+                     "cubic": "OpenCV INTER_CUBIC", "linear": "OpenCV INTER_LINEAR", "area": "OpenCV INTER_AREA",
+                     "nearest": "OpenCV INTER_NEAREST"}[p.interpolation]
+    resize = {
+        "native": "none: the graph runs at the image's own scale (the model was trained on native-scale crops)",
+        "square": f"resize the (cropped) CF to {p.size} x {p.size} with {interpolation}, run, resize the output back with the same",
+        "scale_width": f"resize the (cropped) CF to width {p.size} keeping the aspect, with {interpolation}; resize the output back",
+        "shorter_side": f"resize the (cropped) CF so its shorter side is {p.size}, with {interpolation}; resize the output back",
+    }[p.resize]
+    fov = ("zero the CF outside its field of view (CF green > 11, fundus2ffa.priors.fov.fov_mask) and crop to its bounding "
+           "box first; paste the output back into a black image of the input size" if p.fov_crop else
+           "none: the whole image, dark surround included, is translated, as task=predict does")
+    return {
+        "resize": resize,
+        "fov": fov,
+        "padding": f"inside the graph: any H x W; it pads to multiples of {multiple} by reflection and crops back",
+        "large_images": "task=predict tiles images above predict.tiled.auto_above (fundus2ffa.inference.tiled: overlapping "
+                        "tiles blended with Gaussian weights); the graph itself runs any size that fits memory",
+        "reference": "fundus2ffa.inference.translator.Translator is the reference implementation of this preprocessing",
+    }
 
 
-def card(model, checkpoint: dict, fmt: str, out: Path, names, outputs, multiple: int, kind: str) -> dict:
-    """The preprocessing the exported graph expects (written as ``<out>.json``)."""
-    image_size = (checkpoint.get("datamodule_hyper_parameters") or {}).get("image_size")
-    record = checkpoint.get("fundus2ffa")  # the run record (fundus2ffa/checkpoint.py), when present
-    if image_size is None and isinstance(record, dict):
-        image_size = ((record.get("config") or {}).get("data") or {}).get("image_size")
+def card(loaded, fmt: str, out: Path, names, outputs, multiple: int, kind: str) -> dict:
+    """How to feed the exported graph (written as ``<out>.json``): the checkpoint's ``data.preprocess``
+    verbatim and the lines generated from it."""
+    model = loaded.model
+    preprocess = loaded.preprocess_settings()
     info = {
         "file": out.name,
         "format": fmt,
         "model": f"{type(model).__module__}.{type(model).__qualname__}",
+        "checkpoint": {"path": str(loaded.path), "epoch": loaded.epoch, "global_step": loaded.global_step},
         "ema": model.ema is not None,
         "kind": kind,
         "inputs": {
@@ -215,15 +264,10 @@ def card(model, checkpoint: dict, fmt: str, out: Path, names, outputs, multiple:
                    "normalisation": "8-bit RGB x -> x / 127.5 - 1 (range [-1, 1])"},
         },
         "outputs": {},
-        "size_policy": {
-            "multiple": multiple,
-            "native": f"pad height and width up to multiples of {multiple} by reflection, split evenly "
-                      "(top/left get the smaller half), and crop the output back (fundus2ffa.nets.padding.pad_to_multiple)",
-            "resize": "resize the CF to training_image_size (OpenCV INTER_AREA), run, resize the output back (INTER_CUBIC)",
-            "training_image_size": image_size,
-            "large_images": "tile (fundus2ffa.inference.tiled): overlapping tiles blended with Gaussian weights",
-        },
-        "fov": "none: the whole image, dark surround included, is translated, as task=predict does; no FOV mask",
+        "preprocess": preprocess,
+        "training_image_size": loaded.stored("data.image_size"),
+        "size_multiple": multiple,
+        "how_to_feed": preprocess_lines(preprocess, multiple),
     }
     to8 = "uint8 = clip(round((y + 1) * 127.5), 0, 255)"
     if kind == "video_window_step":
@@ -233,7 +277,8 @@ def card(model, checkpoint: dict, fmt: str, out: Path, names, outputs, multiple:
         info["video_loop"] = (
             "previous = cf; for t in 0..T-1: window = step(cf, previous); add window[:, j] to frame t + j for j = 0, 1, 2 "
             "where t + j < T; previous = window. Frame k = sum / number of windows covering it "
-            "(fundus2ffa.export.video_loop; T = model.num_frames, "
+            "(the loop of fundus2ffa.models.AutoregressiveVideoGAN.translate_video, whose step= takes the exported graph; "
+            "T = model.num_frames, "
             f"{model.hparams.get('num_frames', 12)} for this model)"
         )
     else:
@@ -241,15 +286,39 @@ def card(model, checkpoint: dict, fmt: str, out: Path, names, outputs, multiple:
     return info
 
 
+def translation_parity(loaded, module: nn.Module, run, kind: str) -> int:
+    """Largest 8-bit difference between a whole synthetic CF translated by the one translator with
+    PyTorch and with the exported graph as its generator step (preprocessing and inverse shared)."""
+    from fundus2ffa.data.synthetic.retina import synthesize_eye
+    from fundus2ffa.inference.translator import Translator, TranslateSettings
+
+    cf = synthesize_eye(7, size=CHECK_SIZES[1][0], width=CHECK_SIZES[1][1], abnormal=True).cf
+    translator = Translator.from_loaded(loaded, TranslateSettings(num_frames=4), device="cpu")
+    if kind == "video_window_step":
+        exported = translator.with_step(lambda x: run(x[:, :3].contiguous(), x[:, 3:].contiguous()))
+        mine = translator.with_step(lambda x: module(x[:, :3], x[:, 3:]))
+    else:
+        exported = translator.with_step(lambda x: run(x.contiguous()))
+        mine = translator.with_step(module)
+    a, b = np.asarray(mine(cf), dtype=np.int16), np.asarray(exported(cf), dtype=np.int16)
+    return int(np.abs(a - b).max())
+
+
 def export(ckpt_path: str, fmt: str, out: str, check: bool = True, tolerance: float = 1e-4, opset: int = 17,
            exporter: str = "legacy") -> dict:
     """Export the checkpoint's generator to ``out`` and its card to ``<out>.json``; returns the card."""
+    from fundus2ffa import loader
+    from fundus2ffa.writers import atomic_write, remove_temp_files, write_json
+
     if fmt not in FORMATS:
         raise ConfigError(f"format must be one of {'|'.join(FORMATS)}, got {fmt!r} (e.g. format=onnx)")
     if exporter not in EXPORTERS:
         raise ConfigError(f"exporter must be one of {'|'.join(EXPORTERS)}, got {exporter!r}")
     if not out:
         raise ConfigError("export needs an output file: add out=/path/to/generator.onnx (or .pt for torchscript)")
+    path = Path(out)
+    if path.is_dir():
+        raise ConfigError(f"out={path} is a folder; give a file name, e.g. out={path / ('generator.' + ('onnx' if fmt == 'onnx' else 'pt'))}")
     if not ckpt_path or not Path(ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={ckpt_path} does not exist; point it to a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt)")
     if fmt == "onnx":
@@ -257,57 +326,97 @@ def export(ckpt_path: str, fmt: str, out: str, check: bool = True, tolerance: fl
             import onnxruntime  # noqa: F401
         except ImportError:
             raise ConfigError("format=onnx needs onnx and onnxruntime: pip install 'fundus2ffa[export]'") from None
+    check_writable(path)
 
-    from fundus2ffa.predict import load_model
-
-    model = load_model(ckpt_path).eval()
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    loaded = loader.load(ckpt_path)
+    model = loaded.model
     module, names, outputs, multiple, kind = exportable(model)
     cases = check_inputs(names, multiple)
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    try:
-        with torch.no_grad():
-            if fmt == "onnx":
-                _export_onnx(module, cases[0][1], names, outputs, tmp, int(opset), exporter)
-            else:
-                _export_torchscript(module, cases[0][1], tmp)
-    except Exception as exc:  # noqa: BLE001 - every exporter failure becomes one clear error
-        tmp.unlink(missing_ok=True)
-        raise ExportError(
-            f"{type(model).__name__} ({kind}) cannot be exported to {fmt}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-            + ("; try format=torchscript" if fmt == "onnx" else "; try format=onnx")
-        ) from exc
-    info = card(model, checkpoint, fmt, path, names, outputs, multiple, kind)
-    if check:
+    for stale in remove_temp_files(path.parent, older_than=time.time()):
+        log.info("removed %s, left by an interrupted export", stale)
+    info = card(loaded, fmt, path, names, outputs, multiple, kind)
+    with atomic_write(path, what="the exported graph") as tmp:
         try:
-            diffs = parity(module, runner(fmt, tmp, names), cases)
-        except Exception as exc:  # noqa: BLE001 - a graph that does not run is not exported
-            tmp.unlink(missing_ok=True)
+            with torch.no_grad():
+                if fmt == "onnx":
+                    _export_onnx(module, cases[0][1], names, outputs, tmp, int(opset), exporter)
+                else:
+                    _export_torchscript(module, cases[0][1], tmp)
+        except Exception as exc:  # noqa: BLE001 - every exporter failure becomes one clear error
             raise ExportError(
-                f"the exported {fmt} graph of {type(model).__name__} ({kind}) cannot be run on its inputs {names}: "
-                f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}; nothing was written (a generator that leaves "
-                "torch, e.g. through NumPy, is traced as a constant)"
+                f"{type(model).__name__} ({kind}) cannot be exported to {fmt}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+                + ("; try format=torchscript" if fmt == "onnx" else "; try format=onnx")
             ) from exc
-        info["parity"] = {"tolerance": float(tolerance), "max_abs_diff": diffs}
-        worst = max(diffs.values())
-        if not worst <= float(tolerance):  # also catches NaN
-            tmp.unlink(missing_ok=True)
-            raise ExportError(
-                f"the exported {fmt} graph of {type(model).__name__} differs from PyTorch by {worst:.3g} > tolerance "
-                f"{tolerance} ({diffs}); nothing was written. Try the other format, or exporter=dynamo for ONNX"
-            )
-    tmp.replace(path)
+        if check:
+            try:
+                run = runner(fmt, tmp, names)
+                diffs = parity(module, run, cases)
+                levels = translation_parity(loaded, module, run, kind)
+            except Exception as exc:  # noqa: BLE001 - a graph that does not run is not exported
+                raise ExportError(
+                    f"the exported {fmt} graph of {type(model).__name__} ({kind}) cannot be run on its inputs {names}: "
+                    f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}; nothing was written (a generator that leaves "
+                    "torch, e.g. through NumPy, is traced as a constant)"
+                ) from exc
+            info["parity"] = {"tolerance": float(tolerance), "max_abs_diff": diffs, "translated_cf_max_grey_levels": levels}
+            worst = max(diffs.values())
+            if not worst <= float(tolerance) or levels > 1:  # also catches NaN
+                raise ExportError(
+                    f"the exported {fmt} graph of {type(model).__name__} differs from PyTorch by {worst:.3g} (tolerance "
+                    f"{tolerance}; {diffs}) and by {levels} grey levels on a translated CF (at most 1); nothing was written. "
+                    "Try the other format, or exporter=dynamo for ONNX"
+                )
     card_path = path.with_name(path.name + ".json")
-    card_path.write_text(json.dumps(info, indent=2))
+    write_json(card_path, info, sort_keys=False)
     log.info("exported %s to %s (card %s)", type(model).__name__, path, card_path)
     return info
 
 
-def main(argv: list[str] | None = None) -> dict:
+def check_writable(path: Path) -> None:
+    """Fail before the model is loaded when ``path`` cannot be written (naming it and the fix)."""
+    import os
+    import tempfile
+
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".fundus2ffa-write-check-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"out={path} cannot be written ({folder}: {exc.strerror or exc}); choose a folder you can write") from None
+
+
+USAGE = """usage: python -m fundus2ffa.export ckpt_path=<run>/checkpoints/last.ckpt out=<file> [key=value ...]
+
+Export a trained generator for use outside Python (ONNX for onnxruntime, or TorchScript), with a card
+<out>.json that says how to feed it (the checkpoint's data.preprocess, normalisation, the video loop).
+
+keys (default):
+  ckpt_path   the checkpoint to export (required)
+  out         the file to write, e.g. pix2pix.onnx or pix2pix.pt (required)
+  format      onnx | torchscript (onnx)
+  check       true | false: compare the exported graph with PyTorch before keeping it (true)
+  tolerance   largest allowed difference in [-1, 1] (1e-4)
+  opset       ONNX opset (17)
+  exporter    legacy | dynamo: the ONNX exporter (legacy)
+
+example:
+  python -m fundus2ffa.export ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt out=pix2pix.onnx
+"""
+
+
+def main(argv: list[str] | None = None) -> dict | None:
     """``key=value`` arguments: ckpt_path, format (onnx | torchscript), out, check, tolerance, opset, exporter."""
-    args = OmegaConf.to_container(OmegaConf.from_dotlist(list(sys.argv[1:] if argv is None else argv)))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(USAGE)
+        return None
+    bad = [a for a in argv if "=" not in a]
+    if bad:
+        raise ConfigError(f"arguments are key=value, got {' '.join(bad)}; see python -m fundus2ffa.export --help")
+    args = OmegaConf.to_container(OmegaConf.from_dotlist(argv))
     unknown = sorted(set(args) - set(DEFAULTS))
     if unknown:
         raise ConfigError(f"unknown export arguments {unknown}; known: {sorted(DEFAULTS)} (key=value)")
@@ -318,5 +427,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    result = main()
-    print(json.dumps(result.get("parity", {}), indent=2))
+    try:
+        result = main()
+    except Fundus2FFAError as exc:
+        sys.exit(f"error: {exc}")
+    if result is not None:
+        print(json.dumps(result.get("parity", {}), indent=2))

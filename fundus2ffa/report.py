@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
+from fundus2ffa.writers import write_text
 
 METRIC_ORDER = ("psnr", "ssim", "psnr_fov", "ssim_fov", "vessel_dice", "leakage_dice", "lpips", "lpips_compat", "fid", "kid", "fvd")
 #: metrics (higher is better) on which a model must beat the trivial baselines
@@ -546,8 +547,7 @@ def main(argv: list[str] | None = None) -> str:
     metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
     text = render(summarise(runs, metrics), args.format, args.stage)
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text)
+        write_text(args.output, text)
     else:
         sys.stdout.write(text + ("" if text.endswith("\n") else "\n"))
     return text

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from fundus2ffa.errors import DataError
+from fundus2ffa.writers import write_text
 
 RESULTS_DIR = "results"
 IMAGE_KINDS = ("cf", "real", "fake", "error")
@@ -191,11 +192,7 @@ def write_results_page(run_dir: Path, title: str | None = None) -> Path:
     results_dir = run_dir / RESULTS_DIR
     results_dir.mkdir(parents=True, exist_ok=True)
     page = render(results_dir, metrics, rows, config_text, title or f"fundus2ffa results: {run_dir.name}")
-    target = results_dir / "index.html"
-    tmp = target.with_name(target.name + ".part")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(target)
-    return target
+    return write_text(results_dir / "index.html", page)
 
 
 if __name__ == "__main__":

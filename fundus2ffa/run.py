@@ -28,111 +28,22 @@ came from: val | val_carved_from_train | test | null) and ``selected_on`` (the s
 the evaluated checkpoint: null for last.ckpt); a ``warning`` when validation used the test split.
 """
 
-import csv
-import json
-import math
 import logging
 from pathlib import Path
 
 import hydra
 import lightning as L
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf import DictConfig, OmegaConf
 
 from fundus2ffa import checkpoint as ckpt_io
+from fundus2ffa import loader
+from fundus2ffa.builders import build, build_callbacks, build_loggers, build_trainer
 from fundus2ffa.config import check_config, config_dir, register_resolvers
-from fundus2ffa.errors import ConfigError
 from fundus2ffa.run_extras import finish_run, log_config, optimized_metric, start_run
+from fundus2ffa.writers import write_csv, write_json, write_text
 
 register_resolvers()
 log = logging.getLogger("fundus2ffa")
-
-
-def build(node: DictConfig, key: str, **kwargs):
-    """Instantiate ``node``; a constructor that refuses its arguments becomes a ConfigError naming ``key``."""
-    try:
-        return instantiate(node, **kwargs)
-    except MissingMandatoryValue as exc:
-        missing = getattr(exc, "full_key", "") or key
-        raise ConfigError(f"config value {missing} is not set (???); add {missing}=<value> to the command line") from None
-    except InstantiationException as exc:
-        cause = exc.__cause__ or exc
-        if isinstance(cause, (ConfigError,)) or type(cause).__name__ in ("DataError", "WeightsError"):
-            raise cause from None
-        raise ConfigError(
-            f"cannot build config '{key}' ({node.get('_target_')}): {cause}. Check the keys under '{key}' "
-            f"(python -m fundus2ffa.run --cfg job shows the composed config)"
-        ) from cause
-
-
-def build_callbacks(cfg: DictConfig, val_source: str | None = "val") -> list:
-    """The configured callbacks. Monitors read validation metrics only (issue 15); without a validation
-    split (``val_source`` None) the checkpoint callback keeps last.ckpt only and other monitoring callbacks
-    (early stopping) are left out, with a warning."""
-    callbacks = []
-    for name, node in (cfg.get("callbacks") or {}).items():
-        if not node:
-            continue
-        monitor = node.get("monitor") if isinstance(node, DictConfig) else None
-        if monitor and str(monitor).startswith("test/"):
-            raise ConfigError(
-                f"callbacks.{name}.monitor={monitor} selects on the test split; monitor a validation metric "
-                f"(callbacks.{name}.monitor=val/psnr), or validate on test explicitly with data.val_from=test"
-            )
-        if monitor and val_source is None:
-            if str(node.get("_target_", "")).endswith(("ModelCheckpoint", "RunCheckpoint")):
-                node = node.copy()
-                with open_dict(node):
-                    node.monitor, node.save_top_k = None, 0
-                log.warning("no validation split: callbacks.%s keeps last.ckpt only (no %s to select on)", name, monitor)
-            else:
-                log.warning("no validation split: callbacks.%s (monitor %s) is left out", name, monitor)
-                continue
-        callbacks.append(build(node, f"callbacks.{name}"))
-    return callbacks
-
-
-def build_loggers(cfg: DictConfig) -> list:
-    return [build(node, f"logger.{name}") for name, node in (cfg.get("logger") or {}).items() if node]
-
-
-def build_trainer(cfg: DictConfig, callbacks: list, loggers: list, validate: bool = True) -> L.Trainer:
-    """The trainer, with checkpoints written and read through fundus2ffa.checkpoint (atomic, weights_only)."""
-    extra = {} if validate else {"limit_val_batches": 0, "num_sanity_val_steps": 0}
-    trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **extra)
-    ckpt_io.install(trainer)
-    return trainer
-
-
-def _strict_json(value):
-    """NaN / inf (an empty field of view scores NaN) become null: metrics.json stays strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict_json(v) for v in value]
-    return value
-
-
-def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(_strict_json(payload), indent=2, sort_keys=True, allow_nan=False))
-    tmp.replace(path)
-
-
-def write_rows(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    tmp = path.with_name(path.name + ".part")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
 
 
 def test_baselines(cfg: DictConfig, datamodule) -> dict | None:
@@ -195,8 +106,11 @@ def evaluate(cfg: DictConfig, trainer: L.Trainer, model, datamodule, ckpt_path: 
                 "validation used the TEST split (data.val_from=test): checkpoint selection, early stopping and "
                 "sweep objectives saw test metrics, so the test metrics are not an independent result"
             )
+        resumed_from = (getattr(model, "fundus2ffa_record", None) or {}).get("resumed_from")
+        if resumed_from:
+            payload["resumed_from"] = resumed_from
         write_json(out / "metrics.json", payload)
-        write_rows(out / "test_per_image.csv", getattr(model, "eval_rows", {}).get("test", []))
+        write_csv(out / "test_per_image.csv", getattr(model, "eval_rows", {}).get("test", []))
     return results
 
 
@@ -210,100 +124,18 @@ def _cli_overrides() -> list[str]:
         return []
 
 
-MODEL_GROUPS = ("model", "generator", "discriminator", "loss")
-
-
-def _override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def config_from_checkpoint(cfg: DictConfig) -> DictConfig:
-    """``cfg`` with the model and data settings of ``cfg.ckpt_path`` (task=test / predict).
-
-    An explicit command-line override of a model-building key (model, generator, discriminator, loss:
-    a group choice or a value) that differs from the checkpoint is refused, naming the key and both
-    values. ``data=<config>`` replaces the checkpoint's data settings with that config; ``data.*``
-    overrides apply on top; a change of ``data.image_size`` is warned about by name."""
-    path = cfg.ckpt_path
-    checkpoint = ckpt_io.load_checkpoint(path, mmap=True)
-    if not isinstance(checkpoint.get(ckpt_io.RECORD_KEY), dict):
-        # written without a run record (an older fundus2ffa, or trainer.save_checkpoint of a bare module)
-        ckpt_io.check_model_class(path, checkpoint, cfg.model.get("_target_") if cfg.task == "test" else None)
-        log.warning("checkpoint %s carries no run config: model and data settings come from the command line", path)
-        return cfg
-    stored = ckpt_io.stored_config(checkpoint, path)
-    target = ckpt_io.check_model_class(path, checkpoint, None)
-    keys = [_override_key(o) for o in _cli_overrides() if "=" in o]
-    conflicts = []
-    for key in keys:
-        if key.split(".", 1)[0] not in MODEL_GROUPS:
-            continue
-        if "." not in key:  # a group choice: compare the classes it builds
-            key = f"{key}._target_"
-        now, then = OmegaConf.select(cfg, key, default=None), OmegaConf.select(stored, key, default=None)
-        now = OmegaConf.to_container(now, resolve=True) if isinstance(now, DictConfig) else now
-        then = OmegaConf.to_container(then, resolve=True) if isinstance(then, DictConfig) else then
-        if now != then:
-            conflicts.append(f"{key}={now!r} (the checkpoint has {then!r})")
-    if conflicts:
-        raise ConfigError(
-            f"task={cfg.task} rebuilds the model from {path} ({target}); these overrides contradict it: "
-            f"{'; '.join(conflicts)}. Drop them (the checkpoint's settings are used), or use a checkpoint trained with them."
-        )
-    out = cfg.copy()
-    with open_dict(out):
-        for group in MODEL_GROUPS:
-            if group in stored:
-                out[group] = stored[group]
-        data_choice = any(key == "data" for key in keys)
-        if not data_choice and "data" in stored:
-            data = stored.data.copy()
-            with open_dict(data):
-                for key in keys:
-                    if key.startswith("data."):
-                        value = OmegaConf.select(cfg, key, default=None)
-                        OmegaConf.update(data, key[len("data."):], value, force_add=True)
-            out.data = data
-    then = OmegaConf.select(stored, "data.image_size", default=None)
-    now = OmegaConf.select(out, "data.image_size", default=None)
-    if then is not None and now != then:
-        log.warning("data.image_size=%s differs from the checkpoint's %s (%s): the model runs at %s as asked", now, then, path, now)
-    return out
-
-
-def check_resume(cfg: DictConfig, model) -> None:
-    """``task=train ckpt_path=...``: the checkpoint loads safely, is of this model class and its weights fit."""
-    path = cfg.ckpt_path
-    checkpoint = ckpt_io.load_checkpoint(path, mmap=True)
-    ckpt_io.check_model_class(path, checkpoint, cfg.model.get("_target_"))
-    record = checkpoint.get(ckpt_io.RECORD_KEY) or {}
-    differences = []
-    if isinstance(record.get("config"), dict):
-        current = OmegaConf.to_container(cfg.model, resolve=True)
-        differences = ckpt_io.config_differences(record["config"].get("model") or {}, current, "model")
-    mine = model.state_dict()
-    theirs = checkpoint.get("state_dict") or {}
-    misfit = [k for k in mine if k not in theirs or tuple(theirs[k].shape) != tuple(mine[k].shape)]
-    misfit += [k for k in theirs if k not in mine]
-    shown = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, a, b in differences[:6])
-    if misfit:
-        raise ConfigError(
-            f"cannot resume from {path}: its weights do not fit this model ({len(misfit)} tensors differ, e.g. {misfit[0]}). "
-            f"Config keys that differ from the checkpoint: {shown or 'none recorded'}. Resume with the settings it was trained with."
-        )
-    if differences:
-        log.warning("resuming from %s with model settings that differ from the checkpoint's: %s", path, shown)
-
-
 def run(cfg: DictConfig) -> dict:
-    """Run ``cfg.task``; returns the metrics (train/test) or the written prediction paths (predict)."""
+    """Run ``cfg.task``; returns the metrics (train/test) or the written prediction paths (predict).
+
+    With ``ckpt_path`` the config is first completed from the checkpoint (fundus2ffa/loader.py
+    ``run_config``: test and predict take its model and data, resuming takes its whole run config), and
+    only then checked, so repeating the checkpoint's own ``model=`` is no contradiction."""
+    if cfg.get("ckpt_path") and Path(str(cfg.ckpt_path)).is_file() and cfg.get("task") in ("train", "test", "predict"):
+        cfg = loader.run_config(cfg, _cli_overrides())
     check_config(cfg)
-    if cfg.task in ("test", "predict"):
-        cfg = config_from_checkpoint(cfg)
-        check_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     if cfg.task == "predict":
-        from fundus2ffa.predict import predict
+        from fundus2ffa.inference.predict import predict
 
         return predict(cfg)
 
@@ -312,14 +144,14 @@ def run(cfg: DictConfig) -> dict:
     datamodule.setup("fit")
     val_source = getattr(datamodule, "val_source", "val")
     model = build(cfg.model, "model", _recursive_=False)
+    record = {**ckpt_io.run_record(cfg), "val_source": val_source}
     if cfg.task == "train" and cfg.get("ckpt_path"):
-        check_resume(cfg, model)
-    model.fundus2ffa_record = {**ckpt_io.run_record(cfg), "val_source": val_source}
+        loader.check_weights_fit(cfg.ckpt_path, model, cfg.model.get("_target_"))
+        record["resumed_from"] = str(Path(cfg.ckpt_path).resolve())
+    model.fundus2ffa_record = record
     trainer = build_trainer(cfg, build_callbacks(cfg, val_source), build_loggers(cfg), validate=val_source is not None)
     if trainer.is_global_zero:
-        out = Path(cfg.paths.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_text(Path(cfg.paths.output_dir) / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     log_config(cfg, trainer.loggers, model)
 
     if cfg.task == "test":

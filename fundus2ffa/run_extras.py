@@ -18,6 +18,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from fundus2ffa.errors import ConfigError
+from fundus2ffa.targets import factory
+from fundus2ffa.writers import write_text
 
 log = logging.getLogger("fundus2ffa")
 
@@ -65,10 +67,11 @@ def print_config_tree(cfg: DictConfig, save_dir: str | Path | None = None, resol
     tree = config_tree(cfg, resolve=resolve)
     rich.print(tree)
     if save_dir is not None:
-        path = Path(save_dir) / "config_tree.log"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w") as handle:
-            Console(file=handle, width=120, no_color=True, color_system=None).print(tree)
+        import io
+
+        buffer = io.StringIO()
+        Console(file=buffer, width=120, no_color=True, color_system=None).print(tree)
+        write_text(Path(save_dir) / "config_tree.log", buffer.getvalue())
 
 
 def config_hparams(cfg: DictConfig, model=None) -> dict:
@@ -148,6 +151,7 @@ def start_run(cfg: DictConfig) -> None:
     print_config_tree(cfg, save_dir=save_dir, resolve=resolve)
 
 
+@factory
 def mlflow_logger(tracking_uri: str | None = None, **kwargs):
     """Lightning's MLFlowLogger; a local ``file:`` store is allowed explicitly.
 

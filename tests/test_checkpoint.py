@@ -28,7 +28,8 @@ from fundus2ffa.callbacks.checkpoint import RunCheckpoint
 from fundus2ffa.config import config_dir
 from fundus2ffa.errors import CheckpointError, ConfigError
 from fundus2ffa.models.gan_module import GANModule
-from fundus2ffa.run import build, run
+from fundus2ffa.builders import build
+from fundus2ffa.run import run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

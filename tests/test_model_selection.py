@@ -14,7 +14,8 @@ import torch
 
 from conftest import compose_run
 from fundus2ffa.report import main as report
-from fundus2ffa.run import build, run
+from fundus2ffa.builders import build
+from fundus2ffa.run import run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from fundus2ffa.config import config_dir, register_resolvers
-from fundus2ffa.run import build_trainer
+from fundus2ffa.builders import build_trainer
 
 
 def config(seed: int, args):

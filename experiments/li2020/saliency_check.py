@@ -46,7 +46,8 @@ from omegaconf import OmegaConf, open_dict
 from fundus2ffa.config import config_dir, register_resolvers
 from fundus2ffa.losses.saliency import SaliencyLoss
 from fundus2ffa.metrics.convert import to_unit
-from fundus2ffa.run import build, build_callbacks, build_loggers, build_trainer, evaluate
+from fundus2ffa.builders import build, build_callbacks, build_loggers, build_trainer
+from fundus2ffa.run import evaluate
 
 VARIANTS = ("without_saliency", "proposed")
 COLUMNS = ("cyclegan", "pix2pix", "without_saliency", "without_patchgan", "proposed")  # the paper's table

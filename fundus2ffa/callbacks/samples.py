@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
-from fundus2ffa.data.io import write_png
+from fundus2ffa.writers import write_png
 from fundus2ffa.metrics.convert import to_uint8
 
 

@@ -22,8 +22,9 @@ import lightning as L
 import numpy as np
 import torch
 
-from fundus2ffa.callbacks.video_samples import strip_rows, write_video
-from fundus2ffa.data.io import write_png
+from fundus2ffa.callbacks.video_samples import strip_rows
+from fundus2ffa.writers import write_video
+from fundus2ffa.writers import write_png
 from fundus2ffa.metrics.convert import to_uint8
 from fundus2ffa.results_page import result_files
 

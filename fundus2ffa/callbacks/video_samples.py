@@ -16,7 +16,6 @@ replaces trainer callbacks of a parent type by the model's): ``model=fundus2vide
 ``callbacks=default``; ``callbacks=video`` configures them explicitly.
 """
 
-import os
 from pathlib import Path
 
 import lightning as L
@@ -24,41 +23,11 @@ import numpy as np
 import torch
 
 from fundus2ffa.callbacks.samples import SampleGrid
-from fundus2ffa.data.io import write_png
 from fundus2ffa.errors import ConfigError
 from fundus2ffa.metrics.convert import to_uint8
+from fundus2ffa.writers import write_png, write_video
 
 VIDEO_FORMATS = ("gif", "mp4", "none")
-
-
-def write_video(path: Path, frames: list[np.ndarray], fps: float, video_format: str) -> Path:
-    """Write H x W (grey) or H x W x 3 uint8 frames as an animated GIF or an H.264 MP4; returns the path.
-
-    MP4 frames are padded (edge pixels) to even sides, which the yuv420p encoder needs.
-    """
-    import imageio.v2 as imageio
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rgb = [np.repeat(f[..., None], 3, axis=2) if f.ndim == 2 else f for f in frames]
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.part{path.suffix}")  # per process: DDP ranks may share a file
-    if video_format == "gif":
-        imageio.mimsave(tmp, rgb, format="GIF", duration=1000.0 / fps, loop=0)
-    elif video_format == "mp4":
-        height, width = rgb[0].shape[:2]
-        pad = ((0, height % 2), (0, width % 2), (0, 0))
-        rgb = [np.pad(f, pad, mode="edge") for f in rgb]
-        writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
-                                    pixelformat="yuv420p", macro_block_size=1, quality=8)
-        try:
-            for frame in rgb:
-                writer.append_data(frame)
-        finally:
-            writer.close()
-    else:
-        raise ConfigError(f"video format must be gif or mp4, got {video_format!r}")
-    tmp.replace(path)
-    return path
 
 
 def _tiles(video: torch.Tensor) -> list[np.ndarray]:

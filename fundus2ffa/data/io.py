@@ -12,7 +12,6 @@ scaled to 8 bits by their real bit depth (:func:`bit_depth_of`), not by 65535: a
 by 65535 would be near-black. ``data.reader.bit_depth`` (auto | 8 | 10 | 12 | 14 | 16) sets it.
 """
 
-import os
 import struct
 from pathlib import Path
 
@@ -218,16 +217,3 @@ def list_images(folder: Path) -> list[Path]:
             f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}. Put the images there or point data.reader.root elsewhere."
         )
     return files
-
-
-def write_png(path: Path, array: np.ndarray) -> None:
-    """Write an H x W or H x W x 3 uint8 array as PNG, atomically (temporary file, then rename).
-
-    The temporary name carries the process id: DDP ranks may write the same file (DistributedSampler
-    repeats samples to even out the ranks), and a shared temporary name let one rank rename the
-    other's file away mid-write (FileNotFoundError, then a gloo peer crash)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
-    Image.fromarray(array).save(tmp, format="PNG")
-    tmp.replace(path)

@@ -2,29 +2,33 @@
 inputs, batches, DataLoader workers, one or many devices through Lightning.
 
 1. Validation pass: every input not skipped is decoded and checked (readable, colour, a non-empty
-   field of view when the preprocessing crops to it) and dropped at once, so a bad file stops the run before anything is written (all bad files named in one error)
-   and no pixels are kept. ``predict.skip_existing=true`` leaves out inputs whose output exists
-   (outputs are written atomically, so an interrupted run leaves no partial file to skip).
-2. A DataLoader with ``predict.num_workers`` workers reads and preprocesses, ``predict.batch_size``
-   inputs a batch, with the one :class:`~fundus2ffa.data.preprocess.Preprocess` of
-   :func:`fundus2ffa.predict.prediction_preprocess` (the checkpoint's ``data.preprocess``, or the
-   ``predict.mode`` override), exactly as :func:`fundus2ffa.predict.translate_image` does.
+   field of view when the preprocessing crops to it) and dropped at once, so a bad file stops the run
+   before anything is written (all bad files named in one error) and no pixels are kept.
+   ``predict.skip_existing=true`` leaves out inputs whose output exists (outputs are written
+   atomically, so an interrupted run leaves no partial file to skip).
+2. A DataLoader with ``predict.num_workers`` workers reads and prepares, ``predict.batch_size`` inputs a
+   batch, with the :class:`~fundus2ffa.inference.translator.Translator`'s preprocessing.
 3. ``Trainer.predict`` (devices, precision and strategy from ``trainer=``; ``trainer=ddp`` /
    ``ddp_cpu`` shard the inputs with Lightning's unrepeated distributed sampler, so each input is
    translated and written by exactly one process) runs :class:`StreamingPredictor`: same-size inputs
-   of a batch go through the generator together; ``tiled`` (or ``native`` above
-   ``predict.tiled.auto_above`` pixels, or a native-scale checkpoint preprocessing with ``mode: null``)
-   runs overlapping tiles of the network input (inference/tiled.py); ``Preprocess.invert`` maps every
-   output back into its input's geometry (padding removed, resize and field-of-view crop undone).
-4. :class:`PredictionWriter` writes each batch as it comes (nothing accumulates) and records written /
-   skipped / failed (with the reason); rank 0 logs the summary and writes it to ``predict.summary_file``
-   (the run folder's ``predict_summary.json``; the prediction folder holds predictions only).
+   of a batch go through :meth:`Translator.run` together (whole, or in tiles), and
+   :meth:`Translator.finish` maps every output back into its input's geometry.
+4. :class:`PredictionWriter` writes each batch as it comes through :mod:`fundus2ffa.writers` (nothing
+   accumulates) and records written / skipped / failed (with the reason); rank 0 logs the summary and
+   writes it to ``predict.summary_file`` (the run folder's ``predict_summary.json``).
+5. SIGTERM / SIGINT raise :class:`~fundus2ffa.errors.Stopped` in the main process
+   (:func:`stop_on_signals`; an Exception, not a KeyboardInterrupt, which Lightning turns into
+   ``sys.exit(1)``): the current operator finishes, the writer's temporary file is removed, and the run
+   ends with a message saying how many outputs were written and how to resume.
 """
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import signal
+import time
+from contextlib import contextmanager
 
 import lightning as L
 import torch
@@ -32,23 +36,42 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
-from fundus2ffa.data.io import read_cf, write_png
-from fundus2ffa.data.preprocess import Geometry, Preprocess
-from fundus2ffa.errors import ConfigError, DataError
-from fundus2ffa.inference.tiled import TileSettings, tiled_translate, tiled_translate_video
-from fundus2ffa.metrics.convert import to_uint8
+from fundus2ffa.builders import build_trainer
+from fundus2ffa.data.io import read_cf
+from fundus2ffa.data.preprocess import Preprocess
+from fundus2ffa.errors import ConfigError, DataError, Stopped
+from fundus2ffa.inference.translator import Translator
+from fundus2ffa.writers import VIDEO_FORMATS, check_video_format, remove_temp_files, write_frames, write_json, write_png
 
 log = logging.getLogger(__name__)
 
-MODES = (None, "resize", "native", "tiled")  # None: the checkpoint's data.preprocess
+
+@contextmanager
+def stop_on_signals():
+    """In the main thread: SIGTERM and SIGINT raise :class:`Stopped` (SIGTERM otherwise kills the
+    process at once, leaving temporary files; Lightning's own handler only sets a flag between batches,
+    which one long tiled image never reaches). The previous handlers come back afterwards."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):  # noqa: ARG001 - the signal module's signature
+        raise Stopped(f"stopped by {signal.Signals(signum).name}")
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @dataclass(frozen=True)
 class PredictSettings:
-    mode: str | None
-    image_size: int
-    multiple: int
-    tiles: TileSettings
+    """The ``predict`` keys of the streaming loop (the translation's own are the Translator's)."""
+
     batch_size: int = 4
     num_workers: int = 2
     skip_existing: bool = False
@@ -56,16 +79,12 @@ class PredictSettings:
 
     @classmethod
     def from_config(cls, node: DictConfig, video=None) -> "PredictSettings":
-        mode = node.get("mode")
-        if mode not in MODES:
-            raise ConfigError(f"predict.mode must be null (the checkpoint's data.preprocess), resize, native or tiled, got {mode!r}")
         batch_size, num_workers = int(node.get("batch_size", 4)), int(node.get("num_workers", 2))
         if batch_size < 1:
             raise ConfigError(f"predict.batch_size must be at least 1, got {batch_size}")
         if num_workers < 0:
             raise ConfigError(f"predict.num_workers must be >= 0, got {num_workers}")
-        return cls(mode, int(node.image_size), int(node.multiple), TileSettings.from_config(node.get("tiled")),
-                   batch_size, num_workers, bool(node.get("skip_existing", False)), video)
+        return cls(batch_size, num_workers, bool(node.get("skip_existing", False)), video)
 
 
 def output_path(out_dir: Path, name: str, video: tuple | None) -> Path:
@@ -112,7 +131,7 @@ def validate_inputs(paths: list[Path], allow_grey: bool, preprocess: Preprocess 
 
 class PredictInputs(Dataset):
     """Reads and preprocesses one input per item (in DataLoader workers): ``preprocess(cf)`` -> the network
-    input and its :class:`Geometry`, as :func:`fundus2ffa.predict.translate_image`."""
+    input and its geometry, as :meth:`Translator.prepare`."""
 
     def __init__(self, paths: list[Path], names: list[str], preprocess: Preprocess, allow_grey: bool):
         self.paths, self.names, self.preprocess, self.allow_grey = [str(p) for p in paths], list(names), preprocess, allow_grey
@@ -135,38 +154,17 @@ def collate(items: list[dict]) -> list[dict]:
 
 
 class StreamingPredictor(L.LightningModule):
-    """Runs a trained module's generator on batches of preprocessed inputs; returns uint8 outputs in
-    each input's geometry (``preprocess.invert``)."""
+    """Runs a :class:`Translator` on batches of prepared inputs; returns uint8 outputs in each input's
+    geometry."""
 
-    def __init__(self, model, settings: PredictSettings, preprocess: Preprocess):
+    def __init__(self, translator: Translator):
         super().__init__()
-        self.model, self.settings, self.preprocess = model, settings, preprocess
-
-    def wants_tiles(self, height: int, width: int) -> bool:
-        """``tiled``, or a native-scale input (``native``, or ``null`` with a native checkpoint
-        preprocessing) whose longer side exceeds ``predict.tiled.auto_above``."""
-        if self.settings.mode == "tiled":
-            return True
-        native = self.settings.mode == "native" or (self.settings.mode is None and self.preprocess.resize == "native")
-        return native and self.settings.tiles.wants_tiles(height, width)
-
-    def _translate(self, x: torch.Tensor, tiled: bool):
-        settings, video = self.settings, self.settings.video
-        if tiled:
-            if video is not None:
-                return tiled_translate_video(self.model, x, video[1], settings.tiles, settings.multiple)[:, :, 0]
-            return tiled_translate(self.model, x, settings.tiles, settings.multiple)[:, 0]
-        # the Preprocess already padded to its multiple (as translate_image runs it)
-        return self.model.translate_video(x, video[1])[:, :, 0] if video is not None else self.model.translate(x)[:, 0]
-
-    def _finish(self, fake: torch.Tensor, geometry: Geometry):
-        """One output (h x w, or T x h x w for a video) -> uint8 in the input's geometry (the inverse of
-        the preprocessing: padding removed, resize and field-of-view crop undone)."""
-        out = self.preprocess.invert(to_uint8(fake.float()).cpu().numpy(), geometry)
-        return list(out) if fake.ndim == 3 else out
+        self.translator = translator
+        self.model = translator.model  # a submodule: Lightning moves it to the device
 
     @torch.no_grad()
     def predict_step(self, batch: list[dict], batch_idx: int) -> list[dict]:
+        self.translator.device = self.device
         results = [{"path": item["path"], "name": item["name"], "error": item["error"]} for item in batch if "error" in item]
         groups: dict[tuple, list[dict]] = {}
         for item in batch:
@@ -174,15 +172,14 @@ class StreamingPredictor(L.LightningModule):
                 groups.setdefault(tuple(item["cf"].shape), []).append(item)
         for shape, items in groups.items():
             height, width = shape[-2:]
-            tiled = self.wants_tiles(height, width)
             try:
-                fake = self._translate(torch.stack([item["cf"] for item in items]), tiled)
+                fake = self.translator.run(torch.stack([item["cf"] for item in items]))
             except torch.OutOfMemoryError as exc:
                 reason = f"out of memory at {height}x{width} ({exc}); use predict.mode=tiled or a smaller predict.tiled.size"
                 results += [{"path": item["path"], "name": item["name"], "error": reason} for item in items]
                 continue
             for item, out in zip(items, fake):
-                results.append({"path": item["path"], "name": item["name"], "output": self._finish(out, item["geometry"].value)})
+                results.append({"path": item["path"], "name": item["name"], "output": self.translator.finish(out, item["geometry"].value)})
         return results
 
 
@@ -202,8 +199,6 @@ class PredictionWriter(BasePredictionWriter):
         self.out_dir, self.settings, self.summary = out_dir, settings, summary
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
-        from fundus2ffa.predict import write_frames
-
         for item in prediction:
             if "error" in item:
                 self.summary.failed.append({"path": item["path"], "reason": item["error"]})
@@ -231,21 +226,37 @@ class PredictionWriter(BasePredictionWriter):
             self.summary.ranks = [r for part in parts for r in part[2]]
 
 
-def predict_streaming(
-    cfg: DictConfig, model, inputs: list[Path], names: list[str], preprocess: Preprocess | None = None, check_overwrite=None
-) -> list[str]:
-    """Translate ``inputs`` into ``predict.output_dir`` under ``names``; returns the written paths (all
-    ranks). ``preprocess``: :func:`fundus2ffa.predict.prediction_preprocess` (built from ``cfg`` when not
-    given); ``check_overwrite(targets, inputs, overwrite)`` refuses existing outputs (predict_io)."""
-    from fundus2ffa.predict import _video_settings, prediction_preprocess
-    from fundus2ffa.run import build_trainer
+def video_settings(settings, default_frames: int = 12) -> tuple[str, int, float]:
+    """predict.video_format / num_frames / fps, checked (and the MP4 encoder found) before any output.
 
+    Without ``predict.num_frames`` the model's own ``num_frames`` (``default_frames``) is used."""
+    video_format = str(settings.get("video_format", "mp4"))
+    if video_format not in VIDEO_FORMATS:
+        raise ConfigError(f"predict.video_format must be one of {'|'.join(VIDEO_FORMATS)}, got {video_format!r}")
+    num_frames, fps = int(settings.get("num_frames") or default_frames), float(settings.get("fps", 4))
+    if num_frames < 1:
+        raise ConfigError(f"predict.num_frames must be at least 1, got {num_frames}")
+    if fps <= 0:
+        raise ConfigError(f"predict.fps must be positive, got {fps}")
+    try:
+        check_video_format(video_format)
+    except ConfigError as exc:
+        raise ConfigError(f"predict.video_format={video_format}: {exc}") from None
+    return video_format, num_frames, fps
+
+
+def predict_streaming(cfg: DictConfig, translator: Translator, inputs: list[Path], names: list[str], check_overwrite=None) -> list[str]:
+    """Translate ``inputs`` with ``translator`` into ``predict.output_dir`` under ``names``; returns the
+    written paths (all ranks). ``check_overwrite(targets, inputs, overwrite)`` refuses existing outputs
+    (predict_io)."""
     node = cfg.predict
-    video = _video_settings(node, int(model.hparams.get("num_frames", 12))) if hasattr(model, "translate_video") else None
+    video = video_settings(node, translator.num_frames) if translator.is_video else None
+    if video is not None:
+        translator.num_frames = video[1]
     settings = PredictSettings.from_config(node, video)
-    if preprocess is None:
-        preprocess = prediction_preprocess(cfg)
     out_dir = Path(node.output_dir)
+    started = time.time()
+    remove_temp_files(out_dir, older_than=started, recursive=video is not None and video[0] == "png")
     summary = Summary()
     todo, todo_names = [], []
     for path, name in zip(inputs, names):
@@ -255,18 +266,25 @@ def predict_streaming(
             todo.append(path)
             todo_names.append(name)
     allow_grey = bool(cfg.data.get("reader", {}).get("allow_grey_cf", False))
-    validate_inputs(todo, allow_grey, preprocess)
+    validate_inputs(todo, allow_grey, translator.preprocess)
     if check_overwrite is not None:
         check_overwrite([output_path(out_dir, n, video) for n in todo_names], todo, bool(node.get("overwrite", False)))
 
     loader = DataLoader(
-        PredictInputs(todo, todo_names, preprocess, allow_grey), batch_size=settings.batch_size, shuffle=False,
+        PredictInputs(todo, todo_names, translator.preprocess, allow_grey), batch_size=settings.batch_size, shuffle=False,
         num_workers=settings.num_workers, collate_fn=collate, persistent_workers=False,
     )
     writer = PredictionWriter(out_dir, settings, summary)
     trainer = build_trainer(cfg, [writer], [])
     if todo:
-        trainer.predict(StreamingPredictor(model.eval(), settings, preprocess), dataloaders=loader, return_predictions=False)
+        try:
+            with stop_on_signals():
+                trainer.predict(StreamingPredictor(translator), dataloaders=loader, return_predictions=False)
+        except Stopped as exc:
+            message = (f"prediction {exc} after {len(summary.written)} of {len(todo)} outputs; no partial file is left "
+                       f"in {out_dir}. Resume with predict.skip_existing=true.")
+            log.error(message)
+            raise Stopped(message) from None
     if trainer.is_global_zero:
         log.info("predict: %d written, %d skipped (output exists), %d failed, to %s",
                  len(summary.written), len(summary.skipped), len(summary.failed), out_dir)
@@ -274,10 +292,6 @@ def predict_streaming(
             log.warning("failed: %s: %s", failure["path"], failure["reason"])
         summary_file = node.get("summary_file")
         if summary_file and (summary.written or summary.failed or summary.skipped):
-            summary_file = Path(summary_file)
-            summary_file.parent.mkdir(parents=True, exist_ok=True)
-            summary_file.write_text(json.dumps(
-                {"written": summary.written, "skipped": summary.skipped, "failed": summary.failed, "rank_of_written": summary.ranks},
-                indent=2,
-            ))
+            write_json(Path(summary_file), {"written": summary.written, "skipped": summary.skipped, "failed": summary.failed,
+                                            "rank_of_written": summary.ranks}, sort_keys=False)
     return sorted(summary.written)

@@ -81,22 +81,34 @@ class TileSettings:
         return self.auto_above is not None and max(height, width) > int(self.auto_above)
 
 
-def tile_side(settings: TileSettings, multiple: int, height: int, width: int) -> tuple[int, int]:
-    """The tile (h, w): ``size`` rounded up to ``multiple``, no larger than the image rounded up to it."""
-    def side(extent: int) -> int:
-        wanted = -(-int(settings.size) // multiple) * multiple
-        return min(wanted, -(-extent // multiple) * multiple)
+def tile_grid(extent: int, size: int, overlap: float, multiple: int) -> tuple[int, list[int]]:
+    """(tile side, tile starts) along one axis of a padded extent (a multiple of ``multiple``).
 
-    return side(height), side(width)
+    One tile when the extent fits ``size`` (rounded up to ``multiple``). Otherwise the tile side, a
+    multiple of ``multiple`` no larger than ``size``, whose tiles cover the extent with the least total
+    length while neighbours overlap by at least ``overlap`` of a tile (so a 576 px side is two 336 px
+    tiles for a generator of multiple 16, not two 512 px ones); ties go to the larger tile. Starts
+    step by ``tile * (1 - overlap)`` rounded down to ``multiple``, the last flush with the end.
 
-
-def tile_step(tile: int, overlap: float, multiple: int) -> int:
-    """The step between tiles: ``tile * (1 - overlap)`` rounded down to ``multiple`` (at least one).
-
-    Strided generators are periodic in position (a transposed convolution's checkerboard has period
-    2**n_up): a tile that starts off the period computes a shifted pattern, a seam on every image. With
-    the image padded to the multiple and every start a multiple of it, all tiles sit on the period."""
-    return max(multiple, int(tile * (1.0 - overlap)) // multiple * multiple)
+    Why starts on the multiple: strided generators are periodic in position (a transposed
+    convolution's checkerboard has period 2**n_up); a tile that starts off the period computes a
+    shifted pattern, a seam on every image. With the image padded to the multiple and every start a
+    multiple of it, all tiles sit on the period."""
+    cap = max(multiple, -(-int(size) // multiple) * multiple)
+    if extent <= cap:
+        return extent, [0]
+    best = None
+    for tile in range(multiple, cap + 1, multiple):
+        step = int(tile * (1.0 - overlap)) // multiple * multiple
+        if step < multiple:
+            continue  # no start on the period keeps the asked overlap
+        starts = tile_starts(extent, tile, step)
+        cost = (len(starts) * tile, -tile)
+        if best is None or cost < best[0]:
+            best = (cost, tile, starts)
+    if best is None:  # only the largest tile fits the period: step one period
+        return cap, tile_starts(extent, cap, multiple)
+    return best[1], best[2]
 
 
 def tile_starts(extent: int, tile: int, step: int) -> list[int]:
@@ -134,27 +146,35 @@ def tiled_apply(
     multiple: int = 1,
     tile_device: torch.device | str | None = None,
     out_device: torch.device | str | None = None,
+    tile_shape: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """``net`` over overlapping tiles of ``x`` (N x C x H x W), blended into an N x C' x H x W output.
 
-    The image is padded (reflection) to ``multiple``, cut into tiles that start on it, run ``batch``
-    tiles at a time on ``tile_device`` (default: x's device) and accumulated as a weighted mean on
-    ``out_device`` (default: x's device). With x on the CPU and tiles on a GPU, GPU memory holds
-    ``batch`` tiles and their activations, whatever the image size.
+    The image is padded (reflection) to ``multiple`` and cut into the grid of :func:`tile_grid` (or
+    tiles of ``tile_shape`` (h, w), e.g. a model's training patch); ``batch`` tiles run together on
+    ``tile_device`` (default: x's device) and are accumulated as a weighted mean on ``out_device``
+    (default: x's device). Memory beyond the image and its output: ``batch`` tiles and their
+    activations, whatever the image size. A single tile is the whole-image call (no blending).
     """
     padded, crop = pad_to_multiple(x, multiple)
     n, height, width = padded.shape[0], padded.shape[-2], padded.shape[-1]
-    tile_h, tile_w = tile_side(settings, multiple, height, width)
+    overlap = float(settings.overlap)
+    if tile_shape is None:
+        tile_h, rows = tile_grid(height, int(settings.size), overlap, multiple)
+        tile_w, cols = tile_grid(width, int(settings.size), overlap, multiple)
+    else:
+        tile_h, tile_w = min(int(tile_shape[0]), height), min(int(tile_shape[1]), width)
+        rows = tile_starts(height, tile_h, max(1, int(tile_h * (1.0 - overlap))))
+        cols = tile_starts(width, tile_w, max(1, int(tile_w * (1.0 - overlap))))
     tile_device = torch.device(tile_device) if tile_device is not None else x.device
     out_device = torch.device(out_device) if out_device is not None else x.device
-    rows = tile_starts(height, tile_h, tile_step(tile_h, float(settings.overlap), multiple))
-    cols = tile_starts(width, tile_w, tile_step(tile_w, float(settings.overlap), multiple))
     windows = [(r, c) for r in rows for c in cols]
-
-    def weight(r: int, c: int) -> torch.Tensor:
-        wy = blend_profile(tile_h, settings, r > 0, r + tile_h < height)
-        wx = blend_profile(tile_w, settings, c > 0, c + tile_w < width)
-        return (wy[:, None] * wx[None, :]).float().clamp(min=torch.finfo(torch.float32).tiny)
+    if len(windows) == 1:
+        out = net(padded.to(tile_device)).to(out_device)
+        return out if crop is None else out[..., crop[0], crop[1]]
+    profiles_h = {r: blend_profile(tile_h, settings, r > 0, r + tile_h < height).float() for r in rows}
+    profiles_w = {c: blend_profile(tile_w, settings, c > 0, c + tile_w < width).float() for c in cols}
+    tiny = torch.finfo(torch.float32).tiny
 
     out = total = None
     batch = int(settings.batch)
@@ -162,26 +182,27 @@ def tiled_apply(
         chunk = windows[first:first + batch]
         tiles = torch.cat([padded[..., r:r + tile_h, c:c + tile_w] for r, c in chunk]).to(tile_device)
         pred = net(tiles).to(out_device)
+        del tiles
         if out is None:
             out = torch.zeros(n, pred.shape[1], height, width, dtype=torch.float32, device=out_device)
-            total = torch.zeros(1, 1, height, width, dtype=torch.float32, device=out_device)
+            total = torch.zeros(height, width, dtype=torch.float32, device=out_device)
         for k, (r, c) in enumerate(chunk):
-            w = weight(r, c).to(out_device)
-            out[..., r:r + tile_h, c:c + tile_w] += pred[k * n:(k + 1) * n].float() * w
-            total[..., r:r + tile_h, c:c + tile_w] += w
-        del tiles, pred
-    out = (out / total).to(x.dtype)
+            w = (profiles_h[r][:, None] * profiles_w[c][None, :]).clamp_(min=tiny).to(out_device)
+            out[..., r:r + tile_h, c:c + tile_w].addcmul_(pred[k * n:(k + 1) * n].float(), w)
+            total[r:r + tile_h, c:c + tile_w] += w
+        del pred
+    out = out.div_(total).to(x.dtype)
     return out if crop is None else out[..., crop[0], crop[1]]
 
 
-def tiled_translate(model, cf: torch.Tensor, settings: TileSettings, multiple: int = 1, **devices) -> torch.Tensor:
+def tiled_translate(model, cf: torch.Tensor, settings: TileSettings, multiple: int = 1, **options) -> torch.Tensor:
     """A still-image model's ``translate`` over tiles: CF N x 3 x H x W -> FFA N x 1 x H x W."""
-    return tiled_apply(model.translate, cf, settings, multiple, **devices)
+    return tiled_apply(model.translate, cf, settings, multiple, **options)
 
 
-def tiled_translate_video(model, cf: torch.Tensor, num_frames: int, settings: TileSettings, multiple: int = 1, **devices) -> torch.Tensor:
+def tiled_translate_video(model, cf: torch.Tensor, num_frames: int, settings: TileSettings, multiple: int = 1, **options) -> torch.Tensor:
     """A video model's window loop with every window step tiled (issue 12: "video models: tile each
     window step"): the previous window is fed back at full resolution, so the autoregression is the
     model's own; only each step's generator call runs over tiles. Returns N x T x 1 x H x W."""
     generator = model.eval_net("generator")
-    return model.translate_video(cf, num_frames, step=lambda x: tiled_apply(generator, x, settings, multiple, **devices))
+    return model.translate_video(cf, num_frames, step=lambda x: tiled_apply(generator, x, settings, multiple, **options))

@@ -4,7 +4,7 @@ A translation model is only worth its PSNR/SSIM if it beats predictors that know
 angiography. On four real pairs a briefly trained pix2pix scored 14.2 dB while a constant image at the
 FFA mean scored 24.4 dB, and nothing in the output said so. Two baselines, fitted on the training pairs
 only and scored on the same test images with the same metrics as the model
-(:func:`fundus2ffa.models.gan_module.evaluation_scores`):
+(:func:`fundus2ffa.metrics.evaluation.evaluation_scores`):
 
 * ``constant``: every pixel at the mean intensity of the training FFAs (inside their ``valid`` masks
   where the pairs carry one);
@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from fundus2ffa.data.dataset import FFADataset
+from fundus2ffa.metrics.evaluation import evaluation_scores
 from fundus2ffa.metrics.image import MetricTable
 
 BASELINES = ("constant", "linear")
@@ -69,7 +70,6 @@ def predict_baseline(name: str, fitted: dict, cf: torch.Tensor) -> torch.Tensor:
 def score_baselines(datamodule, metrics: dict | None = None, stage: str = "test") -> dict:
     """{'constant': {psnr: ..., ...}, 'linear': {...}, 'fit': {...}} on ``stage``'s images, aggregated as
     a model's metrics are."""
-    from fundus2ffa.models.gan_module import evaluation_scores
 
     fitted = fit_baselines(datamodule)
     tables = {name: MetricTable() for name in BASELINES}

@@ -10,31 +10,17 @@ import inspect
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from fundus2ffa.errors import ConfigError
-from fundus2ffa.metrics.image import MetricTable, image_quality
-from fundus2ffa.metrics.structure import structure_agreement
+from fundus2ffa.targets import instantiate
+from fundus2ffa.metrics.evaluation import evaluation_scores
+from fundus2ffa.metrics.image import MetricTable
 from fundus2ffa.models.ema import EMASettings, ema_update, frozen_copy
 from fundus2ffa.models.schedules import CONVENTIONS, constant_then_linear_decay
 
 EVAL_MODES = ("eval", "train")
-
-
-def evaluation_scores(fake: torch.Tensor, batch: dict, metrics: dict | None = None) -> dict[str, torch.Tensor]:
-    """Per-image val/test scores of a generated batch: PSNR/SSIM (whole and FOV) and, unless
-    ``metrics.structure`` is false, vessel and leakage Dice; a batch ``valid`` mask (registered pairs)
-    excludes the pixels outside it from all of them. Shared with the trivial baselines
-    (metrics/baselines.py), so models and baselines are scored alike."""
-    metrics = metrics or {}
-    valid = batch.get("valid")
-    scores = image_quality(fake, batch["ffa"], batch.get("fov"), quantize=metrics.get("quantize", True), valid=valid)
-    if metrics.get("structure", True):
-        region = batch.get("fov") if valid is None else (valid if batch.get("fov") is None else batch["fov"] * valid)
-        scores.update(structure_agreement(fake, batch["ffa"], region))
-    return scores
 
 
 class GANModule(L.LightningModule):
@@ -120,8 +106,9 @@ class GANModule(L.LightningModule):
 
     @staticmethod
     def build(config):
-        """Instantiate a net or loss from its config (None stays None)."""
-        return None if config is None else instantiate(config)
+        """Instantiate a net or loss from its config (None stays None); its ``_target_`` must be on the
+        allow-list (fundus2ffa/targets.py): the config may come from a checkpoint's hyperparameters."""
+        return None if config is None else instantiate(config, "the model's stored hyperparameters")
 
     def maybe_compile(self, module):
         if self.hparams.get("compile", False) and module is not None:
@@ -130,7 +117,7 @@ class GANModule(L.LightningModule):
 
     def make_optimizer(self, config, params):
         """An optimizer over ``params`` from a config such as {_target_: torch.optim.Adam, lr: ...}."""
-        return instantiate(config, _partial_=True)(params)
+        return instantiate(config, "the model's stored optimizer config", _partial_=True)(params)
 
     def make_schedulers(self, optimizers: list) -> list:
         schedule = self.hparams.get("schedule") or {}

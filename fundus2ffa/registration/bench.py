@@ -32,6 +32,7 @@ from fundus2ffa.priors.fov import fov_mask
 from fundus2ffa.priors.vessels import bright_vessel_image, vessel_segmentation
 from fundus2ffa.registration.estimate import RegistrationOptions, apply, estimate_transform
 from fundus2ffa.registration.outputs import warp_into
+from fundus2ffa.writers import write_json
 
 UWF_EYES = ("train/1", "train/2", "train/3", "train/4", "test/7", "test/8", "test/10")
 
@@ -186,7 +187,7 @@ def main(argv=None) -> dict:
         results["d_speed_1024"] = bench_synthetic_cross_modal(args.speed_pairs, 1024, rng, options, args.success_px)
         print("(d)", json.dumps(results["d_speed_1024"]), flush=True)
     if args.out:
-        args.out.write_text(json.dumps(results, indent=2, default=str))
+        write_json(args.out, results, sort_keys=False, default=str)
     return results
 
 

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from fundus2ffa.data.io import list_images, read_cf, read_grey, write_png
+from fundus2ffa.data.io import list_images, read_cf, read_grey
+from fundus2ffa.writers import write_csv, write_json, write_png
 from fundus2ffa.data.readers.folder import PairedFolder, stem_pairs
 from fundus2ffa.data.records import PairRecord
 from fundus2ffa.errors import DataError, Fundus2FFAError
@@ -146,16 +147,6 @@ def register_record(record: PairRecord, out_dir: Path, options: RegistrationOpti
     return rows
 
 
-def _write_csv(path: Path, rows: list[dict], columns) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-
-
 def _records(cf_dir, ffa_dir, manifest) -> list[PairRecord]:
     if manifest is not None:
         return PairedFolder(manifest=manifest).records()
@@ -199,7 +190,7 @@ def register_pairs(
                 bar.update()
     bar.close()
     rows = [row for record in records for row in results[record.id]]
-    _write_csv(out_dir / "registration.csv", rows, CSV_COLUMNS)
+    write_csv(out_dir / "registration.csv", rows, list(CSV_COLUMNS))
     by_id = {r.id: r for r in records}
     manifest_rows = [
         {
@@ -208,6 +199,6 @@ def register_pairs(
         }
         for row in rows if row["status"] == "ok" and row["id"] in by_id
     ]
-    _write_csv(out_dir / "pairs.csv", manifest_rows, ("id", "cf", "ffa", "mask", "category", "group", "split"))
-    (out_dir / "registration_options.json").write_text(json.dumps({**asdict(options), **asdict(pipeline)}, indent=2))
+    write_csv(out_dir / "pairs.csv", manifest_rows, ["id", "cf", "ffa", "mask", "category", "group", "split"])
+    write_json(out_dir / "registration_options.json", {**asdict(options), **asdict(pipeline)}, sort_keys=False)
     return rows

@@ -29,10 +29,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import get_class
 from torch import nn
 
-from fundus2ffa.checkpoint import load_checkpoint
+from fundus2ffa import loader
 from fundus2ffa.errors import CheckpointError, ConfigError, WeightsError
 from fundus2ffa.nets.generators.fundus2angio import CoarseFineGenerator
 from fundus2ffa.nets.generators.pix2pixhd import GlobalGenerator, LocalEnhancer
@@ -59,7 +58,7 @@ def read_checkpoint(path: str | Path, key: str = "backbone.checkpoint") -> dict:
             "(python -m fundus2ffa.run ... writes one), or use backbone.inits=[random] for a from-scratch baseline."
         )
     try:
-        checkpoint = load_checkpoint(path)  # the project's one reader: torch.load(weights_only=True)
+        checkpoint = loader.read(path, mmap=False).checkpoint  # the one loader: weights_only, allow-listed targets
     except CheckpointError as exc:
         raise WeightsError(f"{key}={path}: {exc}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
@@ -83,14 +82,18 @@ def generator_config(checkpoint: dict, path: str = "") -> dict:
     return config
 
 
-def build_generator(config: dict) -> nn.Module:
-    """Instantiate a generator from a plain config (``_target_`` + keyword arguments), freshly initialised."""
+def build_generator(config: dict, source: str = "backbone.generator") -> nn.Module:
+    """Instantiate a generator from a plain config (``_target_`` + keyword arguments), freshly initialised;
+    the target must be on the allow-list (fundus2ffa/targets.py): the config may come from a checkpoint."""
+    from fundus2ffa.targets import resolve_class
+
     config = dict(config)
     target = config.pop("_target_", None)
     if not target:
         raise ConfigError("backbone.generator needs a _target_ (e.g. fundus2ffa.nets.generators.fundus2video.Fundus2VideoGenerator)")
+    cls = resolve_class(target, "generator._target_", source)
     try:
-        return get_class(target)(**config)
+        return cls(**config)
     except (TypeError, ValueError, ImportError) as exc:
         raise ConfigError(f"cannot build the generator {target} from backbone.generator: {exc}") from None
 
@@ -112,7 +115,7 @@ def load_generator(path: str | Path, key: str = "backbone.checkpoint") -> tuple[
     """(trained generator, its config) from a training checkpoint."""
     checkpoint = read_checkpoint(path, key)
     config = generator_config(checkpoint, str(path))
-    generator = build_generator(config)
+    generator = build_generator(config, f"{key}={path}")
     state = generator_state(checkpoint, str(path))
     missing, unexpected = generator.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -50,6 +50,7 @@ import torch
 from fundus2ffa.data.io import IMAGE_SUFFIXES, read_cf, read_grey
 from fundus2ffa.data.synthetic import synthesize_eye
 from fundus2ffa.errors import ConfigError, DataError
+from fundus2ffa.targets import factory
 
 MODALITIES = ("cf", "ffa")
 SUFFIXES = tuple(sorted(set(IMAGE_SUFFIXES) | {".gif", ".ppm", ".pgm"}))
@@ -275,6 +276,7 @@ class ImageMaskFolders:
 
 
 # ----------------------------------------------------------------------------------------- retrieval
+@factory
 def paired_images(reader, image_size: int = 64, split: str | None = None) -> DownstreamSet:
     """CF/FFA pairs of a fundus2ffa pair reader (``records()`` + ``load()``); ``split`` keeps one folder split."""
     size = _check_size(image_size)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fundus2ffa.errors import DataError
 from fundus2ffa.transfer.fewshot import summarise
+from fundus2ffa.writers import write_text
 
 INIT_ORDER = ("pretrained", "random", "imagenet")
 NOT_METRICS = {"study", "task", "init", "mode", "k", "seed", "n_train", "n_test", "num_queries"}
@@ -65,10 +66,7 @@ def tables(rows: list[dict]) -> str:
 def write_tables(paths, out: Path | None = None) -> str:
     text = tables(read_rows(paths))
     if out is not None:
-        out = Path(out)
-        tmp = out.with_name(out.name + ".part")
-        tmp.write_text(text)
-        tmp.replace(out)
+        write_text(Path(out), text)
     return text
 
 

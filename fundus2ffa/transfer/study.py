@@ -5,7 +5,6 @@ keeps what it finished) and ``table.md`` (the few-shot tables, :mod:`fundus2ffa.
 the run directory. All backbones and the data are checked before the first fit.
 """
 
-import csv
 import logging
 import time
 from pathlib import Path
@@ -13,25 +12,15 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from fundus2ffa.errors import ConfigError
-from fundus2ffa.run import build
+from fundus2ffa.builders import build
 from fundus2ffa.transfer.backbone import BackboneSource
 from fundus2ffa.transfer.fewshot import few_shot_indices, parse_k, split_pool_test
 from fundus2ffa.transfer.report import write_tables
 from fundus2ffa.transfer.tasks import classify, retrieve, segment
+from fundus2ffa.writers import write_csv
 
 log = logging.getLogger(__name__)
 TASKS = ("classification", "segmentation", "retrieval")
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    tmp = path.with_name(path.name + ".part")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
 
 
 def _plain(node):

@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 from conftest import UWF, UWF_SIZE
-from fundus2ffa.data.io import image_size, is_grey, list_images, read_cf, read_grey, write_png
+from fundus2ffa.data.io import image_size, is_grey, list_images, read_cf, read_grey
+from fundus2ffa.writers import write_png
 from fundus2ffa.errors import DataError
 
 

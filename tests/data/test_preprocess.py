@@ -11,11 +11,11 @@ import torch
 
 from conftest import compose_run
 from fundus2ffa.data import FFADataset, Frame, Preprocess, Reader, Record, Transform
-from fundus2ffa.data.io import write_png
+from fundus2ffa.writers import write_png
 from fundus2ffa.data.synthetic.retina import synthesize_eye
 from fundus2ffa.errors import ConfigError, DataError
 from fundus2ffa.priors.fov import fov_bbox, fov_mask
-from fundus2ffa.predict import prediction_preprocess, translate_image, translate_video_frames
+from fundus2ffa.inference.translator import Translator, settings_of
 
 
 def with_margins(image: np.ndarray, top=7, bottom=19, left=23, right=5) -> np.ndarray:
@@ -40,9 +40,20 @@ class Recorder:
         self.input = x.clone()
         return x[:, 1:2]
 
-    def translate_video(self, x, num_frames):
+
+class VideoRecorder(Recorder):
+    """The same for a video model: T copies of the green channel."""
+
+    def translate_video(self, x, num_frames, step=None):
         self.input = x.clone()
         return x[:, None, 1:2].repeat(1, num_frames, 1, 1, 1)
+
+
+def translator(model, cfg) -> Translator:
+    """The translator task=predict builds for ``model`` trained with ``cfg``'s data.preprocess."""
+    from omegaconf import OmegaConf
+
+    return Translator.for_model(model, OmegaConf.to_container(cfg.data.preprocess, resolve=True), settings_of(cfg.predict))
 
 
 class MemoryReader(Reader):
@@ -79,7 +90,7 @@ def test_still_model_gets_the_same_input_in_training_and_prediction(tmp_path):
     dm.setup()
     item = dm.datasets["test"][0]
     recorder = Recorder()
-    out = translate_image(recorder, cf, prediction_preprocess(cfg), torch.device("cpu"))
+    out = translator(recorder, cfg)(cf)
     assert torch.equal(recorder.input[0], item["cf"])  # measured: max |difference| 0.0
     assert out.shape == cf.shape[:2]
     # The field of view was cropped: the raw CF squeezed to 32 px (the old predict) is a different input.
@@ -94,8 +105,8 @@ def test_video_model_gets_the_same_input_in_training_and_prediction():
     preprocess = Preprocess.from_config(cfg.data.preprocess)
     dataset = FFADataset(reader, reader.records(), Transform(), preprocess, kind="video", km={})
     item = dataset[0]
-    recorder = Recorder()
-    frames = translate_video_frames(recorder, cf, prediction_preprocess(cfg), torch.device("cpu"), num_frames=3)
+    recorder = VideoRecorder()
+    frames = translator(recorder, compose_run(["model=fundus2video", "data=synthetic_video", "data.image_size=32", "predict.num_frames=3"]))(cf)
     assert torch.equal(recorder.input[0], item["cf"])
     assert len(frames) == 3 and frames[0].shape == cf.shape[:2]
     assert not frames[0][:7].any() and not frames[0][:, :23].any()  # black margins stay black
@@ -189,7 +200,7 @@ def _box(rng, side):
 
 def test_presets_carry_the_prediction_mode_their_training_implies():
     def policy(*overrides):
-        return prediction_preprocess(compose_run(list(overrides)))
+        return translator(Recorder(), compose_run(list(overrides))).preprocess
 
     assert policy("experiment=kamran2020").resize == "native"  # 512 crops of 720x576 images
     assert policy("experiment=li2020").resize == "native"  # 288x360 patches

@@ -305,7 +305,7 @@ def test_predict_writes_one_video_per_cf_in_every_format(tmp_path):
     import imageio.v2 as imageio
     import imageio.v3 as iio
 
-    from fundus2ffa.data.io import write_png
+    from fundus2ffa.writers import write_png
     from fundus2ffa.run import run
 
     torch.manual_seed(0)

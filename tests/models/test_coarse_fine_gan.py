@@ -10,7 +10,7 @@ import torch
 from conftest import compose_run
 from fundus2ffa.errors import ConfigError, DataError
 from fundus2ffa.models.coarse_fine_gan import frozen
-from fundus2ffa.run import build
+from fundus2ffa.builders import build
 
 D_NAMES = ("d1_fine", "d2_fine", "d1_coarse", "d2_coarse")
 

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from conftest import compose_run
 from fundus2ffa.errors import ConfigError
 from fundus2ffa.models.cycle_gan import STATE_KEY, CycleGAN
-from fundus2ffa.run import build, build_trainer
+from fundus2ffa.builders import build, build_trainer
 
 SIZE = 64  # the learning test
 SMALL = 32  # single-step tests

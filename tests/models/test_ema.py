@@ -8,7 +8,8 @@ from hydra.utils import instantiate
 from conftest import compose_run
 from fundus2ffa.errors import ConfigError
 from fundus2ffa.models.ema import EMASettings, ema_update
-from fundus2ffa.run import build_trainer, run
+from fundus2ffa.builders import build_trainer
+from fundus2ffa.run import run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

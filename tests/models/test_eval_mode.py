@@ -7,7 +7,7 @@ from torch import nn
 
 from conftest import compose_run
 from fundus2ffa.errors import ConfigError
-from fundus2ffa.run import build
+from fundus2ffa.builders import build
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

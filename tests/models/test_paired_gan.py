@@ -4,7 +4,7 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import compose_run
-from fundus2ffa.run import build, build_trainer
+from fundus2ffa.builders import build, build_trainer
 
 
 def test_val_psnr_rises_on_synthetic_retina(tmp_path):

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from conftest import FFA_FRAMES, compose_run
-from fundus2ffa.data.io import write_png
+from fundus2ffa.writers import write_png
 from fundus2ffa.data.readers.folder import PairedFolder
 from fundus2ffa.data.synthetic.retina import synthesize_eye
 from fundus2ffa.errors import ConfigError

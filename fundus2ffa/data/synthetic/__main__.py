@@ -53,7 +53,7 @@ def export(layout: str, out: Path, count: int, size: int, width: int | None, see
 
         export_isfahan(out, _pairs(count, size, width, seed), quirks=True, alignment=True)
     else:
-        from fundus2ffa.data.io import write_png
+        from fundus2ffa.writers import write_png
 
         for i, (cf, ffa, _) in enumerate(_pairs(count, size, width, seed)):
             write_png(out / "cf" / f"eye{i:03d}.png", cf)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fundus2ffa.data.io import write_png
+from fundus2ffa.writers import write_png
 from fundus2ffa.data.synthetic.retina import ARTERIAL_END_S, PHASES, VENOUS_END_S, eye_seed, synthesize_eye
 
 CSV_NAME = "data.csv"

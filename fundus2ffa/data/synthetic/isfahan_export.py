@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image
+from fundus2ffa.writers import write_text
 
 ALIGNMENT_FILE = "alignment.csv"
 FOLDER_CASES = ("upper", "lower", "title")
@@ -76,7 +77,7 @@ def export_isfahan(
             Image.fromarray(cf).save(folder / cf_name, quality=95)
             Image.fromarray(ffa).save(folder / ffa_name, quality=95)
     if alignment:
-        (root / ALIGNMENT_FILE).write_text("".join(lines))
+        write_text(root / ALIGNMENT_FILE, "".join(lines))
     return root
 
 

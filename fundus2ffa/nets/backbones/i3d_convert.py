@@ -33,6 +33,7 @@ import torch
 from fundus2ffa import weights as weight_registry
 from fundus2ffa.errors import WeightsError
 from fundus2ffa.nets.backbones.i3d import InceptionI3d
+from fundus2ffa.writers import write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -146,12 +147,9 @@ def load_i3d_state_dict(source: str | None = None, config_key: str = "weights") 
         return torch.load(cache, map_location="cpu", weights_only=True)
     state = convert_variables(load_flax_variables(pickle_path))
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        part = cache.with_name(cache.name + ".part")
         buffer = io.BytesIO()  # saved through a buffer: the archive's inner name then never depends on the path
         torch.save(state, buffer)
-        part.write_bytes(buffer.getvalue())
-        part.replace(cache)
+        write_bytes(cache, buffer.getvalue())
         digest = weight_registry.sha256_of(cache)
         if digest != CONVERTED_SHA256:
             log.info("cached the converted I3D weights at %s (sha256 %s, recorded %s: rebuilt each load)",
