@@ -102,8 +102,8 @@ def translate_settings(cfg: DictConfig | None, loaded):
 
     base = OmegaConf.load(config_dir() / "run.yaml").predict
     node = OmegaConf.merge(
-        {k: v for k, v in base.items() if k in ("mode", "multiple", "tiled")},
-        {k: v for k, v in (cfg.predict.items() if cfg is not None else []) if k in ("mode", "image_size", "multiple", "tiled", "num_frames")},
+        {k: base[k] for k in ("mode", "multiple", "tiled")},
+        {k: cfg.predict[k] for k in ("mode", "image_size", "multiple", "tiled", "num_frames") if cfg is not None and k in cfg.predict},
     )
     if node.get("image_size") is None:
         node.image_size = int(loaded.stored("data.image_size", 256) or 256)

@@ -204,7 +204,7 @@ def run_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     taken = [k for k in stored.config if k not in RUN_LOCAL] if resume else [g for g in (*MODEL_GROUPS, "data") if g in stored.config]
     chosen = {k for k in keys if "." not in k}  # group choices (data=..., trainer=gpu): the command line's node
     ignored = sorted(k for k in chosen if k not in cfg and k not in stored.config)
-    if ignored:
+    if ignored and resume:  # an overlay (experiment=, debug=) whose keys the checkpoint's config replaces
         log.warning(
             "%s on the command line changes nothing here: with ckpt_path the run's config comes from the checkpoint; "
             "name the keys to change instead (e.g. trainer.max_epochs=300)", ", ".join(f"{k}=..." for k in ignored),

@@ -49,8 +49,11 @@ def test_video_upload_gives_frames_png_and_mp4_at_the_input_size(tmp_path):
 
     upload = tmp_path / "eye.jpg"
     Image.fromarray(synthesize_eye(1, size=40, width=56).cf).save(upload)
+    from fundus2ffa.inference.translator import Translator, settings_of
+
     cfg = load_config(["ckpt_path=x.ckpt", "predict.mode=resize", "predict.image_size=32", "predict.num_frames=4"])
-    result = translate_upload(_video_model(), upload, cfg, torch.device("cpu"), tmp_path / "out")
+    translator = Translator.for_model(_video_model(), {"resize": "square", "size": 32}, settings_of(cfg.predict))
+    result = translate_upload(translator, upload, cfg, tmp_path / "out")
     assert len(result.frames) == 4 and all(f.shape == (40, 56) for f in result.frames)
     assert result.mp4.stat().st_size > 0 and np.asarray(Image.open(result.png)).shape == (40, 56)
     np.testing.assert_array_equal(np.asarray(Image.open(result.png)), result.frames[-1])
@@ -61,11 +64,11 @@ def test_bad_uploads_are_refused_with_the_file_name(tmp_path):
     grey = tmp_path / "angiogram.png"
     Image.fromarray(np.full((20, 20), 90, np.uint8)).save(grey)
     with pytest.raises(DataError, match="angiogram.png .*greyscale.*allow_grey_cf=true"):
-        translate_upload(None, grey, cfg, torch.device("cpu"), tmp_path / "out")
+        translate_upload(None, grey, cfg, tmp_path / "out")
     notes = tmp_path / "notes.txt"
     notes.write_text("hello")
     with pytest.raises(ConfigError, match="notes.txt is not a JPEG, PNG or TIFF"):
-        translate_upload(None, notes, cfg, torch.device("cpu"), tmp_path / "out")
+        translate_upload(None, notes, cfg, tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing written for a refused upload
 
 

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from fundus2ffa.errors import ConfigError
-from fundus2ffa.targets import instantiate
+from fundus2ffa.targets import check_targets, instantiate
 from fundus2ffa.metrics.evaluation import evaluation_scores
 from fundus2ffa.metrics.image import MetricTable
 from fundus2ffa.models.ema import EMASettings, ema_update, frozen_copy
@@ -96,6 +96,9 @@ class GANModule(L.LightningModule):
             k: OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
             for k, v in values.items()
         }
+        # every class named in them must be on the allow-list before anything is built (they may come
+        # from a checkpoint file: Module.load_from_checkpoint outside fundus2ffa.loader too)
+        check_targets(plain, "the model's hyperparameters", "model")
         self.save_hyperparameters(plain, logger=False)
         eval_mode = plain.get("eval_mode", "eval")
         if eval_mode not in EVAL_MODES:

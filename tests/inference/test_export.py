@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 
 from conftest import REPO, compose_run
 from fundus2ffa.errors import ConfigError, ExportError
-from fundus2ffa.export import export, runner, video_loop
+from fundus2ffa.export import export, runner
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,8 +28,12 @@ TINY = {  # the real model configs at test widths (ngf 4)
 }
 
 
+PREPROCESS = {"resize": "square", "size": 64, "multiple": 1, "fov_crop": False, "fov_frames": True, "interpolation": "pil_bicubic"}
+
+
 def checkpoint(tmp_path, name: str, *extra: str):
-    """A checkpoint of the tiny model with randomised BatchNorm statistics (so eval-mode BN is not the identity)."""
+    """A checkpoint of the tiny model with randomised BatchNorm statistics (so eval-mode BN is not the
+    identity) and a run record whose data.preprocess the card must carry."""
     cfg = compose_run([*TINY[name], *extra])
     model = instantiate(cfg.model, _recursive_=False)
     torch.manual_seed(0)
@@ -41,6 +45,8 @@ def checkpoint(tmp_path, name: str, *extra: str):
     torch.save({
         "state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams), "pytorch-lightning_version": "2.6.6",
         "fundus2ffa_target": f"{type(model).__module__}.{type(model).__qualname__}",
+        "fundus2ffa": {"format": 1, "model_target": f"{type(model).__module__}.{type(model).__qualname__}",
+                       "config": {"data": {"image_size": 64, "preprocess": dict(PREPROCESS)}}},
     }, path)
     return path, model
 
@@ -55,13 +61,22 @@ def test_still_models_export_with_parity(tmp_path, name, fmt):
     print(name, fmt, diffs)
     assert len(diffs) == 4 and max(diffs.values()) <= 1e-4  # random + synthetic eye, two sizes each
     card = json.loads((tmp_path / f"{name}.{fmt}.json").read_text())
-    assert card["size_policy"]["multiple"] == {"pix2pix": 32, "pix2pixhd": 16, "saliency_cgan": 4, "fundus2angio": 8}[name]
+    assert card["size_multiple"] == {"pix2pix": 32, "pix2pixhd": 16, "saliency_cgan": 4, "fundus2angio": 8}[name]
     assert card["inputs"]["cf"]["channels"] == "RGB" and card["outputs"]["ffa"]["range"] == [-1, 1]
-    # the file runs on its own at a third size, equal to the model's translate (independent of the check)
-    m = card["size_policy"]["multiple"]
-    cf = torch.rand(1, 3, 3 * m if m > 8 else 40, 5 * m if m > 8 else 72) * 2 - 1
-    with torch.no_grad():
-        torch.testing.assert_close(runner(fmt, out, ["cf"])(cf), model.eval().translate(cf), rtol=0, atol=1e-4)
+    assert card["preprocess"] == PREPROCESS  # the checkpoint's data.preprocess, verbatim
+    assert "64 x 64 with PIL Image.BICUBIC" in card["how_to_feed"]["resize"] and "OpenCV" not in card["how_to_feed"]["resize"]
+    assert info["parity"]["translated_cf_max_grey_levels"] <= 1
+    # the file runs on its own at sizes that are multiples of nothing (padding inside the graph), equal
+    # to the model's translate on the same input padded by predict's own code
+    from fundus2ffa.nets.padding import pad_to_multiple
+
+    for height, width in ((256, 320), (301, 457), (37, 61)):
+        cf = torch.rand(1, 3, height, width) * 2 - 1
+        padded, crop = pad_to_multiple(cf, card["size_multiple"])
+        with torch.no_grad():
+            expected = model.eval().translate(padded)
+        expected = expected if crop is None else expected[..., crop[0], crop[1]]
+        torch.testing.assert_close(runner(fmt, out, ["cf"])(cf), expected, rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
@@ -71,11 +86,15 @@ def test_fundus2video_window_step_and_documented_loop(tmp_path, fmt):
     info = export(str(ckpt), fmt, str(out))
     assert info["kind"] == "video_window_step" and max(info["parity"]["max_abs_diff"].values()) <= 1e-4
     assert "previous = cf" in info["video_loop"]
+    assert "translate_video" in info["video_loop"]
     step = runner(fmt, out, ["cf", "previous"])
+    exported_step = lambda x: step(x[:, :3].contiguous(), x[:, 3:].contiguous())  # noqa: E731
     cf = torch.rand(1, 3, 32, 48) * 2 - 1
     with torch.no_grad():
         reference = model.eval().translate_video(cf, 5)
-    torch.testing.assert_close(video_loop(step, cf, 5), reference, rtol=0, atol=1e-4)
+        torch.testing.assert_close(model.translate_video(cf, 5, step=exported_step), reference, rtol=0, atol=1e-4)
+        # any size runs (each step padded inside the graph; predict pads the CF once, see the card)
+        assert model.translate_video(cf[..., :30, :45], 5, step=exported_step).shape == (1, 5, 1, 30, 45)
 
 
 def test_ema_weights_are_exported(tmp_path):
@@ -110,7 +129,7 @@ def test_unexportable_model_and_bad_arguments_fail_clearly(tmp_path, monkeypatch
     out = tmp_path / "bad.onnx"
     with pytest.raises(ExportError, match=r"PairedGAN \(still\) cannot be (exported to|run on its inputs)"):
         export(str(ckpt), "onnx", str(out))
-    assert not out.exists() and not (tmp_path / "bad.onnx.part").exists() and not (tmp_path / "bad.onnx.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pix2pix.ckpt"]  # no file, no card, no temporary file
 
 
 def test_command_line(tmp_path):
@@ -124,4 +143,9 @@ def test_command_line(tmp_path):
     assert out.is_file() and (tmp_path / "cli.onnx.json").is_file()
     bad = subprocess.run([sys.executable, "-m", "fundus2ffa.export", f"ckpt_path={ckpt}", "fromat=onnx"],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert bad.returncode != 0 and "unknown export arguments ['fromat']" in bad.stderr
+    assert bad.returncode != 0 and "unknown export arguments ['fromat']" in bad.stderr and "Traceback" not in bad.stderr
+    usage = subprocess.run([sys.executable, "-m", "fundus2ffa.export", "--help"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert usage.returncode == 0 and "usage: python -m fundus2ffa.export" in usage.stdout and "Traceback" not in usage.stderr
+    folder = subprocess.run([sys.executable, "-m", "fundus2ffa.export", f"ckpt_path={ckpt}", f"out={tmp_path}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert folder.returncode != 0 and "is a folder; give a file name" in folder.stderr and "Traceback" not in folder.stderr

@@ -2,6 +2,7 @@
 predict writes each input exactly once, tiled mode end to end (issue 12, item 1)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,9 +78,10 @@ def test_peak_memory_is_flat_in_the_number_of_inputs(ckpt, tmp_path):
 
 
 def test_streaming_applies_the_checkpoint_preprocessing_and_its_inverse(ckpt, tmp_path):
-    """The streamed output equals translate_image's (the same Preprocess, field-of-view crop and resize,
-    and its inverse): a disc on black, cropped to its box, run at 32 px and pasted back into the input."""
-    from fundus2ffa.predict import load_model, prediction_preprocess, translate_image
+    """The streamed output equals the one translator's on the same CF (the same Preprocess, field-of-view
+    crop and resize, and its inverse): a disc on black, cropped to its box, run at 32 px and pasted back."""
+    from fundus2ffa import loader
+    from fundus2ffa.inference.predict import translator_for
 
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -93,9 +95,10 @@ def test_streaming_applies_the_checkpoint_preprocessing_and_its_inverse(ckpt, tm
     written = run(cfg)
     assert [Path(p).name for p in written] == ["eye.png"]
     streamed = np.asarray(Image.open(out / "eye.png"))
-    preprocess = prediction_preprocess(cfg)
+    translator = translator_for(cfg, loader.load(ckpt))
+    preprocess = translator.preprocess
     assert preprocess.fov_crop and preprocess.resize == "square"
-    expected = translate_image(load_model(str(ckpt)).eval(), cf, preprocess, torch.device("cpu"))
+    expected = translator(cf)
     assert streamed.shape == cf.shape[:2]
     np.testing.assert_array_equal(streamed, expected)
     # pasted back into the input's frame: black outside the field of view's box, which the crop left out
@@ -111,10 +114,12 @@ def test_skip_existing_resumes_an_interrupted_folder(ckpt, tmp_path):
     out = tmp_path / "out"
     first = run(compose_run(predict_overrides(ckpt, inputs, out, "predict.batch_size=4"), tmp_path / "run"))
     assert len(first) == 6
-    # an interrupted run: two outputs missing, one left half-written under its temporary name
+    # an interrupted run: two outputs missing, one left half-written under its temporary name (a kill -9)
     for name in ("eye001.png", "eye004.png"):
         (out / name).unlink()
-    (out / "eye004.png.part").write_bytes(b"partial")
+    leftover = out / ".eye004.png.0123456789ab.part"
+    leftover.write_bytes(b"partial")
+    os.utime(leftover, (1e9, 1e9))
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
     second = run(compose_run(predict_overrides(ckpt, inputs, out, "predict.skip_existing=true"), tmp_path / "run"))
     assert sorted(Path(p).name for p in second) == ["eye001.png", "eye004.png"]
@@ -122,6 +127,7 @@ def test_skip_existing_resumes_an_interrupted_folder(ckpt, tmp_path):
     summary = json.loads(Path(f"{out}.json").read_text())
     assert len(summary["skipped"]) == 4 and len(summary["written"]) == 2 and summary["failed"] == []
     assert Image.open(out / "eye004.png").size == (48 + 8, 48)
+    assert not leftover.exists()  # the killed run's temporary file is removed at the next start
 
 
 def test_two_process_cpu_ddp_writes_each_input_once(ckpt, tmp_path):
