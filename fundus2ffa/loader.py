@@ -171,18 +171,21 @@ def _rebase(node: Any, old: str | None, new: str | None) -> Any:
     return node
 
 
-def run_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+def run_config(cfg: DictConfig, overrides: list[str] | None) -> DictConfig:
     """``cfg`` (composed from the command line ``overrides``) with what ``cfg.ckpt_path`` implies
-    (module notes, step 3)."""
+    (module notes, step 3). ``overrides`` None: a config composed in code (no command line), taken as
+    complete for resuming; test / predict still take the checkpoint's model and data."""
     path = Path(cfg.ckpt_path)
     stored = read(path)
+    if overrides is None and cfg.task == "train":
+        return cfg
     if stored.config is None:
         # written without a run record (an older fundus2ffa, or trainer.save_checkpoint of a bare module)
         ckpt_io.check_model_class(path, stored.checkpoint, cfg.model.get("_target_") if cfg.task != "predict" else None)
         log.warning("checkpoint %s carries no run config: model and data settings come from the command line", path)
         return cfg
     target = ckpt_io.check_model_class(path, stored.checkpoint, None)
-    keys = [_override_key(o) for o in overrides if "=" in o]
+    keys = [_override_key(o) for o in overrides or [] if "=" in o]
     resume = cfg.task == "train"
     conflicts, changed = [], []
     for key in keys:
@@ -236,10 +239,15 @@ def run_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     return out
 
 
-def check_weights_fit(path: str | Path, model, expected: str | None) -> None:
-    """Resume: the checkpoint is of this model class and its weights have this model's shapes."""
+def check_weights_fit(path: str | Path, model, model_config: DictConfig) -> None:
+    """Resume: the checkpoint is of this model class and its weights have this model's shapes; a misfit
+    names the ``model`` keys that differ from the checkpoint's."""
     stored = read(path)
-    ckpt_io.check_model_class(path, stored.checkpoint, expected)
+    ckpt_io.check_model_class(path, stored.checkpoint, model_config.get("_target_"))
+    differences = []
+    if stored.config is not None and "model" in stored.config:
+        differences = ckpt_io.config_differences(_plain(stored.config.model), _plain(model_config), "model")
+    shown = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, a, b in differences[:6])
     mine = model.state_dict()
     theirs = stored.checkpoint.get("state_dict") or {}
     misfit = [k for k in mine if k not in theirs or tuple(theirs[k].shape) != tuple(mine[k].shape)]
@@ -247,5 +255,8 @@ def check_weights_fit(path: str | Path, model, expected: str | None) -> None:
     if misfit:
         raise ConfigError(
             f"cannot resume from {path}: its weights do not fit this model ({len(misfit)} tensors differ, e.g. {misfit[0]}). "
-            "Resume with the settings it was trained with (drop the model overrides)."
+            f"Config keys that differ from the checkpoint: {shown or 'none recorded'}. Resume with the settings it was "
+            "trained with (drop the model overrides)."
         )
+    if differences:
+        log.warning("resuming from %s with model settings that differ from the checkpoint's: %s", path, shown)

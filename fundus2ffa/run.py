@@ -114,24 +114,25 @@ def evaluate(cfg: DictConfig, trainer: L.Trainer, model, datamodule, ckpt_path: 
     return results
 
 
-def _cli_overrides() -> list[str]:
-    """The command line's overrides (empty outside ``@hydra.main``, e.g. compose-API callers)."""
+def _cli_overrides() -> list[str] | None:
+    """The command line's overrides (None outside ``@hydra.main``, e.g. compose-API callers)."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
         return list(HydraConfig.get().overrides.task)
     except Exception:  # noqa: BLE001 - no Hydra app running
-        return []
+        return None
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     """Run ``cfg.task``; returns the metrics (train/test) or the written prediction paths (predict).
 
     With ``ckpt_path`` the config is first completed from the checkpoint (fundus2ffa/loader.py
     ``run_config``: test and predict take its model and data, resuming takes its whole run config), and
-    only then checked, so repeating the checkpoint's own ``model=`` is no contradiction."""
+    only then checked, so repeating the checkpoint's own ``model=`` is no contradiction. ``overrides``: the
+    command line's (default: Hydra's record of them; None for a config composed in code)."""
     if cfg.get("ckpt_path") and Path(str(cfg.ckpt_path)).is_file() and cfg.get("task") in ("train", "test", "predict"):
-        cfg = loader.run_config(cfg, _cli_overrides())
+        cfg = loader.run_config(cfg, _cli_overrides() if overrides is None else overrides)
     check_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     if cfg.task == "predict":
@@ -146,7 +147,7 @@ def run(cfg: DictConfig) -> dict:
     model = build(cfg.model, "model", _recursive_=False)
     record = {**ckpt_io.run_record(cfg), "val_source": val_source}
     if cfg.task == "train" and cfg.get("ckpt_path"):
-        loader.check_weights_fit(cfg.ckpt_path, model, cfg.model.get("_target_"))
+        loader.check_weights_fit(cfg.ckpt_path, model, cfg.model)
         record["resumed_from"] = str(Path(cfg.ckpt_path).resolve())
     model.fundus2ffa_record = record
     trainer = build_trainer(cfg, build_callbacks(cfg, val_source), build_loggers(cfg), validate=val_source is not None)

@@ -216,15 +216,15 @@ def write_video(path: str | Path, frames: list[np.ndarray], fps: float, video_fo
 
 
 def video_geometry(path: str | Path) -> tuple[int, int] | None:
-    """The true (H, W) an MP4 written by :func:`write_video` holds (None when it says nothing)."""
-    import imageio.v2 as imageio
+    """The true (H, W) an MP4 written by :func:`write_video` holds, read from its ``comment`` metadata
+    (ffmpeg's own listing; imageio does not return comments); None when it says nothing."""
+    import subprocess
 
-    reader = imageio.get_reader(str(path), format="FFMPEG")
-    try:
-        comment = str(reader.get_meta_data().get("comment", ""))
-    finally:
-        reader.close()
-    match = re.search(r"fundus2ffa geometry (\d+)x(\d+)", comment)
+    import imageio_ffmpeg
+
+    listing = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                             capture_output=True, text=True, timeout=60).stderr
+    match = re.search(r"comment\s*:\s*fundus2ffa geometry (\d+)x(\d+)", listing)
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 

@@ -96,10 +96,10 @@ def test_malicious_checkpoint_runs_nothing_on_predict_test_and_resume(tmp_path):
         with pytest.raises(CheckpointError, match=r"refused to load checkpoint .*evil\.ckpt.*builtins\.exec"):
             run(cfg)
         assert not marker.exists(), name
-    from fundus2ffa.predict import load_model
+    from fundus2ffa import loader
 
     with pytest.raises(CheckpointError, match="refused"):
-        load_model(str(evil))
+        loader.load(evil)
     with pytest.raises(CheckpointError, match="refused"):  # Lightning's own loads go through it as well
         ckpt_io.SafeCheckpointIO().load_checkpoint(evil)
     assert not marker.exists() and not (tmp_path / "pred").exists()
@@ -164,9 +164,9 @@ def test_conflicting_overrides_and_wrong_model_are_named(trained, tmp_path):
             run(cfg)
         # data overrides are applied on top of the checkpoint's data settings
         cfg = _hydra_compose(["debug=smoke", "task=test", f"ckpt_path={ckpt}", "data.batch_size=2"], tmp_path / "c")
-        from fundus2ffa.run import config_from_checkpoint
+        from fundus2ffa.loader import run_config
 
-        rebuilt = config_from_checkpoint(cfg)
+        rebuilt = run_config(cfg, ["debug=smoke", "task=test", f"ckpt_path={ckpt}", "data.batch_size=2"])
         assert rebuilt.data.batch_size == 2 and rebuilt.data.image_size == 32 and rebuilt.generator.ngf == 4
     finally:
         HydraConfig.instance().cfg = None
@@ -197,7 +197,7 @@ def test_a_failed_save_keeps_the_previous_file_and_no_temp_files(trained, tmp_pa
     with pytest.raises(RuntimeError, match="simulated crash"):
         ckpt_io.SafeCheckpointIO().save_checkpoint({"epoch": 99}, str(last))
     monkeypatch.setattr(torch, "save", _partial_save(OSError(errno.ENOSPC, "No space left on device")))
-    with pytest.raises(CheckpointError, match=rf"no space left on the disk of {folder}.*previous last\.ckpt .*unchanged"):
+    with pytest.raises(CheckpointError, match=rf"no space left in {folder} while writing the checkpoint last\.ckpt.*previous last\.ckpt .*unchanged"):
         ckpt_io.atomic_save({"epoch": 99}, last)
     monkeypatch.undo()
     assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-import fundus2ffa.predict as predict_module
+import fundus2ffa.loader as loader_module
 from conftest import compose_run
 from fundus2ffa.errors import ConfigError, DataError
-from fundus2ffa.predict_io import output_names, resolve_inputs
+from fundus2ffa.inference.predict_io import output_names, resolve_inputs
 from fundus2ffa.run import run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -50,17 +50,17 @@ def _predict(ckpt: Path, source, out: Path, *extra: str):
 @pytest.fixture
 def calls(monkeypatch):
     """Counts the model's translations, one per output (to prove a refusal came before the model ran).
-    Predict streams through inference/streaming.py, whose ``_finish`` turns each translation into an output."""
-    from fundus2ffa.inference.streaming import StreamingPredictor
+    Predict streams through the one translator, whose ``finish`` turns each translation into an output."""
+    from fundus2ffa.inference.translator import Translator
 
     counter = {"n": 0}
-    original = StreamingPredictor._finish
+    original = Translator.finish
 
     def counting(*args, **kwargs):
         counter["n"] += 1
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(StreamingPredictor, "_finish", counting)
+    monkeypatch.setattr(Translator, "finish", counting)
     return counter
 
 
@@ -110,7 +110,7 @@ def test_single_file_and_glob_inputs(ckpt, tmp_path):
 
 def test_unwritable_output_folder_fails_before_the_model_loads(ckpt, tmp_path, monkeypatch):
     _cf(tmp_path / "in" / "a.png", 32, 32, seed=9)
-    monkeypatch.setattr(predict_module, "load_model", lambda *a, **k: pytest.fail("model loaded before the check"))
+    monkeypatch.setattr(loader_module, "load", lambda *a, **k: pytest.fail("model loaded before the check"))
     (tmp_path / "taken").write_text("a file")
     with pytest.raises(ConfigError, match=r"predict\.output_dir=.*taken is a file, not a folder"):
         _predict(ckpt, tmp_path / "in", tmp_path / "taken")
