@@ -47,6 +47,20 @@ def compose_run(overrides: list[str], output_dir: Path | None = None) -> DictCon
     return cfg
 
 
+def compose_cli(overrides: list[str], output_dir: Path):
+    """Compose as the command line does, with Hydra's record of the overrides set (what ``run`` reads to
+    tell what the command line named); reset with ``HydraConfig.instance().cfg = None``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("run", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
 def cli(*args: str, cwd: Path = REPO, timeout: int = 300, env: dict | None = None):
     """Run ``python -m fundus2ffa.run ARGS`` in a subprocess; returns the CompletedProcess."""
     import subprocess

@@ -15,17 +15,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.trainer.states import TrainerFn
-from omegaconf import open_dict
 from PIL import Image
 
-from conftest import REPO, compose_run
+from conftest import REPO, compose_cli, compose_run
 from fundus2ffa import checkpoint as ckpt_io
 from fundus2ffa.callbacks.checkpoint import RunCheckpoint
-from fundus2ffa.config import config_dir
 from fundus2ffa.errors import CheckpointError, ConfigError
 from fundus2ffa.models.gan_module import GANModule
 from fundus2ffa.builders import build
@@ -142,28 +138,17 @@ def test_test_and_predict_rebuild_from_the_checkpoint_alone(trained, tmp_path):
     assert Image.open(written).size == (70, 50)
 
 
-def _hydra_compose(overrides, output_dir):
-    """Compose as the command line does, with Hydra's own config (its record of the overrides) set."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("run", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
-
-
 def test_conflicting_overrides_and_wrong_model_are_named(trained, tmp_path):
     ckpt = trained / "checkpoints" / "last.ckpt"
     try:
-        cfg = _hydra_compose(["debug=smoke", "task=test", f"ckpt_path={ckpt}", "generator.ngf=16"], tmp_path / "a")
+        cfg = compose_cli(["debug=smoke", "task=test", f"ckpt_path={ckpt}", "generator.ngf=16"], tmp_path / "a")
         with pytest.raises(ConfigError, match=r"generator\.ngf=16 \(the checkpoint has 4\)"):
             run(cfg)
-        cfg = _hydra_compose(["debug=smoke", "task=test", f"ckpt_path={ckpt}", "model=cyclegan"], tmp_path / "b")
+        cfg = compose_cli(["debug=smoke", "task=test", f"ckpt_path={ckpt}", "model=cyclegan"], tmp_path / "b")
         with pytest.raises(ConfigError, match=r"model\._target_=.*CycleGAN.*the checkpoint has .*PairedGAN"):
             run(cfg)
         # data overrides are applied on top of the checkpoint's data settings
-        cfg = _hydra_compose(["debug=smoke", "task=test", f"ckpt_path={ckpt}", "data.batch_size=2"], tmp_path / "c")
+        cfg = compose_cli(["debug=smoke", "task=test", f"ckpt_path={ckpt}", "data.batch_size=2"], tmp_path / "c")
         from fundus2ffa.loader import run_config
 
         rebuilt = run_config(cfg, ["debug=smoke", "task=test", f"ckpt_path={ckpt}", "data.batch_size=2"])

@@ -13,17 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import REPO, cli, compose_run
+from conftest import REPO, cli, compose_cli, compose_run
 from fundus2ffa import checkpoint as ckpt_io
 from fundus2ffa.config import config_dir
-from fundus2ffa.errors import CheckpointError, ConfigError, UnsafeTargetError, WeightsError
+from fundus2ffa.errors import ConfigError, UnsafeTargetError, WeightsError
 from fundus2ffa.run import run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,17 +29,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # a ResNet generator (multiple 4) so that native-scale tiles are meaningful; 32 px training images
 TRAINED_WITH = ["data.image_size=32", "generator=resnet_9blocks", "generator.ngf=4", "generator.n_blocks=1", "discriminator.ndf=4"]
 BASE = ["debug=smoke", "data.reader.num_pairs=8", *TRAINED_WITH, "trainer.limit_train_batches=2"]
-
-
-def hydra_compose(overrides: list[str], output_dir: Path):
-    """Compose as the command line does, with Hydra's record of the overrides set (what run() reads)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("run", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +84,7 @@ def doors(ckpt: Path, tmp: Path) -> dict:
     Image.fromarray(eye(40, 48)).save(inputs / "a.png")
 
     def through_run(*overrides):
-        return lambda: run(hydra_compose(["debug=smoke", "data.reader.num_pairs=8", f"ckpt_path={ckpt}", *overrides], tmp / "run"))
+        return lambda: run(compose_cli(["debug=smoke", "data.reader.num_pairs=8", f"ckpt_path={ckpt}", *overrides], tmp / "run"))
 
     def app():
         from fundus2ffa.app import load_models
@@ -173,10 +160,10 @@ def test_repeating_the_checkpoints_own_model_is_accepted(trained, tmp_path):
     inputs.mkdir()
     Image.fromarray(eye(40, 48)).save(inputs / "a.png")
     try:
-        cfg = hydra_compose(["debug=smoke", "task=predict", "model=pix2pix", "generator=resnet_9blocks", f"ckpt_path={trained}",
+        cfg = compose_cli(["debug=smoke", "task=predict", "model=pix2pix", "generator=resnet_9blocks", f"ckpt_path={trained}",
                              f"predict.input_dir={inputs}", f"predict.output_dir={tmp_path / 'out'}"], tmp_path / "run")
         assert [Path(p).name for p in run(cfg)] == ["a.png"]
-        cfg = hydra_compose(["debug=smoke", "task=predict", "model=cyclegan", f"ckpt_path={trained}",
+        cfg = compose_cli(["debug=smoke", "task=predict", "model=cyclegan", f"ckpt_path={trained}",
                              f"predict.input_dir={inputs}", f"predict.output_dir={tmp_path / 'out2'}"], tmp_path / "run2")
         with pytest.raises(ConfigError, match=r"model\._target_=.*CycleGAN.*the checkpoint has .*PairedGAN"):
             run(cfg)
@@ -201,7 +188,7 @@ def test_a_video_checkpoint_predicts_with_its_own_model_named(tmp_path):
     inputs.mkdir()
     Image.fromarray(eye(40, 48)).save(inputs / "a.png")
     try:
-        cfg = hydra_compose(["debug=smoke", "task=predict", "model=fundus2video", "pretrained.vgg19=random", f"ckpt_path={ckpt}",
+        cfg = compose_cli(["debug=smoke", "task=predict", "model=fundus2video", "pretrained.vgg19=random", f"ckpt_path={ckpt}",
                              f"predict.input_dir={inputs}", f"predict.output_dir={tmp_path / 'out'}", "predict.video_format=png",
                              "predict.num_frames=3", "predict.num_workers=0"], tmp_path / "run")
         (written,) = run(cfg)

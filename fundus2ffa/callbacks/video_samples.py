@@ -16,7 +16,6 @@ replaces trainer callbacks of a parent type by the model's): ``model=fundus2vide
 ``callbacks=default``; ``callbacks=video`` configures them explicitly.
 """
 
-from pathlib import Path
 
 import lightning as L
 import numpy as np

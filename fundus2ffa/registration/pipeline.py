@@ -16,7 +16,6 @@ files of an earlier run under its id are removed). Files are written atomically 
 rename), so an interrupted run never leaves a half-written image.
 """
 
-import csv
 import json
 import logging
 from concurrent.futures import ProcessPoolExecutor, as_completed
