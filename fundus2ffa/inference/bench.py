@@ -26,6 +26,8 @@ import time
 import numpy as np
 import torch
 
+from fundus2ffa.inference.tiled import TileSettings
+
 FAMILIES = {
     "pix2pix": ["model=pix2pix"],
     "pix2pixhd": ["model=pix2pixhd", "pretrained.vgg19=random", "loss.vgg.weight=0"],
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resize", type=int, default=256, help="the square side of mode resize")
     parser.add_argument("--tile", type=int, default=512, help="predict.tiled.size")
     parser.add_argument("--overlap", type=float, default=0.25, help="predict.tiled.overlap")
-    parser.add_argument("--tile-batch", type=int, default=4, help="predict.tiled.batch: tiles per generator call")
+    parser.add_argument("--tile-batch", type=int, default=TileSettings.batch, help="predict.tiled.batch: tiles per generator call")
     parser.add_argument("--frames", type=int, default=4, help="frames per video (Fundus2Video)")
     parser.add_argument("--ratios", action="store_true", help="add tiled/native time and memory ratios per family and size")
     parser.add_argument("--one", nargs=3, metavar=("FAMILY", "SIZE", "MODE"), help=argparse.SUPPRESS)

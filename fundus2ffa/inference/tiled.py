@@ -55,7 +55,7 @@ class TileSettings:
     overlap: float = 0.25
     blend: str = "gaussian"
     sigma_scale: float = 0.125
-    batch: int = 4
+    batch: int = 2
     auto_above: int | None = 2048
 
     def __post_init__(self):
