@@ -61,8 +61,9 @@ class GANModule(L.LightningModule):
 
     Args (common to subclasses):
         optimizer_g / optimizer_d: ``_partial_`` optimizer configs (Adam 2e-4, betas (0.5, 0.999) in every paper here).
-        schedule: {constant_epochs, decay_epochs, convention: pix2pix | pix2pixhd} of the linear-decay
-            policy (models/schedules.py: pix2pixhd starts the decay one epoch later), set at epoch start.
+        schedule: {constant_epochs, decay_epochs, convention: pix2pix | pix2pix_epoch_start | pix2pixhd} of
+            the linear-decay policy (models/schedules.py: pix2pixhd starts the decay one epoch later than
+            pix2pix, pix2pix_epoch_start one epoch earlier), set at epoch start.
         metrics: {quantize: bool, structure: bool, lpips: bool, lpips_backbone, lpips_heads}; quantize
             evaluates on 8-bit images as saved files are; structure (default true) adds vessel and leakage
             Dice (metrics/structure.py); lpips adds LPIPS v0.1 (AlexNet, metrics/lpips.py; spec 6.2) per image,
