@@ -13,7 +13,9 @@ the convention is a named switch (``schedule.convention``):
   at the START of every epoch, before the inner loop; issue #1100 reports the warning this order causes,
   and a 2024 comment on #1209 still suggests moving it "to the bottom of the loop"): epoch e runs at
   c = e + 1, one step further: ``1 - max(0, e + 2 - constant) / (decay + 1)``: the decay starts one epoch
-  earlier (1-based epoch constant at decay/(decay+1)) and the last epoch runs at lr 0.
+  earlier (1-based epoch constant at decay/(decay+1)) and the last epoch runs at lr 0. The 2018 code
+  (``niter`` options) gives the same values: it stepped at the end of the epoch with ``epoch + 1 +
+  epoch_count - niter`` in the lambda.
 - ``pix2pixhd`` (NVIDIA pix2pixHD ``train.py``, Fundus2Video): ``lr -= lr0 / niter_decay`` at the end of
   every 1-based epoch ``> niter``, so epochs 1 .. niter+1 run at the full rate and then
   (decay-1)/decay ... 1/decay: the factor for 0-based epoch e is ``1 - max(0, e - constant) / decay``.
