@@ -114,11 +114,12 @@ class CoarseFineGenerator(nn.Module):
         self.generator = model.eval_net("generator")
         self.quantize = model.hparams.get("lanczos") == "uint8"
         self.antialias = bool(getattr(model, "lanczos_antialias", False))  # the model's own halving variant
+        self.clamp = getattr(model, "lanczos_clamp_range", (-1.0, 1.0))  # and its clipping (issue 20.5)
 
     def forward(self, cf: torch.Tensor) -> torch.Tensor:
         from fundus2ffa.nets.resample import lanczos_halve_conv
 
-        _, feature = self.generator.coarse(lanczos_halve_conv(cf, quantize=self.quantize, antialias=self.antialias))
+        _, feature = self.generator.coarse(lanczos_halve_conv(cf, clamp=self.clamp, quantize=self.quantize, antialias=self.antialias))
         return self.generator.fine(cf, feature)
 
 

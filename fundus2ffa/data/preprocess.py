@@ -9,7 +9,8 @@ prediction time an image prepared differently from its training data (issue 10.2
    ``fov_crop`` every image is zeroed outside it and cropped to its bounding box (step 6). In training
    the mask uses the CF and the sampled frames (Fundus2Video's code); at prediction, the CF alone;
 3. resize policy: ``square`` (pix2pix ``resize``: size x size, aspect not kept; Fundus2Video resizes
-   the FOV box to w x w), ``scale_width`` (pix2pix ``scale_width``: width = size, aspect kept),
+   the FOV box to w x w), ``scale_width`` (pix2pix ``scale_width``: width = size, aspect kept, the
+   height floored as pix2pix's and pix2pixHD's ``int(size * h / w)``),
    ``shorter_side`` (the shorter side = size, aspect kept) or ``native`` (no resampling: models trained
    on native-scale crops, e.g. Fundus2Angio's 512 crops and Li et al.'s 288x360 Isfahan patches);
 4. padding to a multiple of ``multiple`` (prediction of whole images by a fully convolutional
@@ -112,7 +113,9 @@ class Preprocess:
         if self.resize == "square":
             return side, side
         if self.resize == "scale_width":
-            return max(1, round(height * side / width)), side
+            # floored, as both references: junyanz ``__scale_width`` h = int(max(target * oh / ow, crop)),
+            # pix2pixHD ``__scale_width`` h = int(target * oh / ow) (issue 20 item 5; was rounded)
+            return max(1, height * side // width), side
         scale = side / min(height, width)  # shorter_side
         return max(1, round(height * scale)), max(1, round(width * scale))
 

@@ -10,7 +10,10 @@ image: Fundus2Angio's test crops) | ``none`` of ``crop_size``; Fundus2Video's ra
 (``random_crop``: a probability; section 4.2 step 5: on the w x w FOV image x1 ~ U[0, w/1.5],
 x2 ~ U[x1 + w/3, w], likewise y), which :class:`~fundus2ffa.data.preprocess.Preprocess` cuts from the
 native image so it is resampled once; flips; Li et al.'s disc ROI. ``load_size`` is pix2pix's
-resize-then-crop size, passed to the preprocessing as its target size in this split.
+resize-then-crop size, passed to the preprocessing as its target size in this split. ``view_resize``
+and ``view_crop`` are pix2pix's ``resize_and_crop`` applied to each cropped view instead (a patch
+resized to load_size with PIL bicubic on the 8-bit images, then a random crop of crop_size: the
+li2020/pix2pix column, whose patches are cut first; issue 20 item 3).
 
 Outputs (:meth:`Transform.to_tensors`): ``cf`` 3 x H x W and ``frames`` T x C x H x W in [-1, 1] with
 C = ``channels`` (1, or 3: the green channel replicated as the Fundus2Video code feeds real frames);
@@ -20,12 +23,13 @@ masks 1 x H x W in {0, 1}.
 from dataclasses import replace
 
 import albumentations as A
+import cv2
 import numpy as np
 import torch
 
 from fundus2ffa.data.records import Sample
 from fundus2ffa.errors import ConfigError
-from fundus2ffa.priors.fov import disc_mask
+from fundus2ffa.priors.fov import PIL_BICUBIC, disc_mask, resize_image
 
 CROP_MODES = ("random", "center", "quadrants", "none")
 
@@ -85,6 +89,12 @@ class Transform:
         disc_roi: multiply every image and mask by the disc inscribed in the crop (Li et al. section 2.1:
             square and circular display forms). A probability in [0, 1]; True means always.
         channels: 1 (frames T x 1 x H x W) or 3 (the green channel replicated).
+        view_resize: None, or an int side / [height, width]: resize each view after the crop and flips
+            to it, images with PIL bicubic on 8 bits (pix2pix's ``transforms.Resize([load_size] * 2,
+            BICUBIC)`` on PIL images), masks nearest. pix2pix's ``load_size`` (286) for a patch.
+        view_crop: None, or an int side / [height, width]: then a random crop of it, at the same place for
+            every image of the sample (pix2pix's ``crop_size`` (256) jitter, ``get_params``: top-left
+            uniform over the valid positions).
     """
 
     def __init__(
@@ -97,6 +107,8 @@ class Transform:
         vflip: float = 0.0,
         disc_roi: float = 0.0,
         channels: int = 1,
+        view_resize=None,
+        view_crop=None,
     ):
         if crop not in CROP_MODES:
             raise ConfigError(f"data.*_transform.crop must be one of {'|'.join(CROP_MODES)}, got {crop!r}")
@@ -112,6 +124,9 @@ class Transform:
         self.disc_roi, self.channels = float(disc_roi), int(channels)
         if self.crop == "quadrants" and self.crop_size and self.load_size:
             raise ConfigError("crop=quadrants does not combine with load_size; crop the native image")
+        self.view_resize, self.view_crop = _pair(view_resize), _pair(view_crop)
+        if self.view_crop and self.view_resize and any(c > r for c, r in zip(self.view_crop, self.view_resize)):
+            raise ConfigError(f"data.*_transform.view_crop {list(self.view_crop)} is larger than view_resize {list(self.view_resize)}")
         self._composes: dict[tuple, A.Compose] = {}
 
     @property
@@ -123,7 +138,7 @@ class Transform:
     def is_random(self) -> bool:
         """Whether the transform draws random numbers (evaluation transforms do not)."""
         random_crop = self.crop_size and self.crop == "random"
-        return bool(self.hflip or self.vflip or random_crop or self.random_crop or 0 < self.disc_roi < 1)
+        return bool(self.hflip or self.vflip or random_crop or self.random_crop or 0 < self.disc_roi < 1 or self.view_crop)
 
     def draw_box(self, rng: np.random.Generator | None, height: int, width: int) -> tuple | None:
         """Fundus2Video's random box on the h x w output, or None (not drawn this time / not random)."""
@@ -166,6 +181,8 @@ class Transform:
         compose = self._compose((len(sample.frames), len(km), names))
         compose.set_random_seed(int(seed))
         out = compose(**images)
+        if self.view_resize or self.view_crop:
+            out = self._resize_and_crop_view(out, seed)
         if self.disc_roi and (self.disc_roi >= 1 or np.random.default_rng(seed + 1).random() < self.disc_roi):
             disc = disc_mask(*out["image"].shape[:2])
             out = {k: v * (disc[..., None] if v.ndim == 3 else disc) for k, v in out.items()}
@@ -177,6 +194,23 @@ class Transform:
             km_frames=None if sample.km_frames is None else np.stack([out[f"km{t}"] for t in range(len(km))]),
         )
 
+    def _resize_and_crop_view(self, images: dict, seed: int) -> dict:
+        """pix2pix's resize_and_crop on one view: PIL bicubic to ``view_resize`` (masks nearest), then a
+        random ``view_crop`` at one place for all (a flip before it is the same distribution as pix2pix's
+        flip after it: the kernel and the crop positions are symmetric)."""
+        if self.view_resize:
+            height, width = self.view_resize
+            images = {key: _resize_view(key, value, height, width) for key, value in images.items()}
+        if self.view_crop:
+            ch, cw = self.view_crop
+            height, width = images["image"].shape[:2]
+            if height < ch or width < cw:
+                raise ValueError(f"view_crop {ch}x{cw} needs views at least that large, got {height}x{width} (set view_resize)")
+            rng = np.random.default_rng([int(seed), 2])
+            top, left = int(rng.integers(0, height - ch + 1)), int(rng.integers(0, width - cw + 1))
+            images = {key: np.ascontiguousarray(value[top : top + ch, left : left + cw]) for key, value in images.items()}
+        return images
+
     def to_tensors(self, sample: Sample) -> dict:
         """``cf`` 3 x H x W, ``frames`` T x C x H x W in [-1, 1]; each mask 1 x H x W float {0, 1}."""
         frames = torch.from_numpy(np.ascontiguousarray(sample.frames)).float().div_(127.5).sub_(1.0)[:, None]
@@ -186,6 +220,14 @@ class Transform:
         for name, mask in sample.masks.items():
             out[name] = torch.from_numpy(np.ascontiguousarray(mask > 0)).float()[None]
         return out
+
+
+def _resize_view(key: str, image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Images PIL bicubic (8-bit, as pix2pix), masks (``mask_*``) nearest, their dtype kept."""
+    if not key.startswith("mask_"):
+        return resize_image(image, height, width, PIL_BICUBIC)
+    resized = resize_image(image.astype(np.uint8), height, width, cv2.INTER_NEAREST)
+    return resized.astype(image.dtype)
 
 
 PairedTransform = VideoTransform = Transform

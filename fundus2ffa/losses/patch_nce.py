@@ -6,7 +6,8 @@ the generator's own encoder, with the knowledge mask (KM) M multiplying the *inp
 enhancement"; sampling is not mask-aware in the code):
 
 1. encode three 6-channel tensors with the generator's encoder up to the last tap (default taps 0, 4, 8,
-   12, 16 of the pix2pixHD global generator; spec 4.3 lists what each is):
+   12, 16 of the pix2pixHD global generator; spec 4.3 lists what each is; tap 8 is rectified as the
+   code's shared in-place ReLU leaves it, ``generator.encode_taps``, nets/generators/pix2pixhd.py):
    q_src = G_enc(M * [x, x]), q_fake = G_enc(M * [y_hat, y_hat]), q_real = G_enc(M * [y, y])
    (x: the CF, y_hat: the generated window, y: the real window; each repeated to 6 channels);
 2. per tap, a projection head Linear(C -> 256) - ReLU - Linear(256 -> 256) and L2 normalisation

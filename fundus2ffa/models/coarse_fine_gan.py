@@ -5,7 +5,8 @@ separate optimiser steps per iteration.
 One ``training_step`` is one iteration of the official Keras loop:
 
 1. Discriminator phase, ``d_rounds`` (2) times, each on its own random batch: Lanczos-halve CF and FFA
-   (``tf.image.resize(LANCZOS3)``, not antialiased: ``lanczos_antialias``),
+   (``tf.image.resize(LANCZOS3)``, not antialiased: ``lanczos_antialias``; not clipped: the float result
+   keeps the kernel's overshoot outside [-1, 1], ``lanczos_clamp``),
    predict fake_256 and the coarse feature with G_coarse and fake_512 with G_fine, then eight separate
    Adam steps: for each of d1_fine, d2_fine, d1_coarse, d2_coarse, one step on real -> 1 and one on
    fake -> 0 (LSGAN).
@@ -135,6 +136,11 @@ class CoarseFineGAN(GANModule):
         lanczos_antialias: false (the code: TensorFlow's default, a 6-tap halving kernel) | true (the
             stretched 12-tap kernel of PIL / antialias=True); nets/resample.py. None (a checkpoint written
             before the switch existed) means true, the kernel such a model was trained with.
+        lanczos_clamp: false (the code: ``tf.image.resize`` returns the float result as it is, overshoot
+            outside [-1, 1] included; about 1-1.6 % of the pixels of a real FFA frame, issue 20 item 5) |
+            true (clip to [-1, 1], the earlier default, after the spec's "clamp afterwards", 3.3). With
+            ``lanczos=uint8`` the result is always clipped (8-bit levels saturate, as PIL's path). None (a
+            checkpoint written before the switch existed) means true, the halving it was trained with.
         metrics: {quantize}; compile: torch.compile the networks.
         ema: {enabled, decay, start_step, every_n_steps}: EMA of G_coarse and G_fine (models/ema.py).
     """
@@ -154,6 +160,7 @@ class CoarseFineGAN(GANModule):
         frozen_d_bn_inference: bool = False,
         lanczos: str = "float",
         lanczos_antialias: bool | None = None,
+        lanczos_clamp: bool | None = None,
         metrics: DictConfig | None = None,
         eval_mode: str = "eval",
         compile: bool = False,
@@ -171,6 +178,7 @@ class CoarseFineGAN(GANModule):
             log.warning("model.lanczos_antialias is not set (a Fundus2Angio checkpoint from before it existed): using the "
                         "antialiased 12-tap Lanczos halving it was trained with; new runs default to the code's 6-tap kernel")
         self.lanczos_antialias = True if lanczos_antialias is None else bool(lanczos_antialias)
+        self.lanczos_clamp = True if lanczos_clamp is None else bool(lanczos_clamp)
         self.generator = self._build_network(generator, "generator", "a coarse/fine generator (generator=fundus2angio)")
         self.discriminator = self._build_network(
             discriminator, "discriminator", "the four Fundus2Angio discriminators (discriminator=fundus2angio)"
@@ -206,20 +214,30 @@ class CoarseFineGAN(GANModule):
 
     # ----------------------------------------------------------------- inference
     def _build_network(self, cfg, key: str, needed: str):
-        """Build the generator or discriminator; the model config passes ``lanczos_antialias`` to both, so a
-        network of another family fails on that keyword: say which network this procedure needs instead."""
+        """Build the generator or discriminator; the model config passes ``lanczos_antialias`` and
+        ``lanczos_clamp`` to both, so a network of another family fails on those keywords: say which network
+        this procedure needs instead."""
         try:
             return self.build(cfg)
         except Exception as exc:  # noqa: BLE001 - Hydra wraps the TypeError in its own exception
-            if "lanczos_antialias" in str(exc):
-                raise ConfigError(f"CoarseFineGAN needs {needed}; {key}={cfg.get('_target_') if hasattr(cfg, 'get') else cfg} "
-                                  f"does not take model.lanczos_antialias") from exc
+            for option in ("lanczos_antialias", "lanczos_clamp"):
+                if option in str(exc):
+                    raise ConfigError(f"CoarseFineGAN needs {needed}; {key}={cfg.get('_target_') if hasattr(cfg, 'get') else cfg} "
+                                      f"does not take model.{option}") from exc
             raise
 
+    @property
+    def lanczos_clamp_range(self) -> tuple[float, float] | None:
+        """What the halving clips to: None (the code's unclipped floats) unless ``lanczos_clamp`` or the
+        8-bit path (whose levels saturate at 0 and 255)."""
+        return (-1.0, 1.0) if self.lanczos_clamp or self.hparams.lanczos == "uint8" else None
+
     def halve(self, x: torch.Tensor) -> torch.Tensor:
-        """The 512 -> 256 step: Lanczos-3 on [-1, 1] floats, clamped (optionally 8-bit); 6 taps as the
-        code's tf.image.resize unless ``lanczos_antialias``."""
-        return lanczos_halve(x, quantize=self.hparams.lanczos == "uint8", antialias=self.lanczos_antialias)
+        """The 512 -> 256 step: Lanczos-3 on [-1, 1] floats (optionally 8-bit); 6 taps as the code's
+        tf.image.resize unless ``lanczos_antialias``; unclipped as the code unless ``lanczos_clamp``."""
+        return lanczos_halve(
+            x, clamp=self.lanczos_clamp_range, quantize=self.hparams.lanczos == "uint8", antialias=self.lanczos_antialias
+        )
 
     def translate(self, cf: torch.Tensor) -> torch.Tensor:
         """Lanczos-halve the CF, G_coarse's feature, G_fine's output (reference_spec 3.6); any size."""

@@ -6,6 +6,7 @@ configs they are given and implement ``training_step`` and ``translate``. Everyt
 from is stored in its hyperparameters, so ``Module.load_from_checkpoint(path)`` rebuilds it.
 """
 
+import functools
 import inspect
 
 import lightning as L
@@ -23,13 +24,32 @@ from fundus2ffa.models.schedules import CONVENTIONS, constant_then_linear_decay
 EVAL_MODES = ("eval", "train")
 
 
+def one_image_at_a_time(method):
+    """Wrap a ``translate``-like method ``(self, cf, ...)``: with ``eval_mode=train`` during evaluation,
+    run it on each image of the batch alone and concatenate, as pix2pix's test.py (batch size forced to
+    1) does; otherwise call it unchanged. :class:`GANModule` applies it to every subclass's ``translate``
+    and ``translate_video``, so every caller (validation, test, predict, sample grids, predict.py) gets it."""
+    if getattr(method, "one_image_at_a_time", False):
+        return method
+
+    @functools.wraps(method)
+    def wrapper(self, cf, *args, **kwargs):
+        if cf.shape[0] > 1 and self.evaluates_in_train_mode:
+            return torch.cat([method(self, cf[i : i + 1], *args, **kwargs) for i in range(cf.shape[0])])
+        return method(self, cf, *args, **kwargs)
+
+    wrapper.one_image_at_a_time = True
+    return wrapper
+
+
 class GANModule(L.LightningModule):
     """Base of the GAN LightningModules.
 
     Args (common to subclasses):
         optimizer_g / optimizer_d: ``_partial_`` optimizer configs (Adam 2e-4, betas (0.5, 0.999) in every paper here).
-        schedule: {constant_epochs, decay_epochs, convention: pix2pix | pix2pixhd} of the linear-decay
-            policy (models/schedules.py: pix2pixhd starts the decay one epoch later), set at epoch start.
+        schedule: {constant_epochs, decay_epochs, convention: pix2pix | pix2pix_epoch_start | pix2pixhd} of
+            the linear-decay policy (models/schedules.py: pix2pixhd starts the decay one epoch later than
+            pix2pix, pix2pix_epoch_start one epoch earlier), set at epoch start.
         metrics: {quantize: bool, structure: bool, lpips: bool, lpips_backbone, lpips_heads}; quantize
             evaluates on 8-bit images as saved files are; structure (default true) adds vessel and leakage
             Dice (metrics/structure.py); lpips adds LPIPS v0.1 (AlexNet, metrics/lpips.py; spec 6.2) per image,
@@ -37,12 +57,21 @@ class GANModule(L.LightningModule):
         eval_mode: eval | train: how the generators run whenever the model is evaluated (validation, test,
             prediction, sample grids). eval (default; reference_spec pitfall B4): dropout off, BatchNorm on
             its running statistics, as Lightning's ``model.eval()``. train: pix2pix's own test.py default
-            (without ``--eval``): dropout active and BatchNorm on the statistics of the evaluated batch, so
-            outputs vary between runs and with the batch; running statistics are not updated by it here.
+            (without ``--eval``): dropout active and BatchNorm on the statistics of the evaluated image, so
+            outputs vary between runs; test.py forces batch size 1 (``opt.batch_size = 1``), so each image
+            is translated alone here too (:func:`one_image_at_a_time`), whatever the loader's batch size;
+            running statistics are not updated by it (BatchNorm momentum 0 while evaluating, restored when
+            training resumes: issue 20 item 2).
         compile: torch.compile the networks (never the LightningModule; conventions.md).
         ema: {enabled, decay, start_step, every_n_steps}: an EMA copy of the generator(s) that
             ``translate`` (validation, test, predict, export) uses when enabled (models/ema.py).
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in ("translate", "translate_video"):  # eval_mode=train: one image at a time (test.py)
+            if name in cls.__dict__:
+                setattr(cls, name, one_image_at_a_time(cls.__dict__[name]))
 
     def __init__(self):
         super().__init__()
@@ -141,6 +170,7 @@ class GANModule(L.LightningModule):
         epoch end: a checkpoint is written before ``on_train_epoch_end`` runs, and a stepped scheduler
         would then resume one epoch behind.
         """
+        self._restore_norm_momenta()  # belt and braces: the evaluation hooks below already did
         schedulers = self.lr_schedulers()
         if schedulers is None:
             return
@@ -165,25 +195,76 @@ class GANModule(L.LightningModule):
         nets = [net for name in ("generator", "g_ab", "g_ba") if isinstance(net := getattr(self, name, None), nn.Module)]
         return nets + (list(self.ema.values()) if self.ema is not None else [])
 
+    @property
+    def evaluates_in_train_mode(self) -> bool:
+        """True while the module is being evaluated (``eval()``) with ``eval_mode=train``."""
+        return not self.training and self.hparams.get("eval_mode", "eval") == "train"
+
+    def _restore_norm_momenta(self) -> None:
+        frozen = self.__dict__.setdefault("_eval_bn_momenta", [])
+        for norm, momentum in frozen:
+            norm.momentum = momentum
+        frozen.clear()
+
     def train(self, mode: bool = True):
         """``eval()`` (Lightning's evaluation loops, prediction) puts the generators in train mode when
         ``eval_mode=train``, with BatchNorm momentum 0 so evaluation leaves the running statistics as they
-        are; ``train()`` restores the momenta."""
+        are; ``train()`` restores the momenta.
+
+        Lightning 2.6 does not call ``train()`` after validation or test: it writes each submodule's
+        captured ``training`` flag back (``_ModuleMode.restore``), which would leave the momenta at 0 for
+        the rest of training (running statistics frozen after the sanity check: a checkpoint unusable with
+        ``eval_mode=eval`` or after export). The ``on_*_model_eval`` / ``on_*_model_train`` hooks below
+        therefore capture and restore the flags themselves and restore the momenta (issue 20 item 2)."""
         super().train(mode)
         frozen = self.__dict__.setdefault("_eval_bn_momenta", [])
         if mode:
-            for norm, momentum in frozen:
-                norm.momentum = momentum
-            frozen.clear()
+            self._restore_norm_momenta()
         elif self.hparams.get("eval_mode", "eval") == "train":
-            for net in self.evaluated_networks():
+            done = {id(m) for m, _ in frozen}  # eval() twice must not record momentum 0 as the original
+            for net in self.evaluated_networks():  # every one of them (CycleGAN's two, EMA copies)
                 net.train(True)
-                if not frozen:
-                    for m in net.modules():
-                        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-                            frozen.append((m, m.momentum))
-                            m.momentum = 0.0
+                for m in net.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and id(m) not in done:
+                        frozen.append((m, m.momentum))
+                        done.add(id(m))
+                        m.momentum = 0.0
         return self
+
+    def _enter_evaluation(self) -> None:
+        """What Lightning's default does (``trainer.model.eval()``), after capturing every submodule's
+        training flag (frozen networks stay as they were when training resumes)."""
+        self.__dict__["_modes_before_evaluation"] = {name: m.training for name, m in self.named_modules()}
+        (self.trainer.model if self._trainer is not None else self).eval()
+
+    def _leave_evaluation(self) -> None:
+        """Write the captured training flags back (what Lightning's ``_ModuleMode.restore`` does) and give
+        the BatchNorm layers their momenta back (what it does not)."""
+        modes = self.__dict__.pop("_modes_before_evaluation", None)
+        if modes is None:  # no capture (an evaluation entered some other way): plain train mode
+            self.train()
+        else:
+            for name, module in self.named_modules():
+                if name in modes:
+                    module.training = modes[name]
+        self._restore_norm_momenta()
+
+    def on_validation_model_eval(self) -> None:
+        self._enter_evaluation()
+
+    def on_validation_model_train(self) -> None:
+        self._leave_evaluation()
+
+    def on_test_model_eval(self) -> None:
+        self._enter_evaluation()
+
+    def on_test_model_train(self) -> None:
+        self._leave_evaluation()
+
+    def on_predict_end(self) -> None:
+        """Lightning 2.6 has no ``on_predict_model_train``: its loop restores the flags after this hook;
+        the momenta are restored here."""
+        self._restore_norm_momenta()
 
     # ----------------------------------------------------------------- metrics
     def setup(self, stage: str) -> None:

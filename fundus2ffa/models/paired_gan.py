@@ -3,6 +3,7 @@ procedure shared by pix2pix, pix2pixHD and the saliency cGAN of Li et al. (2020)
 their configs (conventions.md: a paper's family is a config composition, not a copy).
 """
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -12,8 +13,10 @@ from fundus2ffa.errors import ConfigError
 from fundus2ffa.losses.adversarial import AdversarialLoss
 from fundus2ffa.losses.base import LossInputs, restrict_to_valid
 from fundus2ffa.models.gan_module import GANModule
+from fundus2ffa.priors.fov import PIL_BICUBIC, resize_image
 
 UPDATE_ORDERS = ("d_first", "g_first")
+INPUT_RESIZES = ("pil_bicubic", "bicubic")
 
 
 class PairedGAN(GANModule):
@@ -31,10 +34,16 @@ class PairedGAN(GANModule):
         metrics: {quantize}; compile: torch.compile G and D.
         ema: {enabled, decay, start_step, every_n_steps}: EMA generator (models/ema.py).
         generator_input_size: None, or [height, width]: the generator runs at this size whatever the data's:
-            training pairs (and their masks) are resized to it (bicubic, antialiased: pix2pix's ``resize``
-            preprocessing, PIL bicubic), and ``translate`` resizes the CF to it and the output back to the
-            CF's size, so metrics stay on the native images. For a generator built for one input size
-            (pix2pix's unet_256: 256 x 256 squares) on other sizes (Li et al.'s 288 x 360 patches).
+            training pairs (and their masks) not already at it are resized to it, and ``translate`` resizes
+            the CF to it and the output back to the CF's size, so metrics stay on the native images. For a
+            generator built for one input size (pix2pix's unet_256: 256 x 256 squares) on other sizes (Li et
+            al.'s 288 x 360 patches). The li2020/pix2pix preset gives the training pairs pix2pix's own
+            resize_and_crop in the data instead (286 then a random 256; data.train_transform.view_*).
+        generator_input_resize: how images are brought to ``generator_input_size``: pil_bicubic (default:
+            PIL Image.BICUBIC on the 8-bit images, what pix2pix's loader does; test.py resizes the test
+            input to 256 x 256 this way) | bicubic (torch bicubic, antialiased, on the float tensors: the
+            earlier behaviour; 0.3 grey levels mean, 6 max apart on Isfahan patches). The output goes back
+            to the CF's size with torch bicubic on floats either way (pix2pix never maps back: [D]).
     """
 
     def __init__(
@@ -52,8 +61,11 @@ class PairedGAN(GANModule):
         compile: bool = False,
         generator_input_size: list[int] | None = None,
         ema: DictConfig | None = None,
+        generator_input_resize: str = "pil_bicubic",
     ):
         super().__init__()
+        if generator_input_resize not in INPUT_RESIZES:
+            raise ConfigError(f"model.generator_input_resize must be one of {'|'.join(INPUT_RESIZES)}, got {generator_input_resize!r}")
         if generator_input_size is not None and (len(generator_input_size) != 2 or min(int(v) for v in generator_input_size) < 1):
             raise ConfigError(f"model.generator_input_size must be null or [height, width], got {generator_input_size}")
         if update_order not in UPDATE_ORDERS:
@@ -83,9 +95,16 @@ class PairedGAN(GANModule):
     def _resize_image(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(-1, 1)
 
+    def _resize_input(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """An image batch in [-1, 1] to the generator's input size (``generator_input_resize``)."""
+        if self.hparams.get("generator_input_resize", "pil_bicubic") == "bicubic":
+            return self._resize_image(x, size)
+        return pil_resize_batch(x, size)
+
     def generator_batch(self, batch: dict) -> dict:
-        """``batch`` at ``generator_input_size`` (unchanged without it): CF and FFA bicubic, other
-        same-size maps (masks) nearest, as pix2pix's ``resize`` preprocessing gives its training pairs."""
+        """``batch`` at ``generator_input_size`` (unchanged without it): CF and FFA as
+        ``generator_input_resize`` says, other same-size maps (masks) nearest, as pix2pix's ``resize``
+        preprocessing gives its training pairs."""
         size = self.generator_size
         if size is None or tuple(batch["cf"].shape[-2:]) == size:
             return batch
@@ -94,7 +113,7 @@ class PairedGAN(GANModule):
         for key, value in batch.items():
             if isinstance(value, torch.Tensor) and value.dim() == 4 and tuple(value.shape[-2:]) == full:
                 if key in ("cf", "ffa"):
-                    out[key] = self._resize_image(value, size)
+                    out[key] = self._resize_input(value, size)
                 else:
                     out[key] = F.interpolate(value.float(), size=size, mode="nearest").to(value.dtype)
         return out
@@ -104,7 +123,7 @@ class PairedGAN(GANModule):
         size = self.generator_size
         if size is None or tuple(cf.shape[-2:]) == size:
             return generator(cf)
-        return self._resize_image(generator(self._resize_image(cf, size)), tuple(cf.shape[-2:]))
+        return self._resize_image(generator(self._resize_input(cf, size)), tuple(cf.shape[-2:]))
 
     def discriminate(self, cf: torch.Tensor, ffa: torch.Tensor) -> list[list[torch.Tensor]]:
         return self.discriminator(torch.cat([cf, ffa], 1) if self.hparams.conditional else ffa)
@@ -164,3 +183,14 @@ class PairedGAN(GANModule):
         else:
             self._generator_step(opt_g, batch, fake, batch_size)
             self._discriminator_step(opt_d, cf, real, fake, batch_size)
+
+
+def pil_resize_batch(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """N x C x H x W in [-1, 1] (8-bit levels, as the data gives them) -> N x C x h x w resized as pix2pix
+    loads images: rounded to uint8, PIL Image.BICUBIC (priors/fov.py ``resize_image``), back to [-1, 1].
+    Not differentiable (inputs only)."""
+    height, width = int(size[0]), int(size[1])
+    levels = ((x.detach().float() + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+    images = levels.permute(0, 2, 3, 1).cpu().numpy()
+    out = np.stack([resize_image(image, height, width, PIL_BICUBIC) for image in images])
+    return torch.from_numpy(out).to(device=x.device).permute(0, 3, 1, 2).to(x.dtype).div(127.5).sub(1.0)

@@ -23,7 +23,8 @@ The filter is a precomputed ``m x n`` matrix per axis (cached per size, variant,
 applied as two matrix products: exact at the borders for any size, differentiable, on any device. PIL
 rounds to 8 bits after each of its two passes; this float version does not, so on uint8 input the two
 agree to within a grey level or two (tests/nets/test_lanczos.py measures it). Lanczos rings: outputs are
-clamped to ``clamp`` (the [-1, 1] image range by default), as the spec asks.
+clamped to ``clamp`` (the [-1, 1] image range by default here, as the spec asks); TensorFlow does not clip
+the float result, so Fundus2Angio's model passes ``clamp=None`` unless ``model.lanczos_clamp``.
 """
 
 import math

@@ -135,6 +135,17 @@ def test_inverse_puts_an_output_back_into_the_input_geometry(resize):
     assert not back[~(geometry.fov > 0)].any()  # outside the field of view: black
 
 
+def test_scale_width_floors_the_height_as_pix2pix_and_pix2pixhd():
+    """Issue 20 item 5: both references compute the new height as int(size * h / w) (junyanz's with a
+    floor of crop_size as well): 682 x 853 (a UWF frame) at width 1000 is 799.53 -> 799, not 800."""
+    pre = Preprocess(resize="scale_width", size=1000)
+    assert pre.output_size(682, 853) == (799, 1000)
+    assert pre.output_size(576, 720) == (800, 1000)  # exact: unchanged
+    assert Preprocess(resize="scale_width", size=512).output_size(3, 4) == (384, 512)
+    for height, width, side in [(682, 853, 256), (170, 213, 128), (1000, 1333, 511), (7, 10, 5)]:
+        assert Preprocess(resize="scale_width", size=side).output_size(height, width) == (max(1, int(side * height / width)), side)
+
+
 def marker_centroids(sample) -> dict:
     """Centroid of the marker in the CF (blue 250), the FFA frame (250) and the lesion mask."""
     found = {"cf": sample.cf[..., 2] > 200, "ffa": sample.frames[0] > 200, "lesion": sample.masks["lesion"] > 0}
@@ -152,7 +163,7 @@ def test_aspect_preserving_resize_and_fov_crop_keep_cf_ffa_and_masks_aligned():
     plain = FFADataset(reader, reader.records(), Transform(), pre).draw(0)
     top, bottom, left, right = fov_bbox(fov_mask(cf, [ffa]))
     box_h, box_w = bottom - top, right - left
-    assert plain.cf.shape[:2] == (round(box_h * 52 / box_w), 52)  # aspect kept: width 52
+    assert plain.cf.shape[:2] == (int(box_h * 52 / box_w), 52)  # aspect kept: width 52, height floored
     ys, xs = np.nonzero(plain.masks["lesion"])
     assert abs((xs.max() - xs.min() + 1) / (ys.max() - ys.min() + 1) - 12 / 8) < 0.35  # the 8x12 marker keeps its shape
     augmenting = FFADataset(reader, reader.records(), Transform(crop_size=24, hflip=0.5, vflip=0.5), pre, train=True)

@@ -261,6 +261,29 @@ def test_isfahan_quirks_are_in_the_export(isfahan):
     assert mean_abs_difference(pair_30.ffa, eyes["normal/30"][1]) > 5
 
 
+def test_fundus2angio_data_keeps_normal_10_11_as_released_as_its_code_does(isfahan):
+    """Issue 20 item 5: the 10/11 swap is a quirk of the release (noted with its alignment file), in no
+    paper or code; Fundus2Angio's random_crop.py reads NORMAL/11-11.jpg (fundus) with NORMAL/11.jpg
+    (angiogram) as released, so its data config trains on that pair; the generic isfahan config re-pairs."""
+    from hydra.utils import instantiate
+
+    from conftest import compose_run
+
+    root, eyes = isfahan
+    ffa_by_id = {key: ffa for key, (_, ffa, _) in eyes.items()}
+    paper = instantiate(compose_run(["data=isfahan_fundus2angio", f"data.reader.root={root}"]).data.reader)
+    by_id = {r.id: r for r in paper.records()}
+    assert len(by_id) == 17 + 14 and by_id["normal/11"].split == "train"
+    assert (by_id["normal/11"].cf.name, by_id["normal/11"].ffa.name) == ("11-11.jpg", "11.jpg")  # the code's files
+    assert closest(paper.load(by_id["normal/11"]).ffa, ffa_by_id) == "normal/10"  # eye 10's angiogram, as released
+    generic = instantiate(compose_run(["data=isfahan", f"data.reader.root={root}"]).data.reader)
+    fixed = {r.id: r for r in generic.records()}["normal/11"]
+    assert fixed.ffa.name == "10.jpg" and closest(generic.load(fixed).ffa, ffa_by_id) == "normal/11"
+    repaired = instantiate(compose_run(["data=isfahan_fundus2angio", f"data.reader.root={root}",
+                                        "data.reader.fix_normal_10_11=true"]).data.reader)
+    assert {r.id: r for r in repaired.records()}["normal/11"].ffa.name == "10.jpg"
+
+
 def test_isfahan_ids_selection(isfahan):
     root, _ = isfahan
     records = IsfahanMISP(root, ids=list(FUNDUS2ANGIO_IDS)).records()

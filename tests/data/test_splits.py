@@ -104,3 +104,24 @@ def test_records_by_split_uses_the_layouts_split():
         records_by_split(records + [PairRecord(id="d")])
     with pytest.raises(DataError, match=r"pair 'e' has split 'holdout'; use one of train, val, test"):
         records_by_split(records + [PairRecord(id="e", split="holdout")])
+
+
+@pytest.mark.parametrize("data", ["isfahan_li2020", "li2020_registered"])
+def test_li2020_data_trains_on_every_training_pair_and_validates_on_none(data, isfahan_root, paired_folder_root):
+    """Issue 20 item 5: Li et al. have no validation set and report the last epoch; the presets held out
+    10 % of the training pairs although nothing was selected on them. Now every pair outside the test
+    split trains, as in the paper."""
+    from hydra.utils import instantiate
+
+    from conftest import compose_run, data_overrides
+
+    cfg = compose_run(data_overrides(data, isfahan_root, paired_folder_root))
+    module = instantiate(cfg.data)
+    module.setup("fit")
+    everything = {r.id for r in module.reader.records()}
+    assert not module.splits["val"] and module.val_source is None and "val" not in module.datasets
+    trained, tested = {r.id for r in module.splits["train"]}, {r.id for r in module.splits["test"]}
+    assert tested and not trained & tested
+    assert trained | tested == everything  # nothing held out besides the test split
+    assert len(trained) == 6  # 8 pairs, 80/20 within each category (4 + 4): 3 + 3 train, 1 + 1 test
+    assert cfg.data.val_from == "none"

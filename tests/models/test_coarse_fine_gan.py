@@ -241,8 +241,38 @@ def test_halving_is_the_codes_6_tap_kernel_and_old_checkpoints_keep_theirs():
     model = build(cfg.model, "model", _recursive_=False)
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     assert model.lanczos_antialias is False and model.generator.lanczos_antialias is False
-    torch.testing.assert_close(model.halve(x), lanczos_halve(x, antialias=False))
-    assert not torch.allclose(model.halve(x), lanczos_halve(x, antialias=True))
+    torch.testing.assert_close(model.halve(x), lanczos_halve(x, clamp=None, antialias=False))
+    assert not torch.allclose(model.halve(x), lanczos_halve(x, clamp=None, antialias=True))
     old = OmegaConf.to_container(cfg.model, resolve=True)  # hyperparameters of a checkpoint written before the switch
     del old["lanczos_antialias"], old["generator"]["lanczos_antialias"], old["discriminator"]["lanczos_antialias"]
     assert build(OmegaConf.create(old), "model", _recursive_=False).lanczos_antialias is True
+
+
+def test_halving_keeps_the_overshoot_as_tensorflow_unless_clamped():
+    """Issue 20 item 5: tf.image.resize(LANCZOS3) returns the float result unclipped; the earlier default
+    clipped it to [-1, 1]. model.lanczos_clamp (false: the code) reaches the model's halving (training
+    pairs, translate), the generator's forward and the discriminators' Lanczos pyramid."""
+    from omegaconf import OmegaConf
+
+    from fundus2ffa.nets.resample import lanczos_halve
+
+    edge = -torch.ones(1, 3, 32, 32)
+    edge[..., 16:] = 1.0  # a step from -1 to 1: the Lanczos kernel overshoots on both sides
+    raw = lanczos_halve(edge, clamp=None)
+    assert raw.max() > 1.0 and raw.min() < -1.0
+    cfg = compose_run(["debug=smoke", "model=fundus2angio", *TINY, "discriminator.pyramid=lanczos"])
+    model = build(cfg.model, "model", _recursive_=False)
+    torch.testing.assert_close(model.halve(edge), raw, rtol=0, atol=0)
+    assert model.lanczos_clamp is False and model.lanczos_clamp_range is None
+    assert model.generator.lanczos_clamp is False and model.discriminator.lanczos_clamp is False
+
+    clamped = build(compose_run(["debug=smoke", "model=fundus2angio", *TINY, "model.lanczos_clamp=true"]).model, "model",
+                    _recursive_=False)
+    assert clamped.generator.lanczos_clamp is True and clamped.discriminator.lanczos_clamp is True
+    torch.testing.assert_close(clamped.halve(edge), raw.clamp(-1, 1), rtol=0, atol=0)
+    eight_bit = build(compose_run(["debug=smoke", "model=fundus2angio", *TINY, "model.lanczos=uint8"]).model, "model",
+                      _recursive_=False)
+    assert eight_bit.halve(edge).max() == 1.0 and eight_bit.halve(edge).min() == -1.0  # 8-bit levels saturate
+    old = OmegaConf.to_container(cfg.model, resolve=True)  # a checkpoint written before the switch: clipped
+    del old["lanczos_clamp"], old["generator"]["lanczos_clamp"], old["discriminator"]["lanczos_clamp"]
+    assert build(OmegaConf.create(old), "model", _recursive_=False).lanczos_clamp is True

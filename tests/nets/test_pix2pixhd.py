@@ -47,11 +47,89 @@ def test_layer_table_and_patchnce_taps_match_the_spec():
     # spec 4.3 at 512 px: 6x518, 128x256, 256x128, 512x64, 1024x32; here ngf 8 at 64 px
     assert [tuple(t.shape[1:]) for t in taps] == [(6, 70, 70), (16, 32, 32), (32, 16, 16), (64, 8, 8), (128, 4, 4)]
     assert torch.equal(taps[0], F.pad(x, (3, 3, 3, 3), mode="reflect"))  # tap 0: the padded raw input
-    assert torch.allclose(taps[2], net.model[:9](x)) and torch.allclose(taps[4], net.model[:17](x))
+    assert torch.allclose(taps[4], net.model[:17](x))
     assert taps[1].mean(dim=(2, 3)).abs().max() > 1e-3  # tap 4 is pre-norm (IN would zero the means)
-    assert taps[2].mean(dim=(2, 3)).abs().max() < 1e-4  # tap 8 is the InstanceNorm output
+    # tap 8: the InstanceNorm output, rectified by default as the code's in-place ReLU leaves it (issue 20.1)
+    assert torch.allclose(taps[2], torch.relu(net.model[:9](x))) and taps[2].min() == 0
+    signed = net.encode(x, [0, 4, 8, 12, 16], taps="layer_output")
+    assert signed[2].mean(dim=(2, 3)).abs().max() < 1e-4 and signed[2].min() < 0  # the IN output itself
+    assert all(torch.equal(a, b) for k, (a, b) in enumerate(zip(taps, signed)) if k != 2)
     # the order asked for is the order returned, and only the layers up to the deepest tap run
-    assert torch.equal(net.encode(x, [8, 0])[0], taps[2])
+    # (tap 8 as the deepest tap: no ReLU runs after it, so it stays signed, as encode_only returns there)
+    assert torch.equal(net.encode(x, [8, 0])[0], signed[2])
+
+
+class SharedReluResBlock(nn.Module):
+    """pix2pixHD's ResnetBlock as its code builds it: the generator's one activation module inside."""
+
+    def __init__(self, channels: int, activation: nn.Module):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), nn.InstanceNorm2d(channels), activation,
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), nn.InstanceNorm2d(channels),
+        )
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+def reference_global_generator(c_in: int, c_out: int, ngf: int, n_down: int, n_blocks: int) -> nn.Sequential:
+    """The module order of pix2pixHD's GlobalGenerator in Fundus2Video's models/networks.py, written from
+    its description (reference_spec 4.3): ONE ``nn.ReLU(True)`` instance, in place, shared by the stem,
+    every downsampling, every residual block and every upsampling stage."""
+    activation = nn.ReLU(True)
+    layers = [nn.ReflectionPad2d(3), nn.Conv2d(c_in, ngf, 7), nn.InstanceNorm2d(ngf), activation]
+    for k in range(n_down):
+        layers += [nn.Conv2d(ngf * 2**k, ngf * 2 ** (k + 1), 3, 2, 1), nn.InstanceNorm2d(ngf * 2 ** (k + 1)), activation]
+    layers += [SharedReluResBlock(ngf * 2**n_down, activation) for _ in range(n_blocks)]
+    for k in range(n_down, 0, -1):
+        layers += [nn.ConvTranspose2d(ngf * 2**k, ngf * 2 ** (k - 1), 3, 2, 1, output_padding=1),
+                   nn.InstanceNorm2d(ngf * 2 ** (k - 1)), activation]
+    layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, c_out, 7), nn.Tanh()]
+    return nn.Sequential(*layers)
+
+
+def reference_encode_only(model: nn.Sequential, x: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
+    """``GlobalGenerator.forward(x, layers, encode_only=True)`` of the code: store the output of every
+    layer in ``layers``, stop right after the last one."""
+    feats = []
+    for layer_id, layer in enumerate(model):
+        x = layer(x)
+        if layer_id in layers:
+            feats.append(x)
+        if layer_id == layers[-1]:
+            return feats
+    return feats
+
+
+def test_encode_returns_the_taps_the_references_encode_only_stores_with_its_shared_inplace_relu():
+    """Issue 20 item 1. Which taps does the shared in-place ReLU alias? A stored tensor is rewritten when
+    a later in-place activation runs on that very tensor: tap 8 (InstanceNorm, index 9 is the ReLU) is;
+    tap 0 (pad; next a conv), tap 4 (conv; next InstanceNorm, out of place), tap 12 (the ReLU's own
+    output; next a conv) and tap 16 (the last: encode_only returns before anything else runs) are not."""
+    torch.manual_seed(0)
+    ours = GlobalGenerator(6, 3, ngf=4, n_downsampling=4, n_blocks=3)
+    reference = reference_global_generator(6, 3, ngf=4, n_down=4, n_blocks=3)
+    assert [type(m) for m in reference] == [type(m) for m in ours.model][:16] + [SharedReluResBlock] * 3 + [
+        type(m) for m in ours.model][19:]
+    with torch.no_grad():
+        for theirs, mine in zip(reference.parameters(), ours.parameters(), strict=True):
+            theirs.copy_(mine)
+    taps = [0, 4, 8, 12, 16]
+    x = torch.randn(2, 6, 64, 64)
+    expected = reference_encode_only(reference, x, taps)
+    # the replica really aliases tap 8 (and only tap 8): compare with each layer's own output
+    own = [reference[: i + 1](x.clone()) if i != 8 else torch.nn.functional.instance_norm(
+        reference[:8](x.clone())) for i in taps]
+    assert expected[2].min() == 0 and own[2].min() < -1  # rectified in the stored list, signed as computed
+    assert all(torch.allclose(e, o, atol=1e-6) for k, (e, o) in enumerate(zip(expected, own)) if k != 2)
+
+    for got, want in zip(ours.encode(x, taps), expected, strict=True):  # the default: the code
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    signed = ours.encode(x, taps, taps="layer_output")  # the named switch keeps the signed variant
+    torch.testing.assert_close(signed[2], own[2], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="generator.encode_taps must be one of code|layer_output"):
+        GlobalGenerator(6, 3, ngf=4, encode_taps="rectified")
 
 
 def test_generator_output_range_shape_and_size_check():

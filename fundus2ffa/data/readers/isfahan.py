@@ -8,6 +8,9 @@
 
 Known quirks, handled by default: in NORMAL the angiograms of pairs 10 and 11 are swapped (the file
 named as 10's partner holds 11's angiogram and vice versa), and NORMAL pair 30 is not a valid pair.
+Where that comes from: the data as released, noted beside its public alignment file
+(../shared/data/README.md); no paper and no reference code mentions or fixes it. Fundus2Angio's code
+reads the release as it is, so its reader (isfahan_fundus2angio.py) defaults ``fix_normal_10_11`` to false.
 
 An optional public alignment file holds one line per pair,
 ``abnormal/1.jpg,abnormal/1-1.jpg,a11,a12,a13,a21,a22,a23,``: a 2x3 matrix mapping the first named

@@ -7,7 +7,15 @@ are drawn from the *other* pairs: ``num_test`` of them, uniformly with a fixed `
 usable pairs outside the training list (or named explicitly with ``test_ids``). Those pairs are not
 aligned, which does not matter for FID and KID (unpaired) but makes the paired PSNR/SSIM of the test
 split meaningless: read them on aligned data only. Records carry their split, so the datamodule keeps
-it (and validates on the test pairs, there being no validation split in the paper).
+it. There is no validation split (the paper has none and reports the last model): the data config sets
+``val_from: none``, so nothing is validated or selected, least of all on the test pairs.
+
+NORMAL 10/11. The release's NORMAL pairs 10 and 11 have swapped angiograms (a quirk of the data, noted
+in ../shared/data/README.md beside the public alignment file; neither paper mentions it). Fundus2Angio's
+code reads the files as released (``random_crop.py``: ``NORMAL/11-11.jpg`` as the fundus with
+``NORMAL/11.jpg`` as its angiogram), so this reader's ``fix_normal_10_11`` defaults to false, the data as
+released and as the code trained on it: the training pair normal/11 keeps its released angiogram
+(issue 20 item 5). ``fix_normal_10_11=true`` re-pairs it with its true angiogram.
 """
 
 import dataclasses
@@ -28,7 +36,9 @@ class IsfahanFundus2Angio(IsfahanMISP):
         num_test: test pairs drawn from the remaining pairs (14, the paper's count; fewer if fewer remain).
         test_seed: seed of that draw (fixed, so every run and seed shares the split).
         test_ids: explicit test pairs instead of a draw.
-        exclude, fix_normal_10_11, alignment, ...: as :class:`IsfahanMISP`.
+        fix_normal_10_11: false (default: the pairs as released, as Fundus2Angio's code reads them) | true
+            (NORMAL 10 and 11 re-paired with their true angiograms); module docstring.
+        exclude, alignment, ...: as :class:`IsfahanMISP`.
     """
 
     def __init__(
@@ -38,11 +48,12 @@ class IsfahanFundus2Angio(IsfahanMISP):
         num_test: int = 14,
         test_seed: int = 0,
         test_ids: list[str] | None = None,
+        fix_normal_10_11: bool = False,
         **kwargs,
     ):
         if "ids" in kwargs:
             raise ConfigError("IsfahanFundus2Angio selects pairs with data.reader.train_ids and test_ids, not data.reader.ids")
-        super().__init__(root, ids=None, **kwargs)
+        super().__init__(root, ids=None, fix_normal_10_11=fix_normal_10_11, **kwargs)
         self.train_ids = [f"{c}/{n}" for c, n in (parse_pair_id(i, "data.reader.train_ids") for i in train_ids)]
         self.test_ids = None if test_ids is None else [f"{c}/{n}" for c, n in (parse_pair_id(i, "data.reader.test_ids") for i in test_ids)]
         if int(num_test) < 0:

@@ -106,7 +106,8 @@ class Fundus2AngioDiscriminators(nn.Module):
 
     ``discriminate(name, pair)`` runs one of :attr:`names` on a concat(CF, FFA) pair at that
     discriminator's level (the full-resolution pair for ``*_fine``, the Lanczos-halved one for
-    ``*_coarse``); with ``pyramid="lanczos"`` the ``d2_*`` ones first halve it with Lanczos-3 (clamped).
+    ``*_coarse``); with ``pyramid="lanczos"`` the ``d2_*`` ones first halve it with Lanczos-3 (clipped to
+    [-1, 1] only with ``lanczos_clamp``, as ``model.lanczos_clamp``).
     ``forward(pair_fine, pair_coarse)`` runs all four and returns {name: [[features..., patch_map]]}.
     """
 
@@ -122,9 +123,11 @@ class Fundus2AngioDiscriminators(nn.Module):
         bn: str = "keras",
         init: str = "normal",
         lanczos_antialias: bool = False,
+        lanczos_clamp: bool = False,
     ):
         super().__init__()
         self.lanczos_antialias = bool(lanczos_antialias)
+        self.lanczos_clamp = bool(lanczos_clamp)
         if pyramid not in PYRAMIDS:
             raise ValueError(f"discriminator pyramid must be one of {'|'.join(PYRAMIDS)}, got {pyramid!r}")
         self.pyramid = pyramid
@@ -145,7 +148,7 @@ class Fundus2AngioDiscriminators(nn.Module):
 
     def discriminate(self, name: str, pair: torch.Tensor) -> list[list[torch.Tensor]]:
         if name.startswith("d2") and self.pyramid == "lanczos":
-            pair = lanczos_halve(pair, antialias=self.lanczos_antialias)
+            pair = lanczos_halve(pair, clamp=(-1.0, 1.0) if self.lanczos_clamp else None, antialias=self.lanczos_antialias)
         return self.nets[name](pair)
 
     def forward(self, pair_fine: torch.Tensor, pair_coarse: torch.Tensor) -> dict[str, list[list[torch.Tensor]]]:

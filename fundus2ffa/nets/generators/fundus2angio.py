@@ -174,6 +174,8 @@ class CoarseFineGenerator(nn.Module):
         bn, init, tf_same_padding: see the module docstring.
         lanczos_antialias: how ``forward`` halves the CF: false = the code's tf.image.resize (6 taps) |
             true = the stretched 12-tap kernel (PIL); nets/resample.py.
+        lanczos_clamp: false = the code's unclipped float halving | true = clipped to [-1, 1]
+            (``model.lanczos_clamp``, models/coarse_fine_gan.py).
     """
 
     #: the full-resolution input must be divisible by this (halving, then two downsamplings)
@@ -191,9 +193,11 @@ class CoarseFineGenerator(nn.Module):
         init: str = "code",
         tf_same_padding: bool = False,
         lanczos_antialias: bool = False,
+        lanczos_clamp: bool = False,
     ):
         super().__init__()
         self.lanczos_antialias = bool(lanczos_antialias)
+        self.lanczos_clamp = bool(lanczos_clamp)
         if ngf % 2 and ngf_fine is None:
             raise ValueError(f"ngf must be even so that ngf_fine = ngf / 2, got ngf={ngf}")
         ngf_fine = ngf // 2 if ngf_fine is None else int(ngf_fine)
@@ -207,5 +211,6 @@ class CoarseFineGenerator(nn.Module):
         self.fine = FineGenerator(ngf=ngf_fine, n_blocks=n_blocks_fine, **common)
 
     def forward(self, cf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        fake_coarse, feature = self.coarse(lanczos_halve(cf, antialias=self.lanczos_antialias))
+        clamp = (-1.0, 1.0) if self.lanczos_clamp else None
+        fake_coarse, feature = self.coarse(lanczos_halve(cf, clamp=clamp, antialias=self.lanczos_antialias))
         return self.fine(cf, feature), fake_coarse, feature

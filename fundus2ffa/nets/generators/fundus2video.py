@@ -5,7 +5,9 @@ The released code's generator is the pix2pixHD global generator (:class:`GlobalG
 consecutive frames* (spec 1.1 and 4.3: the output channels are time steps, not RGB; pitfall F5). With
 the defaults (ngf 64, 4 downsamplings, 9 residual blocks) it has about 180 M parameters; the layer
 indices of :class:`GlobalGenerator` are kept, so the PatchNCE taps 0, 4, 8, 12, 16 of the code address
-the same layers (:meth:`GlobalGenerator.encode`).
+the same layers (:meth:`GlobalGenerator.encode`), and by default (``encode_taps: code``) hold what the
+code's ``encode_only`` stores: tap 8 rectified by the generator's shared in-place ReLU (module docstring
+of nets/generators/pix2pixhd.py; issue 20 item 1).
 
 Knowledge-boosted attention (KBA). The paper names it (section 4.1) but the code does not contain it
 (``pix2pixHD_model_att`` is missing, pitfall F7), so this is the spec's proposal (4.8, [D]): an attention
@@ -54,6 +56,9 @@ class Fundus2VideoGenerator(GlobalGenerator):
         kba: add the attention heads (the paper); False is the released code's plain generator.
         kba_stages: where: ``bottleneck`` and/or ``decoder1`` .. ``decoder<n_downsampling - 1>``.
         kba_hidden: width of the head's 3x3 convolution (256).
+        encode_taps: code (default: the PatchNCE taps the released code's ``encode_only`` stores, tap 8
+            rectified by its shared in-place ReLU) | layer_output (tap 8 the signed InstanceNorm output);
+            :class:`GlobalGenerator`.
 
     ``forward(x)`` returns the window N x out x H x W in [-1, 1];
     ``forward(x, return_attention=True)`` returns ``(window, {stage: N x 1 x h x w attention})``; the
@@ -76,10 +81,11 @@ class Fundus2VideoGenerator(GlobalGenerator):
         kba_hidden: int = 256,
         init_type: str = "normal",
         init_gain: float = 0.02,
+        encode_taps: str = "code",
     ):
         super().__init__(
             in_channels, out_channels, ngf, n_downsampling, n_blocks, norm, activation, use_dropout,
-            max_channels, output_head=True, init_type=init_type, init_gain=init_gain,
+            max_channels, output_head=True, init_type=init_type, init_gain=init_gain, encode_taps=encode_taps,
         )
         self.kba = bool(kba)
         stages = list(kba_stages or []) if self.kba else []

@@ -20,8 +20,21 @@ reference_spec 4.3 (defaults ngf 64, n_downsampling 4, n_blocks 9)::
 In general: downsampling ``k`` (1-based) occupies indices ``1 + 3k .. 3 + 3k``; the first residual block
 is index ``4 + 3 n_downsampling``; the head is the last three. ``GlobalGenerator.layer_index`` names
 them. Fundus2Video's PatchNCE taps (``nce_layers`` 0, 4, 8, 12, 16, reference_spec 4.3) are the output
-of index 0 (the padded raw input), 4 (first stride-2 conv, pre-norm), 8 (IN at 1/4), 12 (ReLU at 1/8)
-and 16 (first residual block): :meth:`GlobalGenerator.encode` returns activations after given indices.
+of index 0 (the padded raw input), 4 (first stride-2 conv, pre-norm), 8 (IN at 1/4, *rectified*: see
+below), 12 (ReLU at 1/8) and 16 (first residual block): :meth:`GlobalGenerator.encode` returns them.
+
+Tap aliasing (``encode_taps``, issue 20 item 1). pix2pixHD's ``GlobalGenerator`` (Fundus2Video
+``models/networks.py``, ``class GlobalGenerator``: ``activation = nn.ReLU(True)``, one in-place module
+shared by every stage) stores each tap's tensor during ``forward(x, layers, encode_only=True)`` and keeps
+running the sequential up to the last tap. An in-place activation that runs *after* a tap was stored
+rewrites the stored tensor: of the taps 0, 4, 8, 12, 16, only tap 8 (the InstanceNorm output, followed by
+the ReLU at index 9) is such a tensor, so the reference's PatchNCE sees ReLU(IN(conv)) there. Tap 0 is
+followed by a convolution, tap 4 by InstanceNorm (out of place), tap 12 is itself the ReLU output and tap
+16 is the last (nothing runs after it; a residual block's first layer is a reflection pad anyway).
+``encode_taps="code"`` (default) reproduces that: a stored tap that an activation layer of this
+sequential consumes later in the same ``encode`` call is replaced by the activation's output (computed
+out of place: the same values and the same gradient as the reference's in-place rewrite).
+``encode_taps="layer_output"`` returns each layer's own output (tap 8 signed, the earlier behaviour).
 
 Conv weights are N(0, 0.02), biases zero (pix2pixHD ``weights_init``; its BatchNorm branch never
 triggers with affine-free InstanceNorm). Every convolution keeps its bias, as pix2pixHD's code does
@@ -38,6 +51,8 @@ from fundus2ffa.nets.norm import norm_layer
 from fundus2ffa.nets.padding import pad_to_multiple
 
 ACTIVATIONS = {"relu": lambda: nn.ReLU(), "lrelu": lambda: nn.LeakyReLU(0.2)}
+#: what ``GlobalGenerator.encode`` returns at a tap that a later activation consumes (module docstring)
+ENCODE_TAPS = ("code", "layer_output")
 
 
 def _activation(name: str) -> nn.Module:
@@ -84,6 +99,10 @@ class GlobalGenerator(nn.Module):
         init_type / init_gain: N(0, 0.02) convolutions by default.
         upsample / upsample_interpolation: transpose (pix2pixHD) | resize_conv with nearest | bilinear
             (nets/blocks/upsample.py; a deviation against checkerboard artefacts).
+        encode_taps: code (default) | layer_output: what :meth:`encode` returns at a tap that a later
+            activation consumes. code: the activation's output, as pix2pixHD's shared in-place
+            ``nn.ReLU(True)`` leaves it in the stored tensor (tap 8 rectified; module docstring);
+            layer_output: the layer's own output (tap 8 = the signed InstanceNorm output).
     """
 
     def __init__(
@@ -103,8 +122,12 @@ class GlobalGenerator(nn.Module):
         init_gain: float = 0.02,
         upsample: str = "transpose",
         upsample_interpolation: str = "nearest",
+        encode_taps: str = "code",
     ):
         super().__init__()
+        if encode_taps not in ENCODE_TAPS:
+            raise ValueError(f"generator.encode_taps must be one of {'|'.join(ENCODE_TAPS)}, got {encode_taps!r}")
+        self.encode_taps = encode_taps
         norm_fn = norm_layer(norm)
         self.output_head, self.pad_to_multiple = output_head, pad_to_multiple
         cap = (lambda c: min(c, max_channels)) if max_channels else (lambda c: c)
@@ -178,12 +201,18 @@ class GlobalGenerator(nn.Module):
         self.check_size(x)
         return self.model[: self.head_start](x)
 
-    def encode(self, x: torch.Tensor, layers) -> list[torch.Tensor]:
-        """Activations after the layers ``self.model[i]`` for ``i in layers`` (in the order given).
+    def encode(self, x: torch.Tensor, layers, taps: str | None = None) -> list[torch.Tensor]:
+        """The taps after the layers ``self.model[i]`` for ``i in layers`` (in the order given).
 
-        Runs the sequential only up to ``max(layers)``. Fundus2Video / CUT PatchNCE use
-        ``layers=(0, 4, 8, 12, 16)`` with the default depth (see the module docstring for what each is).
+        Runs the sequential only up to ``max(layers)``, as the reference's ``encode_only`` stops at the
+        last tap. Fundus2Video / CUT PatchNCE use ``layers=(0, 4, 8, 12, 16)`` with the default depth (see
+        the module docstring for what each is). ``taps``: ``code`` | ``layer_output``, default
+        ``self.encode_taps``: with ``code`` a tap consumed by a later activation of this call is that
+        activation's output (pix2pixHD's in-place shared ReLU; module docstring).
         """
+        taps = self.encode_taps if taps is None else taps
+        if taps not in ENCODE_TAPS:
+            raise ValueError(f"encode taps must be one of {'|'.join(ENCODE_TAPS)}, got {taps!r}")
         layers = [int(i) for i in layers]
         if not layers:
             return []
@@ -194,7 +223,14 @@ class GlobalGenerator(nn.Module):
         wanted = set(layers)
         found: dict[int, torch.Tensor] = {}
         for i, layer in enumerate(self.model[: last + 1]):
-            x = layer(x)
+            y = layer(x)
+            if taps == "code" and isinstance(layer, (nn.ReLU, nn.LeakyReLU)):
+                # the reference's activation is in place: every stored tap that *is* this input tensor
+                # (identity layers such as norm=none pass the same object on) now holds the output
+                for index, tensor in found.items():
+                    if tensor is x:
+                        found[index] = y
+            x = y
             if i in wanted:
                 found[i] = x
         return [found[i] for i in layers]
@@ -238,8 +274,12 @@ class LocalEnhancer(nn.Module):
         init_gain: float = 0.02,
         upsample: str = "transpose",
         upsample_interpolation: str = "nearest",
+        encode_taps: str = "code",
     ):
         super().__init__()
+        if encode_taps not in ENCODE_TAPS:
+            raise ValueError(f"generator.encode_taps must be one of {'|'.join(ENCODE_TAPS)}, got {encode_taps!r}")
+        self.encode_taps = encode_taps
         norm_fn = norm_layer(norm)
         self.n_local_enhancers, self.pad_to_multiple = n_local_enhancers, pad_to_multiple
         self.divisor = 2 ** (n_downsampling_global + n_local_enhancers)
