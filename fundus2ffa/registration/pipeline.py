@@ -239,5 +239,8 @@ def register_pairs(
         for row in rows if row["status"] == "ok" and row["id"] in by_id
     ]
     _write_csv(out_dir / "pairs.csv", manifest_rows, ("id", "cf", "ffa", "mask", "category", "group", "split"))
-    (out_dir / "registration_options.json").write_text(json.dumps({**asdict(options), **asdict(pipeline)}, indent=2))
+    options_file = out_dir / "registration_options.json"
+    tmp = options_file.with_name(options_file.name + ".part")
+    tmp.write_text(json.dumps({**asdict(options), **asdict(pipeline)}, indent=2))
+    tmp.replace(options_file)
     return rows
