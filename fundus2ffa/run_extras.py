@@ -210,6 +210,14 @@ def _select(cfg: DictConfig, key: str):
         return None
 
 
+def _first_process() -> bool:
+    """False in the processes Lightning's DDP launcher starts for ranks above 0: they re-run the command line
+    in the run folder that rank 0 made (LOCAL_RANK / RANK set), which is theirs too."""
+    from lightning.fabric.utilities.rank_zero import _get_rank
+
+    return (_get_rank() or 0) == 0
+
+
 def _expected(exc) -> bool:
     return isinstance(exc, Fundus2FFAError) and not os.environ.get("HYDRA_FULL_ERROR") == "1"
 
@@ -238,7 +246,7 @@ class RunHooks(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         folder = _select(config, "hydra.run.dir")
-        if folder:
+        if folder and _first_process():
             try:
                 check_run_folder(folder, config)
             except ConfigError as exc:
@@ -246,7 +254,7 @@ class RunHooks(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         folder = _select(config, "hydra.sweep.dir")
-        if folder:
+        if folder and _first_process():
             try:
                 check_run_folder(folder, None, what="sweep folder")
             except ConfigError as exc:
@@ -255,7 +263,7 @@ class RunHooks(Callback):
     def on_job_start(self, config: DictConfig, **kwargs) -> None:
         """``paths.output_dir`` set to another folder than Hydra's (nothing of this job is there yet)."""
         out, hydra_dir = _select(config, "paths.output_dir"), _select(config, "hydra.runtime.output_dir")
-        if out and hydra_dir and Path(out).resolve() != Path(hydra_dir).resolve():
+        if out and hydra_dir and _first_process() and Path(out).resolve() != Path(hydra_dir).resolve():
             try:
                 check_run_folder(out, config, what="paths.output_dir")
             except ConfigError as exc:
