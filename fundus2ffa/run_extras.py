@@ -76,8 +76,10 @@ def print_config_tree(cfg: DictConfig, save_dir: str | Path | None = None, resol
     if save_dir is not None:
         path = Path(save_dir) / "config_tree.log"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w") as handle:
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.part")  # atomic: never a half-written file
+        with tmp.open("w") as handle:
             Console(file=handle, width=120, no_color=True, color_system=None).print(tree)
+        tmp.replace(path)
 
 
 def config_hparams(cfg: DictConfig, model=None) -> dict:

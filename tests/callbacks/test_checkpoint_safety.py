@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
 from conftest import REPO, compose_run
