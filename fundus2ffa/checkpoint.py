@@ -98,7 +98,29 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = Fa
     return checkpoint
 
 
+# the start of PyTorch's legacy (non-zip, before 1.6) format: its pickled magic number 0x1950a86a20f9469cfc6c
+_LEGACY_MAGIC = b"l\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def _legacy_format(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(32)
+    except OSError:
+        return False
+    return head[:1] == b"\x80" and _LEGACY_MAGIC in head and not zipfile.is_zipfile(path)
+
+
 def _corrupt(path: Path, exc: BaseException) -> CheckpointError:
+    if _legacy_format(path):
+        converted = path.with_name(f"{path.stem}.zip{path.suffix}")
+        return CheckpointError(
+            f"checkpoint {path} is in PyTorch's legacy format (the non-zip format of torch.save before PyTorch 1.6, or "
+            "_use_new_zipfile_serialization=False), which fundus2ffa does not read: it maps checkpoints (mmap), which "
+            "needs the zip format. Convert it once (tensors and plain containers only) with "
+            f"python -c \"import torch; torch.save(torch.load('{path}', weights_only=True), '{converted}')\" "
+            f"and use {converted} (if that fails too, the file is damaged: use another checkpoint of the run)."
+        )
     return CheckpointError(
         f"checkpoint {path} is corrupt or truncated ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}): "
         "the file is incomplete (e.g. a copy or a save that did not finish) or not a torch checkpoint; "

@@ -2,12 +2,14 @@
 
     python -m fundus2ffa.register CF_DIR FFA_DIR OUT_DIR [--model similarity|affine|homography] [--workers N]
     python -m fundus2ffa.register --manifest pairs.csv OUT_DIR
+    python -m fundus2ffa.register CF_DIR FFA_DIR OUT_DIR --overwrite    # OUT_DIR already holds files
 
 Pairs are matched by file stem (as data=paired_folder does), or listed in a CSV manifest (columns cf,
 ffa [, id, category, group, split], paths relative to the CSV). An FFA partner that is a folder
 ``FFA_DIR/<name>/`` holds the frames of a video: every frame is registered to the reference frame
 (``--reference-frame``), which is registered to the CF. Outputs and failure handling:
-fundus2ffa/registration/pipeline.py. The exit status is 1 when no pair registered.
+fundus2ffa/registration/pipeline.py. An OUT_DIR that already holds files is refused unless ``--overwrite``
+(as predict's ``predict.overwrite``). The exit status is 1 when no pair registered, 2 on an error.
 """
 
 import argparse
@@ -40,6 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--allow-grey-cf", action="store_true")
     parser.add_argument("--ffa-channel", choices=("luma", "green"), default=pipeline.ffa_channel)
     parser.add_argument("--workers", type=int, default=1, help="parallel processes over pairs")
+    parser.add_argument("--overwrite", action="store_true", help="register into an OUT_DIR that already holds files")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     expected = 1 if args.manifest else 3
@@ -62,7 +65,8 @@ def main(argv=None) -> int:
     cf_dir, ffa_dir, out_dir = (None, None, args.paths[0]) if args.manifest else args.paths
     try:
         rows = register_pairs(
-            out_dir, cf_dir, ffa_dir, args.manifest, options, pipeline, workers=args.workers, progress=not args.no_progress
+            out_dir, cf_dir, ffa_dir, args.manifest, options, pipeline, workers=args.workers, progress=not args.no_progress,
+            overwrite=args.overwrite,
         )
     except Fundus2FFAError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -9,15 +9,24 @@
   (W&B config, TensorBoard hparams, MLflow params, CSV hparams.yaml);
 - :func:`optimized_metric`: the value ``main`` returns to a sweeper (Optuna: ``hparams_search=...``),
   always a validation metric: tuning on the test split would leak it into model selection;
-- :func:`finish_run`: the results page (:mod:`fundus2ffa.results_page`) after metrics.json is written.
+- :func:`finish_run`: the results page (:mod:`fundus2ffa.results_page`) after metrics.json is written;
+- :class:`RunHooks`: Hydra callbacks of every entry that composes ``hydra: default`` (``fundus2ffa.run``,
+  ``fundus2ffa.transfer``): a run folder that already holds another run's files is refused before
+  anything is written there (:func:`check_run_folder`), and a failed job's error is written to its
+  run.log; an expected error (a :class:`~fundus2ffa.errors.Fundus2FFAError`: bad data, config or
+  checkpoint) ends the process with ``error: <message>`` on stderr and status 1, without a traceback
+  (``HYDRA_FULL_ERROR=1`` shows it).
 """
 
 import logging
+import os
+import sys
 from pathlib import Path
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from fundus2ffa.errors import ConfigError
+from fundus2ffa.errors import ConfigError, Fundus2FFAError
 from fundus2ffa.targets import factory
 from fundus2ffa.writers import write_text
 
@@ -166,3 +175,113 @@ def mlflow_logger(tracking_uri: str | None = None, **kwargs):
     if tracking_uri and str(tracking_uri).startswith("file:"):
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     return MLFlowLogger(tracking_uri=tracking_uri, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------- run folders and errors
+# what Hydra and start_run write into a run folder before ``run`` starts (ignored by a check made from ``run``)
+HYDRA_FILES = (".hydra", "run.log", "config_tree.log")
+
+
+def check_run_folder(folder: str | Path, cfg: DictConfig | None = None, what: str = "run folder", ignore=()) -> None:
+    """Refuse to start in ``folder`` when it already holds files of another run: a new run there would
+    replace its checkpoints, metrics and config. An empty or missing folder is fine, and so is a resume of
+    that folder (``task=train`` with ``ckpt_path`` inside it). ``ignore``: names not counted (e.g.
+    :data:`HYDRA_FILES`, for a check from inside the job, after Hydra wrote its own files)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    entries = sorted(p.name for p in folder.iterdir() if p.name not in ignore)
+    if not entries:
+        return
+    ckpt = (cfg.get("ckpt_path") if cfg is not None else None) or None
+    task = cfg.get("task") if cfg is not None else None
+    if ckpt and task == "train" and folder.resolve() in Path(ckpt).resolve().parents:
+        return
+    shown = ", ".join(entries[:6]) + (f" and {len(entries) - 6} more" if len(entries) > 6 else "")
+    last = folder / "checkpoints" / "last.ckpt"
+    resume = f", or continue that run with ckpt_path={last}" if task == "train" and last.is_file() else ""
+    raise ConfigError(
+        f"{what} {folder} already holds files of another run ({shown}); a new run there would replace them, so "
+        "nothing was written. Leave hydra.run.dir / hydra.sweep.dir / paths.output_dir at their defaults (a new "
+        f"timestamped folder), or choose an empty folder{resume}."
+    )
+
+
+def _select(cfg: DictConfig, key: str):
+    try:
+        return OmegaConf.select(cfg, key, throw_on_missing=False)
+    except Exception:  # noqa: BLE001 - an interpolation that does not resolve yet: nothing to check
+        return None
+
+
+def _first_process() -> bool:
+    """False in the processes Lightning's DDP launcher starts for ranks above 0: they re-run the command line
+    in the run folder that rank 0 made (LOCAL_RANK / RANK set), which is theirs too."""
+    from lightning.fabric.utilities.rank_zero import _get_rank
+
+    return (_get_rank() or 0) == 0
+
+
+def _expected(exc) -> bool:
+    return isinstance(exc, Fundus2FFAError) and not os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def _refuse(exc: Fundus2FFAError) -> None:
+    print(f"error: {exc}", file=sys.stderr)
+    sys.exit(1)
+
+
+def log_failure(exc: BaseException) -> None:
+    """Write a failed job's error into the run's log files (run.log): the message of an expected error,
+    the traceback of any other. The console is left to :class:`RunHooks` / Hydra (no line twice)."""
+    expected = isinstance(exc, Fundus2FFAError)
+    record = log.makeRecord(
+        log.name, logging.ERROR, __file__, 0, "run failed: %s: %s", (type(exc).__name__, exc), None,
+    )
+    if not expected:
+        record.exc_info = (type(exc), exc, exc.__traceback__)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+class RunHooks(Callback):
+    """Hydra callbacks (``hydra.callbacks.fundus2ffa`` in conf/hydra/default.yaml); module docstring."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        folder = _select(config, "hydra.run.dir")
+        if folder and _first_process():
+            try:
+                check_run_folder(folder, config)
+            except ConfigError as exc:
+                _refuse(exc)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        folder = _select(config, "hydra.sweep.dir")
+        if folder and _first_process():
+            try:
+                check_run_folder(folder, None, what="sweep folder")
+            except ConfigError as exc:
+                _refuse(exc)
+
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        """``paths.output_dir`` set to another folder than Hydra's (nothing of this job is there yet)."""
+        out, hydra_dir = _select(config, "paths.output_dir"), _select(config, "hydra.runtime.output_dir")
+        if out and hydra_dir and _first_process() and Path(out).resolve() != Path(hydra_dir).resolve():
+            try:
+                check_run_folder(out, config, what="paths.output_dir")
+            except ConfigError as exc:
+                log_failure(exc)
+                _refuse(exc)
+
+    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
+        from hydra.core.utils import JobStatus
+
+        if job_return.status == JobStatus.FAILED:
+            log_failure(job_return._return_value)
+
+    def on_run_end(self, config: DictConfig, job_return=None, **kwargs) -> None:
+        from hydra.core.utils import JobStatus
+
+        if job_return is not None and job_return.status == JobStatus.FAILED and _expected(job_return._return_value):
+            _refuse(job_return._return_value)

@@ -1,37 +1,59 @@
 """``RunCheckpoint``: Lightning's ModelCheckpoint with a last.ckpt that is never stale, atomic writes in
-the run folder, a disk-space check before training and no pile-up of best files (issue 8, item 2).
+the run folder, a disk-space check before training, a final last.ckpt on SIGTERM / SIGINT, and no
+checkpoint deleted that this process did not write (issue 8 item 2, issue 21 items 1, 4 and 7).
 
 Lightning's ModelCheckpoint rewrites ``last.ckpt`` only when a top-k file is saved in the same step:
 with ``monitor: val/psnr, save_top_k: 1`` a run whose PSNR peaked at epoch 4 of 10 keeps epoch 4 in
 last.ckpt, and a resume goes back to epoch 4. Here last.ckpt is written at the end of every epoch (at
 the same point Lightning saves top-k: validation end, or train epoch end without validation) and at
 the end of training (a clean stop: max_epochs, max_steps, early stopping). Best-K files follow
-``monitor`` / ``mode`` / ``save_top_k`` as in Lightning; files of this run's ``filename`` pattern left by
-a kill between saving a new best and removing the old one are removed at the next start.
+``monitor`` / ``mode`` / ``save_top_k`` as in Lightning.
+
+Nothing lost: a start deletes no checkpoint. A superseded best (or last) file is removed only when this
+process wrote it; a file of an earlier process (the run being resumed, a kill between saving a new best
+and removing the old one) is kept, with a log line. A fresh run (no ``ckpt_path`` in this folder) whose
+checkpoint folder already holds checkpoints is refused before anything is written: it would overwrite
+their last.ckpt. A resume from a checkpoint of this folder continues it.
+
+Pre-emption: on SIGTERM (what SLURM sends; Lightning's signal connector sets ``trainer.received_sigterm``
+and its loops raise ``SIGTERMException`` after the current batch) and on SIGINT (Ctrl+C, Lightning's
+KeyboardInterrupt handling) during fitting, :meth:`RunCheckpoint.on_exception` writes last.ckpt
+(atomically) with the state after the last finished batch, so at most that batch is lost; the process
+then exits with status 143 (128 + SIGTERM; Lightning's own SIGTERMException would exit 0) or 1 (SIGINT).
+A mid-epoch last.ckpt resumes in the same epoch: Lightning restarts the epoch's loader and ends the epoch
+after its remaining batch count.
 
 Writes go through :class:`fundus2ffa.checkpoint.SafeCheckpointIO` (temp file beside the target, fsync,
 os.replace; installed on the trainer in ``setup``); unfinished temp files of a killed run are removed at
 fit start. Before training, the free space of ``dirpath``'s disk must hold ``min_free_checkpoints``
 checkpoints (default 2: the new file is written before the old one is replaced), estimated as the
 parameters and buffers plus the optimizer state (existing state, else two tensors per parameter as
-Adam keeps); otherwise a CheckpointError names the folder and the bytes needed.
+Adam keeps); otherwise a CheckpointError names the folder and the bytes needed. A disk that fills up
+later (torch's zip writer then fails with "unexpected pos") is a CheckpointError "no space left in
+<folder>: <n> bytes needed"; the files already there are intact (atomic writes).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
-import re
 import shutil
+import signal
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from fundus2ffa import checkpoint as ckpt_io
 from fundus2ffa.errors import CheckpointError
 
 log = logging.getLogger(__name__)
+NO_SPACE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+# what torch's zip writer says when a write comes up short (a full disk: the file's write raised ENOSPC)
+NO_SPACE_TEXT = ("unexpected pos", "file write failed", "no space left")
+SIGTERM_EXIT = 128 + int(signal.SIGTERM)
 
 
 def estimate_checkpoint_bytes(pl_module: L.LightningModule, optimizers: list) -> int:
@@ -51,7 +73,8 @@ def estimate_checkpoint_bytes(pl_module: L.LightningModule, optimizers: list) ->
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint with last.ckpt every epoch, atomic writes and a disk-space check (module docstring).
+    """ModelCheckpoint with last.ckpt every epoch, atomic writes, a disk-space check, a last.ckpt on SIGTERM /
+    SIGINT, and removal of superseded files only when this process wrote them (module docstring).
 
     Args: those of ``lightning.pytorch.callbacks.ModelCheckpoint``, plus
         min_free_checkpoints: checkpoints' worth of free space required before training starts (0: no check).
@@ -61,6 +84,7 @@ class RunCheckpoint(ModelCheckpoint):
         super().__init__(*args, **kwargs)
         self.min_free_checkpoints = float(min_free_checkpoints)
         self._last_written_step: int | None = None
+        self._written: set[Path] = set()  # files this process saved (resolved paths): the only ones it may remove
 
     # ------------------------------------------------------------------ setup
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -71,19 +95,35 @@ class RunCheckpoint(ModelCheckpoint):
         if not trainer.is_global_zero or self.dirpath is None:
             return
         folder = Path(self.dirpath)
+        self.check_folder(folder, trainer.ckpt_path)
         ckpt_io.remove_temp_files(folder)
-        self._remove_untracked_best_files(trainer, folder)
         self.check_free_space(folder, estimate_checkpoint_bytes(pl_module, trainer.optimizers))
+
+    def check_folder(self, folder: Path, ckpt_path) -> None:
+        """A fresh run never writes into a folder of another run's checkpoints (it would overwrite their
+        last.ckpt); resuming from a checkpoint of ``folder`` continues that run there."""
+        if not folder.is_dir():
+            return
+        existing = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name.endswith(self.FILE_EXTENSION))
+        if not existing:
+            return
+        if ckpt_path and Path(ckpt_path).resolve().parent == folder.resolve():
+            return
+        shown = ", ".join(existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")
+        resumed = f" (this run resumes from {ckpt_path}, which is not in it)" if ckpt_path else ""
+        raise CheckpointError(
+            f"checkpoint folder {folder} already holds {len(existing)} checkpoint(s) of another run ({shown}){resumed}; "
+            "a new run there would overwrite them, so nothing was written. Write this run to a new folder (leave "
+            "hydra.run.dir and paths.output_dir at their defaults, or choose an empty folder), or continue that run "
+            f"with ckpt_path={folder / (self.CHECKPOINT_NAME_LAST or 'last')}{self.FILE_EXTENSION}."
+        )
 
     def check_free_space(self, folder: Path, checkpoint_bytes: int) -> None:
         if self.min_free_checkpoints <= 0:
             return
-        existing = folder
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        free = shutil.disk_usage(existing).free
+        free = _free_bytes(folder)
         needed = int(self.min_free_checkpoints * checkpoint_bytes)
-        if free < needed:
+        if free is not None and free < needed:
             raise CheckpointError(
                 f"not enough disk space for checkpoints in {folder}: {free} bytes free, {needed} bytes needed "
                 f"({self.min_free_checkpoints:g} checkpoints of about {checkpoint_bytes} bytes: weights and optimizer "
@@ -91,21 +131,51 @@ class RunCheckpoint(ModelCheckpoint):
                 "paths.root_dir=/bigger/disk)."
             )
 
-    def _remove_untracked_best_files(self, trainer: L.Trainer, folder: Path) -> None:
-        """Best files of this run's pattern that the restored state does not track (a kill between saving
-        a new best and removing the old one); never the file being resumed from."""
-        if not folder.is_dir() or self.save_top_k < 0 or self.monitor is None:
+    # ------------------------------------------------------------------ writing and removing
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        try:
+            super()._save_checkpoint(trainer, filepath)
+        except (RuntimeError, OSError) as exc:  # CheckpointError (atomic_save's ENOSPC) is a ValueError: below
+            raise self._no_space(trainer, Path(filepath), exc) from None
+        except CheckpointError as exc:
+            if "no space left" not in str(exc):
+                raise
+            raise self._no_space(trainer, Path(filepath), exc) from None
+        self._written.add(Path(filepath).resolve())
+
+    def _no_space(self, trainer: L.Trainer, target: Path, exc: BaseException) -> BaseException:
+        """``exc`` (a failed save) as a CheckpointError naming the folder and the bytes needed, when the disk
+        is full; ``exc`` itself otherwise."""
+        folder = target.parent
+        free = _free_bytes(folder)
+        needed = estimate_checkpoint_bytes(trainer.lightning_module, trainer.optimizers) if trainer.lightning_module else 0
+        needed = max([needed] + [p.stat().st_size for p in self._written if p.is_file()])
+        text = str(exc).lower()
+        full = (
+            (isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS)
+            or any(marker in text for marker in NO_SPACE_TEXT)
+            or (free is not None and free < needed)
+        )
+        if not full:
+            return exc
+        kept = [p.name for p in sorted(folder.glob(f"*{self.FILE_EXTENSION}")) if p.is_file()] if folder.is_dir() else []
+        last = folder / f"{self.CHECKPOINT_NAME_LAST or 'last'}{self.FILE_EXTENSION}"
+        return CheckpointError(
+            f"no space left in {folder}: {needed} bytes needed to write {target.name} "
+            f"(epoch {trainer.current_epoch}, step {trainer.global_step}), {free if free is not None else 'unknown'} bytes free. "
+            f"The checkpoints already there are intact ({', '.join(kept) or 'none yet'}; writes are atomic). Free space "
+            "there, or move the run to a larger disk (FUNDUS2FFA_ROOT=/bigger/disk), then resume with "
+            f"ckpt_path={last}."
+        )
+
+    def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        """Remove a superseded checkpoint only when this process wrote it."""
+        path = Path(filepath).resolve()
+        if path not in self._written:
+            log.info("keeping %s: superseded, but written before this process started (a run removes only its own files)", filepath)
             return
-        prefix = re.split(r"\{", self.filename or "", maxsplit=1)[0]
-        if not prefix:
-            return
-        keep = {Path(p).resolve() for p in [*self.best_k_models, self.best_model_path] if p}
-        if trainer.ckpt_path:
-            keep.add(Path(trainer.ckpt_path).resolve())
-        for path in folder.glob(f"{prefix}*{self.FILE_EXTENSION}"):
-            if path.resolve() not in keep and not path.name.startswith(self.CHECKPOINT_NAME_LAST or "last"):
-                log.warning("removing %s: a best checkpoint no longer among the top %d (left by an interrupted run)", path, self.save_top_k)
-                path.unlink(missing_ok=True)
+        super()._remove_checkpoint(trainer, filepath)
+        self._written.discard(path)
 
     # ------------------------------------------------------------------ last.ckpt every epoch
     def _fitting(self, trainer: L.Trainer) -> bool:
@@ -133,3 +203,38 @@ class RunCheckpoint(ModelCheckpoint):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
         self._ensure_last(trainer)
+
+    # ------------------------------------------------------------------ SIGTERM / SIGINT
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """SIGTERM (pre-emption) or SIGINT (Ctrl+C) while fitting: write last.ckpt before the process exits."""
+        if isinstance(exception, KeyboardInterrupt):
+            name = "SIGINT (Ctrl+C)"
+        elif isinstance(exception, SIGTERMException) or getattr(trainer, "received_sigterm", False):
+            name = "SIGTERM"
+        else:
+            return
+        if isinstance(exception, SIGTERMException) and exception.code is None:
+            exception.code = SIGTERM_EXIT  # not 0: the run did not finish (SystemExit() exits 0)
+        if not self.save_last or not self._fitting(trainer) or self.dirpath is None:
+            return
+        try:
+            self._ensure_last(trainer)
+        except Exception as exc:  # noqa: BLE001 - the signal ends the run either way; say why nothing was saved
+            log.error("%s received, but the final last.ckpt could not be written: %s", name, exc)
+            return
+        if trainer.is_global_zero:
+            log.warning(
+                "%s received: stopped at epoch %d, step %d; %s holds this state. Resume with ckpt_path=%s",
+                name, trainer.current_epoch, trainer.global_step, self.last_model_path, self.last_model_path,
+            )
+
+
+def _free_bytes(folder: Path) -> int | None:
+    """Free bytes on the disk of ``folder`` (or of its nearest existing parent); None when unknown."""
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        return shutil.disk_usage(existing).free
+    except OSError:
+        return None

@@ -14,6 +14,10 @@ A pair that fails (too few inliers, degenerate transform, implausible scale, too
 unreadable image) is a row with status ``failed`` and its reason, and nothing of it is written (stale
 files of an earlier run under its id are removed). Files are written atomically (temporary name, then
 rename), so an interrupted run never leaves a half-written image.
+
+An OUT_DIR that already holds files is refused unless ``overwrite`` (``--overwrite``): registering into it
+replaces the outputs of the pairs registered now (files of other pairs are kept). CF_DIR and FFA_DIR must
+be different folders, and pairs of byte-identical files are refused (all) or warned about (some).
 """
 
 import json
@@ -26,13 +30,13 @@ import numpy as np
 from tqdm import tqdm
 
 from fundus2ffa.data.io import list_images, read_cf, read_grey
-from fundus2ffa.writers import write_csv, write_json, write_png
-from fundus2ffa.data.readers.folder import PairedFolder, stem_pairs
+from fundus2ffa.data.readers.folder import PairedFolder, check_distinct_pairs, stem_pairs
 from fundus2ffa.data.records import PairRecord
 from fundus2ffa.errors import DataError, Fundus2FFAError
 from fundus2ffa.priors.fov import fov_mask
 from fundus2ffa.registration.estimate import RegistrationOptions, estimate_transform
 from fundus2ffa.registration.outputs import qc_image, valid_mask, warp_into
+from fundus2ffa.writers import write_csv, write_json, write_png
 
 log = logging.getLogger(__name__)
 OUTPUT_DIRS = ("cf", "ffa", "mask", "qc")
@@ -93,15 +97,15 @@ def register_record(record: PairRecord, out_dir: Path, options: RegistrationOpti
     out_dir = Path(out_dir)
     model = options.model
     try:
-        cf = read_cf(record.cf, allow_grey=pipeline.allow_grey_cf)
+        cf = read_cf(record.cf, allow_grey=pipeline.allow_grey_cf, where="CF_DIR or the manifest")
         video = Path(record.ffa).is_dir()
-        frames = list_images(record.ffa) if video else [Path(record.ffa)]
+        frames = list_images(record.ffa, "FFA_DIR") if video else [Path(record.ffa)]
         if not 0 <= pipeline.reference_frame < len(frames):
             raise DataError(
                 f"--reference-frame {pipeline.reference_frame} is out of range for {record.ffa} ({len(frames)} frames)"
             )
         reference_path = frames[pipeline.reference_frame]
-        reference = read_grey(reference_path, channel=pipeline.ffa_channel)
+        reference = read_grey(reference_path, channel=pipeline.ffa_channel, where="FFA_DIR or the manifest")
     except Fundus2FFAError as exc:
         _remove_outputs(out_dir, record.id)
         return [_row(record.id, model, reason=str(exc))]
@@ -133,7 +137,7 @@ def register_record(record: PairRecord, out_dir: Path, options: RegistrationOpti
                 files[f"video/{frame_id}.png"] = warped
                 rows.append(_row(frame_id, model, estimate, "ok", "reference frame"))
                 continue
-            frame = read_grey(frame_path, channel=pipeline.ffa_channel)
+            frame = read_grey(frame_path, channel=pipeline.ffa_channel, where="FFA_DIR")
             to_reference = estimate_transform(reference, frame, "ffa", "ffa", options)
             if not to_reference.ok:
                 rows.append(_row(frame_id, model, to_reference, "failed", f"to the reference frame: {to_reference.reason}"))
@@ -148,13 +152,35 @@ def register_record(record: PairRecord, out_dir: Path, options: RegistrationOpti
 
 def _records(cf_dir, ffa_dir, manifest) -> list[PairRecord]:
     if manifest is not None:
+        if not Path(manifest).is_file():
+            raise DataError(f"--manifest {manifest} is not a file; give a CSV with columns cf, ffa [, id, category, group, split].")
         return PairedFolder(manifest=manifest).records()
     if cf_dir is None or ffa_dir is None:
         raise DataError("give CF_DIR and FFA_DIR (pairs matched by file name) or --manifest CSV")
     for folder, name in ((cf_dir, "CF_DIR"), (ffa_dir, "FFA_DIR")):
         if not Path(folder).is_dir():
             raise DataError(f"{name} {folder} is not a folder; give the folder of the {name[:-4]} images.")
-    return stem_pairs(Path(cf_dir), Path(ffa_dir), videos=True)
+    if Path(cf_dir).resolve() == Path(ffa_dir).resolve():
+        raise DataError(
+            f"CF_DIR and FFA_DIR are the same folder ({Path(cf_dir).resolve()}): every CF would be registered to itself. "
+            "Give the folder of colour photographs and the folder of angiograms."
+        )
+    records = stem_pairs(Path(cf_dir), Path(ffa_dir), videos=True, where=("CF_DIR", "FFA_DIR"))
+    return check_distinct_pairs(records, f"CF_DIR {cf_dir} and FFA_DIR {ffa_dir}", "give the folder of angiograms as FFA_DIR")
+
+
+def check_out_dir(out_dir: Path, overwrite: bool = False) -> None:
+    """OUT_DIR must be a new or empty folder, unless ``overwrite``."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"OUT_DIR {out_dir} is a file; give a folder for the registered pairs.")
+    entries = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    if entries and not overwrite:
+        shown = ", ".join(entries[:6]) + (f" and {len(entries) - 6} more" if len(entries) > 6 else "")
+        raise DataError(
+            f"OUT_DIR {out_dir} already holds files ({shown}); registering into it would replace them, so nothing was "
+            "written. Choose a new OUT_DIR, or add --overwrite to replace the outputs of the pairs registered now "
+            "(registration.csv and pairs.csv are rewritten; files of other pairs are kept)."
+        )
 
 
 def register_pairs(
@@ -166,14 +192,18 @@ def register_pairs(
     pipeline: PipelineOptions | None = None,
     workers: int = 1,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> list[dict]:
-    """Register every pair (see the module docstring); returns the rows of registration.csv."""
+    """Register every pair (see the module docstring); returns the rows of registration.csv.
+
+    ``overwrite``: register into an OUT_DIR that already holds files (refused otherwise)."""
     options, pipeline = options or RegistrationOptions(), pipeline or PipelineOptions()
     options.check()
     out_dir = Path(out_dir)
     records = _records(cf_dir, ffa_dir, manifest)
     if Path(out_dir).resolve() in {Path(r.cf).parent.resolve() for r in records}:
         raise DataError(f"OUT_DIR {out_dir} is an input folder; choose a new output folder.")
+    check_out_dir(out_dir, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict]] = {}
     bar = tqdm(total=len(records), desc="register", unit="pair", disable=not progress)

@@ -47,7 +47,7 @@ import cv2
 import numpy as np
 import torch
 
-from fundus2ffa.data.io import IMAGE_SUFFIXES, read_cf, read_grey
+from fundus2ffa.data.io import IMAGE_SUFFIXES, image_files, read_cf, read_grey
 from fundus2ffa.data.synthetic import synthesize_eye
 from fundus2ffa.errors import ConfigError, DataError
 from fundus2ffa.targets import factory
@@ -90,10 +90,13 @@ def resize(image: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
 
 
+WHERE = "downstream.data.root / csv / images"  # the settings naming downstream data, said in a missing-file fix
+
+
 def read_image(path: Path, modality: str, size: int, allow_grey_cf: bool = False) -> torch.Tensor:
     if modality not in MODALITIES:
         raise ConfigError(f"downstream.data.modality must be cf or ffa, got {modality!r}")
-    image = read_cf(path, allow_grey=allow_grey_cf) if modality == "cf" else read_grey(path)
+    image = read_cf(path, allow_grey=allow_grey_cf, where=WHERE) if modality == "cf" else read_grey(path, where=WHERE)
     return to_tensor(resize(image, size))
 
 
@@ -133,7 +136,7 @@ class LabelledImages:
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
             if self.classes and folder.name not in self.classes:
                 continue
-            entries += [(p, folder.name) for p in sorted(folder.iterdir()) if p.suffix.lower() in SUFFIXES]
+            entries += [(p, folder.name) for p in image_files(folder.iterdir(), folder, SUFFIXES)]
         if not entries:
             raise DataError(f"no images in class sub-folders of {root}; the layout is {root}/<class>/<image>.png")
         return entries
@@ -143,15 +146,22 @@ class LabelledImages:
         if not path.is_file():
             raise DataError(f"labels CSV {path} not found; set downstream.data.csv to a CSV with columns {self.image_column},{self.label_column}")
         base = Path(self.root) if self.root else path.parent
-        with path.open(newline="") as handle:
-            reader = csv.DictReader(handle)
-            columns = reader.fieldnames or []
-            for column, key in ((self.image_column, "image_column"), (self.label_column, "label_column")):
-                if column not in columns:
-                    raise DataError(
-                        f"{path} has no column {column!r} (columns: {', '.join(columns)}); rename it or set downstream.data.{key}"
-                    )
-            rows = list(reader)
+        try:
+            with path.open(newline="", encoding="utf-8-sig") as handle:
+                reader = csv.DictReader(handle)
+                columns = reader.fieldnames or []
+                for column, key in ((self.image_column, "image_column"), (self.label_column, "label_column")):
+                    if column not in columns:
+                        raise DataError(
+                            f"{path} has no column {column!r} (columns: {', '.join(columns)}); rename it or set downstream.data.{key}"
+                        )
+                rows = list(reader)
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(
+                f"labels CSV {path} is not a text CSV ({type(exc).__name__}: {exc}); downstream.data.csv must name a UTF-8 "
+                f"text file with columns {self.image_column},{self.label_column} (one image path and label per line), "
+                "not an image, spreadsheet or archive."
+            ) from None
         entries = []
         for line, row in enumerate(rows, start=2):
             image, label = (row.get(self.image_column) or "").strip(), (row.get(self.label_column) or "").strip()
@@ -235,8 +245,8 @@ class ImageMaskFolders:
     def pairs(self) -> list[tuple[Path, Path, Path | None]]:
         if not self.images.is_dir():
             raise DataError(f"image folder {self.images} not found; set downstream.data.root (and preset or images=) to the unpacked data set")
-        images = sorted(p for p in self.images.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES
-                        and (self.image_regex.search(p.stem) if self.image_regex else True))
+        images = [p for p in image_files(self.images.iterdir(), self.images, SUFFIXES)
+                  if p.is_file() and (self.image_regex.search(p.stem) if self.image_regex else True)]
         if self.image_regex is None and self.images == self.masks:
             raise ConfigError("images and masks share a folder: set downstream.data.image_regex so masks are not read as images")
         if not images:
@@ -258,7 +268,7 @@ class ImageMaskFolders:
     def _mask(self, path: Path) -> np.ndarray:
         from fundus2ffa.data.io import _open  # the reader's errors (missing / corrupt file) for masks too
 
-        image = _open(path)
+        image = _open(path, where=WHERE)
         array = np.asarray(image) if image.mode == "P" else np.asarray(image.convert("L"))
         return (array > 0).astype(np.uint8) if self.mask_mode == "binary" else array.astype(np.uint8)
 

@@ -2,13 +2,17 @@
 
 Writes ``results.csv`` (one row per run, rewritten atomically after each run so an interrupted study
 keeps what it finished) and ``table.md`` (the few-shot tables, :mod:`fundus2ffa.transfer.report`) into
-the run directory. All backbones and the data are checked before the first fit.
+the run directory. All backbones and the data are checked before the first fit, including one forward
+pass of each generator backbone at the data's image size (:func:`check_input_size`): a size the generator
+cannot take (too small for its downsamplings, or not a multiple of its stride) is a ConfigError naming
+``downstream.data.image_size``, not a PyTorch error in the middle of the study.
 """
 
 import logging
 import time
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fundus2ffa.errors import ConfigError
@@ -27,6 +31,32 @@ def _plain(node):
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
+def check_input_size(source: BackboneSource, inits, task: str, images: torch.Tensor, num_classes: int = 1) -> None:
+    """One forward pass (training mode, no gradient) of the generator backbone on two of the images."""
+    init = next((i for i in inits if i != "imagenet"), None)  # pretrained and random share one architecture
+    if init is None or images is None or not len(images):
+        return
+    net = source.segmenter(init, num_classes) if task == "segmentation" else source.encoder(init)
+    size = tuple(images.shape[-2:])
+    generator = type(net.generator).__name__
+    fix = ("Use a larger downstream.data.image_size, a multiple of the generator's total stride (2 ** its downsamplings; "
+           "e.g. 64, 128 or 256).")
+    net.train()
+    try:
+        with torch.no_grad():
+            out = net(images[:2])
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(
+            f"downstream.data.image_size={size[-1]} does not fit the backbone's {generator} ({first}). {fix}"
+        ) from None
+    if task == "segmentation" and tuple(out.shape[-2:]) != size:
+        raise ConfigError(
+            f"downstream.data.image_size={size[-1]}: the backbone's {generator} turns {size[0]} x {size[1]} images into "
+            f"{out.shape[-2]} x {out.shape[-1]} masks, so they cannot be scored against the ground truth. {fix}"
+        )
+
+
 def run_study(cfg: DictConfig) -> list[dict]:
     """Run ``cfg.downstream`` with ``cfg.backbone``; returns the result rows."""
     down = cfg.downstream
@@ -40,6 +70,7 @@ def run_study(cfg: DictConfig) -> list[dict]:
     source.check(inits)
     data = build(down.data, "downstream.data")  # a missing (???) key or bad argument is a ConfigError naming it
     data = data.load() if hasattr(data, "load") else data
+    check_input_size(source, inits, task, getattr(data, "images", None), int((down.get("train") or {}).get("num_classes", 1) or 1))
     out = Path(cfg.paths.output_dir)
     rows: list[dict] = []
     trainer_cfg = _plain(cfg.trainer)

@@ -115,7 +115,7 @@ def test_register_cli_writes_pairs_reports_failures_and_trains(tmp_path, caplog)
     cf_dir, ffa_dir, truths = _raw_pairs(tmp_path / "raw")
     out = tmp_path / "registered"
     write_png(out / "ffa" / "blank.png", np.zeros((8, 8), np.uint8))  # stale output of an earlier run
-    status = register_main([str(cf_dir), str(ffa_dir), str(out), "--workers", "2", "--no-progress"])
+    status = register_main([str(cf_dir), str(ffa_dir), str(out), "--workers", "2", "--no-progress", "--overwrite"])
     assert status == 0
 
     rows = {row["id"]: row for row in csv.DictReader((out / "registration.csv").open())}

@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fundus2ffa.data.io import check_bit_depth, image_size, missing_reason, read_cf, read_grey
+from fundus2ffa.data.io import MAX_PIXELS, check_bit_depth, check_max_pixels, image_size, missing_reason, read_cf, read_grey
 from fundus2ffa.data.records import Frame, Record, Sample
 from fundus2ffa.errors import ConfigError, DataError
 
@@ -57,6 +57,8 @@ class Reader:
             nearest masks) instead of refusing the eye; registered data never needs it.
         cache: keep decoded images in memory (small datasets; each DataLoader worker keeps its own).
         bit_depth: significant bits of 16-bit FFA files, auto | 8 | 10 | 12 | 14 | 16 (``io.read_grey``).
+        max_pixels: images with more pixels (width x height) are refused from their header before decoding
+            (``io.MAX_PIXELS``, Pillow's own limit, by default; None: no limit).
     """
 
     noun = "video"  # how errors name one record
@@ -75,6 +77,7 @@ class Reader:
         resize_to_cf: bool = False,
         cache: bool = False,
         bit_depth: str | int = "auto",
+        max_pixels: int | None = MAX_PIXELS,
     ):
         if int(frames_per_phase) < 1:
             raise ConfigError(f"data.reader.frames_per_phase must be at least 1, got {frames_per_phase}")
@@ -92,6 +95,7 @@ class Reader:
         self.allow_grey_cf, self.ffa_channel = allow_grey_cf, ffa_channel
         self.resize_to_cf, self.cache = resize_to_cf, cache
         self.bit_depth = check_bit_depth(bit_depth)
+        self.max_pixels = check_max_pixels(max_pixels)
         self._images: dict[Path, np.ndarray] = {}
 
     # Listing -------------------------------------------------------------------------------------
@@ -140,9 +144,10 @@ class Reader:
         if path in self._images:
             return self._images[path]
         if kind == "cf":
-            image = read_cf(path, allow_grey=self.allow_grey_cf)
+            image = read_cf(path, allow_grey=self.allow_grey_cf, max_pixels=self.max_pixels)
         else:
-            image = read_grey(path, channel=self.ffa_channel if kind == "frame" else "luma", bit_depth=self.bit_depth)
+            channel = self.ffa_channel if kind == "frame" else "luma"
+            image = read_grey(path, channel=channel, bit_depth=self.bit_depth, max_pixels=self.max_pixels)
             if kind == "mask":
                 image = (image > 127).astype(np.uint8)
         if self.cache:
@@ -221,9 +226,9 @@ class Reader:
         for record in records:
             if record.cf is None:
                 continue
-            cf_size = image_size(record.cf)
+            cf_size = image_size(record.cf, self.max_pixels)
             for what, path in [("FFA", f.path) for f in record.frames] + [("mask", m) for _, m in record.masks]:
-                size = image_size(path)
+                size = image_size(path, self.max_pixels)
                 if size != cf_size and not self.resize_to_cf and record.affine is None:
                     raise self._mismatch(record, f"{what} {path}", size, cf_size)
             if decode:
@@ -237,6 +242,7 @@ class PairReader(Reader):
         allow_grey_cf: accept a grey CF. ffa_channel: luma | green.
         resize_ffa_to_cf: resample an FFA whose size differs from its CF instead of refusing the pair.
         bit_depth: significant bits of 16-bit FFA files (``io.read_grey``). cache: keep decoded images in memory.
+        max_pixels: the size limit of :class:`Reader`.
     """
 
     noun = "pair"
@@ -245,8 +251,9 @@ class PairReader(Reader):
 
     def __init__(
         self, allow_grey_cf: bool = False, ffa_channel: str = "luma", resize_ffa_to_cf: bool = False,
-        bit_depth: str | int = "auto", cache: bool = False,
+        bit_depth: str | int = "auto", cache: bool = False, max_pixels: int | None = MAX_PIXELS,
     ):
         super().__init__(
-            allow_grey_cf=allow_grey_cf, ffa_channel=ffa_channel, resize_to_cf=resize_ffa_to_cf, cache=cache, bit_depth=bit_depth
+            allow_grey_cf=allow_grey_cf, ffa_channel=ffa_channel, resize_to_cf=resize_ffa_to_cf, cache=cache, bit_depth=bit_depth,
+            max_pixels=max_pixels,
         )

@@ -14,18 +14,25 @@ instead of drawing it) and ``mask``.
 An optional ``root/mask/<name>.png`` (or the manifest's ``mask`` column) is the valid region of the pair
 in the CF frame, e.g. the overlap written by ``python -m fundus2ffa.register``: it reaches the model as
 the ``valid`` mask, and losses and metrics ignore pixels outside it.
+
+A CF folder that is also the FFA folder (``data.reader.ffa_dir=cf``), or two folders of byte-identical
+files, would train the CF as its own target: refused. Pairs whose two files are byte-identical are
+named in a warning (:func:`check_distinct_pairs`).
 """
 
 import csv
+import filecmp
+import logging
 from dataclasses import replace
 from pathlib import Path
 
-from fundus2ffa.data.io import IMAGE_SUFFIXES, list_images, missing_reason
+from fundus2ffa.data.io import ROOT_KEY, image_files, list_images, missing_reason
 from fundus2ffa.data.readers.base import PairReader
 from fundus2ffa.data.records import PairRecord
 from fundus2ffa.data.splits import SPLITS
 from fundus2ffa.errors import ConfigError, DataError
 
+log = logging.getLogger(__name__)
 MANIFEST_REQUIRED = ("cf", "ffa")
 MANIFEST_OPTIONAL = ("id", "category", "group", "split", "mask")
 
@@ -66,7 +73,14 @@ class PairedFolder(PairReader):
             self.manifest = self.root / manifest if self.root is not None and not manifest.is_absolute() else manifest
 
     def records(self) -> list[PairRecord]:
-        return self._manifest_records() if self.manifest is not None else self._folder_records()
+        if self.manifest is not None:
+            return check_distinct_pairs(self._manifest_records(), f"pair manifest {self.manifest}", "check its cf and ffa columns")
+        records = self._folder_records()
+        fix = (
+            f"data.reader.cf_dir={self.cf_dir} and data.reader.ffa_dir={self.ffa_dir} must name the folder of colour "
+            "photographs and the folder of angiograms"
+        )
+        return check_distinct_pairs(records, f"{self.root / self.cf_dir} and {self.root / self.ffa_dir}", fix)
 
     def _folder_records(self) -> list[PairRecord]:
         if not self.root.is_dir():
@@ -81,6 +95,12 @@ class PairedFolder(PairReader):
                     f"root/{self.ffa_dir}/* matched by file name; rename the folders, set data.reader.cf_dir / "
                     "data.reader.ffa_dir, or list the pairs in a CSV (data.reader.manifest)."
                 )
+        if (self.root / self.cf_dir).resolve() == (self.root / self.ffa_dir).resolve():
+            raise DataError(
+                f"data.reader.cf_dir={self.cf_dir} and data.reader.ffa_dir={self.ffa_dir} are the same folder "
+                f"({(self.root / self.cf_dir).resolve()}): every CF would be trained as its own target. Point "
+                "data.reader.ffa_dir at the folder of angiograms."
+            )
         records = stem_pairs(self.root / self.cf_dir, self.root / self.ffa_dir)
         masks = self.root / self.mask_dir if self.mask_dir else None
         if masks is None or not masks.is_dir():
@@ -173,17 +193,20 @@ class PairedFolder(PairReader):
         return records
 
 
-def stem_pairs(cf_folder: Path, ffa_folder: Path, videos: bool = False) -> list[PairRecord]:
+def stem_pairs(
+    cf_folder: Path, ffa_folder: Path, videos: bool = False, where: tuple[str, str] = (ROOT_KEY, ROOT_KEY)
+) -> list[PairRecord]:
     """Pairs of ``cf_folder/<name>.*`` and ``ffa_folder/<name>.*`` matched by file stem, sorted by name.
 
     ``videos``: an FFA partner may also be a sub-folder ``ffa_folder/<name>/`` of frames (its record's
     ``ffa`` is that folder). Every image must have its partner (DataError naming the missing file).
+    ``where``: the settings naming the two folders, said in the fix of a missing or empty folder.
     """
     cf_folder, ffa_folder = Path(cf_folder), Path(ffa_folder)
-    cf_by_stem = _by_stem(list_images(cf_folder))
+    cf_by_stem = _by_stem(list_images(cf_folder, where[0]))
     folders = {p.name: p for p in sorted(ffa_folder.iterdir()) if p.is_dir()} if videos and ffa_folder.is_dir() else {}
-    ffa_files = list_images(ffa_folder) if not folders else [
-        p for p in sorted(ffa_folder.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    ffa_files = list_images(ffa_folder, where[1]) if not folders else [
+        p for p in image_files(ffa_folder.iterdir(), ffa_folder) if p.is_file()
     ]
     ffa_by_stem = {**_by_stem(ffa_files), **folders}
     for stems, partners, partner_dir, kind in (
@@ -197,6 +220,34 @@ def stem_pairs(cf_folder: Path, ffa_folder: Path, videos: bool = False) -> list[
                     "with the same file name. Add the partner image or remove this one."
                 )
     return [PairRecord(id=stem, cf=cf_by_stem[stem], ffa=ffa_by_stem[stem]) for stem in sorted(cf_by_stem)]
+
+
+def check_distinct_pairs(records: list[PairRecord], source: str, fix: str) -> list[PairRecord]:
+    """Refuse pairs whose CF and FFA are all the same file or byte-identical (the CF would be its own target);
+    warn, naming them, when some are. Sizes are compared first, so distinct pairs cost one stat each."""
+    same = []
+    for record in records:
+        cf, ffa = Path(record.cf), Path(record.ffa)
+        if not cf.is_file() or not ffa.is_file():
+            continue  # a video folder or a missing file: the reader's checks name it
+        try:
+            if cf.resolve() == ffa.resolve() or (cf.stat().st_size == ffa.stat().st_size and filecmp.cmp(cf, ffa, shallow=False)):
+                same.append(record.id)
+        except OSError:
+            continue
+    if not same:
+        return records
+    shown = ", ".join(same[:5]) + (f" and {len(same) - 5} more" if len(same) > 5 else "")
+    if len(same) == len(records):
+        raise DataError(
+            f"every pair of {source} has a CF and an FFA with the same content (byte-identical files: {shown}): "
+            f"the CF would be trained as its own target. {fix[0].upper() + fix[1:]}."
+        )
+    log.warning(
+        "%d of %d pairs of %s have byte-identical CF and FFA files (%s): those pairs teach the model to copy its input; "
+        "%s, or remove those pairs.", len(same), len(records), source, shown, fix,
+    )
+    return records
 
 
 def _by_stem(files: list[Path]) -> dict[str, Path]:

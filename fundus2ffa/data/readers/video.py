@@ -9,6 +9,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from fundus2ffa.data.io import MAX_PIXELS
 from fundus2ffa.data.readers.base import Reader, plain
 from fundus2ffa.data.readers.uwf_phases import UWFPhases
 from fundus2ffa.data.records import Frame, Record
@@ -57,10 +58,11 @@ class FFAVideoCSV(Reader):
         resize_to_cf: bool = False,
         cache: bool = False,
         bit_depth: str | int = "auto",
+        max_pixels: int | None = MAX_PIXELS,
     ):
         super().__init__(
             frames_per_phase, phases_drop, DEFAULT_PHASE_MERGE if phase_merge is None else phase_merge, eval_frames, pad_to,
-            allow_grey_cf=allow_grey_cf, resize_to_cf=resize_to_cf, cache=cache, bit_depth=bit_depth,
+            allow_grey_cf=allow_grey_cf, resize_to_cf=resize_to_cf, cache=cache, bit_depth=bit_depth, max_pixels=max_pixels,
         )
         self.csv = Path(csv)
         self.root = Path(root) if root is not None else self.csv.parent
@@ -183,9 +185,11 @@ class UWFVideo(Reader):
         cache: bool = True,
         allow_grey_cf: bool = False,
         bit_depth: str | int = "auto",
+        max_pixels: int | None = MAX_PIXELS,
     ):
         super().__init__(
-            frames_per_phase, (), {}, eval_frames, pad_to, allow_grey_cf=allow_grey_cf, cache=cache, bit_depth=bit_depth
+            frames_per_phase, (), {}, eval_frames, pad_to, allow_grey_cf=allow_grey_cf, cache=cache, bit_depth=bit_depth,
+            max_pixels=max_pixels,
         )
         self.layout = UWFPhases(root)
 
