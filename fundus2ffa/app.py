@@ -147,7 +147,7 @@ def translate_upload(translator, upload: str | Path, cfg: DictConfig, out_dir: P
     if upload.suffix.lower() not in UPLOAD_TYPES:
         raise ConfigError(f"{upload.name} is not a JPEG, PNG or TIFF image; upload a colour fundus photograph ({', '.join(UPLOAD_TYPES)})")
     try:
-        cf = read_cf(upload, allow_grey=bool(cfg.allow_grey_cf))
+        cf = read_cf(upload, allow_grey=bool(cfg.allow_grey_cf), max_pixels=cfg.max_pixels, where="the upload", key="max_pixels")
     except DataError as exc:
         text = str(exc)
         if "greyscale" in text:

@@ -39,7 +39,7 @@ from fundus2ffa import checkpoint as ckpt_io
 from fundus2ffa import loader
 from fundus2ffa.builders import build, build_callbacks, build_loggers, build_trainer
 from fundus2ffa.config import check_config, config_dir, register_resolvers
-from fundus2ffa.run_extras import finish_run, log_config, optimized_metric, start_run
+from fundus2ffa.run_extras import HYDRA_FILES, check_run_folder, finish_run, log_config, optimized_metric, start_run
 from fundus2ffa.writers import write_csv, write_json, write_text
 
 register_resolvers()
@@ -134,6 +134,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     if cfg.get("ckpt_path") and Path(str(cfg.ckpt_path)).is_file() and cfg.get("task") in ("train", "test", "predict"):
         cfg = loader.run_config(cfg, _cli_overrides() if overrides is None else overrides)
     check_config(cfg)
+    if cfg.task == "train":  # never over another run's checkpoints and metrics (the command line checks this earlier)
+        check_run_folder(cfg.paths.output_dir, cfg, ignore=HYDRA_FILES)
     L.seed_everything(cfg.seed, workers=True)
     if cfg.task == "predict":
         from fundus2ffa.inference.predict import predict

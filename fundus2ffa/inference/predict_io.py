@@ -20,9 +20,10 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from fundus2ffa.data.io import IMAGE_SUFFIXES, list_images, missing_reason
+from fundus2ffa.data.io import IMAGE_SUFFIXES, image_files, list_images, missing_reason
 from fundus2ffa.errors import ConfigError, DataError
 
+WHERE = "predict.input_dir"  # the setting the fix of a missing-file error names
 GLOB_CHARS = ("*", "?", "[")
 SHOWN = 8
 
@@ -32,9 +33,9 @@ def resolve_inputs(spec: str | Path) -> list[Path]:
     text = str(spec)
     path = Path(text).expanduser()
     if path.is_dir():
-        return list_images(path)
+        return list_images(path, where=WHERE)
     if path.is_file() or path.is_symlink():
-        reason = missing_reason(path)
+        reason = missing_reason(path, where=WHERE)
         if reason:
             raise DataError(reason)
         if path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -47,8 +48,8 @@ def resolve_inputs(spec: str | Path) -> list[Path]:
         matches = sorted({Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True)})
         broken = [p for p in matches if p.is_symlink() and not p.exists()]
         if broken:
-            raise DataError(f"{missing_reason(broken[0])} (matched by predict.input_dir={text})")
-        images = [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            raise DataError(f"{missing_reason(broken[0], where=WHERE)} (matched by predict.input_dir={text})")
+        images = image_files([p for p in matches if p.is_file()])  # macOS ._* files skipped, with a note
         if not images:
             raise DataError(
                 f"predict.input_dir={text} matches no image ({', '.join(IMAGE_SUFFIXES)}; {len(matches)} other "

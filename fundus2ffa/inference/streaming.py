@@ -37,7 +37,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
 from fundus2ffa.builders import build_trainer
-from fundus2ffa.data.io import read_cf
+from fundus2ffa.data.io import MAX_PIXELS, check_max_pixels, read_cf
 from fundus2ffa.data.preprocess import Preprocess
 from fundus2ffa.errors import ConfigError, DataError, Stopped
 from fundus2ffa.inference.translator import Translator
@@ -113,13 +113,13 @@ class Carried:
         self.value = value
 
 
-def validate_inputs(paths: list[Path], allow_grey: bool, preprocess: Preprocess | None = None) -> None:
+def validate_inputs(paths: list[Path], allow_grey: bool, preprocess: Preprocess | None = None, max_pixels: int | None = MAX_PIXELS) -> None:
     """Decode and check every input (and, with ``preprocess``, its field of view: an empty one fails when
     the preprocessing crops to it), keeping no pixels; one DataError naming every bad file."""
     bad = []
     for path in paths:
         try:
-            cf = read_cf(path, allow_grey=allow_grey)
+            cf = read_cf(path, allow_grey=allow_grey, max_pixels=max_pixels, where="predict.input_dir")
             if preprocess is not None:
                 preprocess.plan(cf, name=f"CF {path}")
             del cf
@@ -133,8 +133,9 @@ class PredictInputs(Dataset):
     """Reads and preprocesses one input per item (in DataLoader workers): ``preprocess(cf)`` -> the network
     input and its geometry, as :meth:`Translator.prepare`."""
 
-    def __init__(self, paths: list[Path], names: list[str], preprocess: Preprocess, allow_grey: bool):
+    def __init__(self, paths: list[Path], names: list[str], preprocess: Preprocess, allow_grey: bool, max_pixels: int | None = MAX_PIXELS):
         self.paths, self.names, self.preprocess, self.allow_grey = [str(p) for p in paths], list(names), preprocess, allow_grey
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -142,7 +143,8 @@ class PredictInputs(Dataset):
     def __getitem__(self, index: int) -> dict:
         path = self.paths[index]
         try:
-            x, geometry = self.preprocess(read_cf(Path(path), allow_grey=self.allow_grey))
+            x, geometry = self.preprocess(read_cf(Path(path), allow_grey=self.allow_grey, max_pixels=self.max_pixels,
+                                                  where="predict.input_dir"))
         except Exception as exc:  # noqa: BLE001 - changed since validation: report, do not stop the archive
             return {"index": index, "path": path, "name": self.names[index], "error": f"{type(exc).__name__}: {exc}"}
         return {"index": index, "path": path, "name": self.names[index], "cf": x[0], "geometry": Carried(geometry)}
@@ -265,13 +267,15 @@ def predict_streaming(cfg: DictConfig, translator: Translator, inputs: list[Path
         else:
             todo.append(path)
             todo_names.append(name)
-    allow_grey = bool(cfg.data.get("reader", {}).get("allow_grey_cf", False))
-    validate_inputs(todo, allow_grey, translator.preprocess)
+    reader = cfg.data.get("reader") or {}
+    allow_grey = bool(reader.get("allow_grey_cf", False))
+    max_pixels = check_max_pixels(reader.get("max_pixels", MAX_PIXELS))  # data.reader.max_pixels: the image size limit
+    validate_inputs(todo, allow_grey, translator.preprocess, max_pixels)
     if check_overwrite is not None:
         check_overwrite([output_path(out_dir, n, video) for n in todo_names], todo, bool(node.get("overwrite", False)))
 
     loader = DataLoader(
-        PredictInputs(todo, todo_names, translator.preprocess, allow_grey), batch_size=settings.batch_size, shuffle=False,
+        PredictInputs(todo, todo_names, translator.preprocess, allow_grey, max_pixels), batch_size=settings.batch_size, shuffle=False,
         num_workers=settings.num_workers, collate_fn=collate, persistent_workers=False,
     )
     writer = PredictionWriter(out_dir, settings, summary)
