@@ -29,6 +29,7 @@ the evaluated checkpoint: null for last.ckpt); a ``warning`` when validation use
 """
 
 import logging
+import os
 from pathlib import Path
 
 import hydra
@@ -134,7 +135,9 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     if cfg.get("ckpt_path") and Path(str(cfg.ckpt_path)).is_file() and cfg.get("task") in ("train", "test", "predict"):
         cfg = loader.run_config(cfg, _cli_overrides() if overrides is None else overrides)
     check_config(cfg)
-    if cfg.task == "train":  # never over another run's checkpoints and metrics (the command line checks this earlier)
+    if cfg.task == "train" and os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+        # never over another run's checkpoints and metrics (the command line checks this earlier); the first
+        # process only: Lightning's DDP launcher re-runs the command for the other ranks in rank 0's folder
         check_run_folder(cfg.paths.output_dir, cfg, ignore=HYDRA_FILES)
     L.seed_everything(cfg.seed, workers=True)
     if cfg.task == "predict":

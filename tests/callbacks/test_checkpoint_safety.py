@@ -18,9 +18,10 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from conftest import REPO, compose_run
 from fundus2ffa import checkpoint as ckpt_io
-from fundus2ffa.errors import CheckpointError
+from fundus2ffa.errors import CheckpointError, ConfigError
 from fundus2ffa.models.gan_module import GANModule
 from fundus2ffa.run import run
+from fundus2ffa.writers import TEMP_SUFFIX
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -94,9 +95,15 @@ def test_a_fresh_run_in_a_folder_of_checkpoints_is_refused_and_deletes_nothing(t
     folder = out / "checkpoints"
     before = _snapshot(folder)
     assert "last.ckpt" in before
-    with pytest.raises(CheckpointError, match=rf"checkpoint folder {folder} already holds 2 checkpoint\(s\) of another run "
-                                              r".*nothing was written.*ckpt_path=.*last\.ckpt"):
+    with pytest.raises(ConfigError, match=rf"run folder {out} already holds files of another run \(checkpoints, "
+                                          r".*nothing was written.*ckpt_path=.*last\.ckpt"):
         run(compose_run([*BASE, "trainer.max_epochs=1"], out))
+    assert _snapshot(folder) == before
+    # the checkpoint callback refuses it too, should a caller bypass run(): a fresh fit into that folder
+    from fundus2ffa.callbacks.checkpoint import RunCheckpoint
+
+    with pytest.raises(CheckpointError, match=rf"checkpoint folder {folder} already holds 2 checkpoint\(s\) of another run"):
+        RunCheckpoint(dirpath=str(folder)).check_folder(folder, None)
     assert _snapshot(folder) == before
 
 
@@ -148,7 +155,7 @@ def test_a_full_disk_during_training_names_the_folder_and_keeps_the_checkpoints(
 
     def opener(path, mode="r", *args, **kwargs):
         handle = real_open(path, mode, *args, **kwargs)
-        if "x" in mode and str(path).endswith(ckpt_io.TEMP_SUFFIX):
+        if "x" in mode and str(path).endswith(TEMP_SUFFIX):
             saves.append(path)
             if len(saves) > 2:  # epoch 0: best + last fit; then the disk is full
                 return FullDisk(handle)
@@ -193,7 +200,7 @@ def test_a_signal_during_training_writes_last_ckpt_and_a_resume_completes(tmp_pa
     assert "received: stopped at epoch" in log and f"Resume with ckpt_path={last}" in log
     stopped = ckpt_io.load_checkpoint(last, mmap=True)
     assert stopped["epoch"] >= at_signal and stopped["global_step"] > 0
-    assert not [p for p in last.parent.iterdir() if p.name.endswith(ckpt_io.TEMP_SUFFIX)]
+    assert not [p for p in last.parent.iterdir() if p.name.endswith(TEMP_SUFFIX)]
 
     # the resume (wherever its run folder is) continues from that state and finishes
     epochs = int(stopped["epoch"]) + 2
