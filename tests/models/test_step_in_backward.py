@@ -98,3 +98,27 @@ def test_pix2pixhd_levers_leave_losses_and_weights_unchanged_in_a_real_fit(tmp_p
     assert results["levers"]["losses"] == pytest.approx(results["plain"]["losses"], rel=1e-5)
     for key, value in weights["plain"].items():
         torch.testing.assert_close(weights["levers"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize("kind", ["global", "fundus2video"])
+def test_checkpointed_residual_blocks_give_the_same_outputs_and_gradients(kind):
+    from fundus2ffa.nets.generators.fundus2video import Fundus2VideoGenerator
+    from fundus2ffa.nets.generators.pix2pixhd import GlobalGenerator
+
+    def make(checkpoint: bool):
+        torch.manual_seed(0)
+        if kind == "global":
+            return GlobalGenerator(3, 1, ngf=4, n_downsampling=2, n_blocks=2, use_dropout=True, checkpoint_blocks=checkpoint)
+        return Fundus2VideoGenerator(ngf=4, n_downsampling=2, n_blocks=2, kba_hidden=8, checkpoint_blocks=checkpoint)
+
+    x = torch.randn(2, 3 if kind == "global" else 6, 32, 32)
+    grads = []
+    for checkpoint in (False, True):
+        net = make(checkpoint).train()
+        torch.manual_seed(1)  # dropout draws the same masks (checkpoint replays the random state)
+        out = net(x)
+        out.square().mean().backward()
+        grads.append((out.detach(), [p.grad.clone() for p in net.parameters()]))
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-6, atol=1e-7)
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
