@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install train test bench smoke clean-outputs
+.PHONY: install train test bench bench-reference smoke clean-outputs
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m fundus2ffa.bench $(ARGS)
+
+# Side by side with the reference pix2pixHD in ../shared/perf (interleaved rounds, one thread; not part of make test).
+bench-reference: $(STAMP)
+	$(PY) experiments/perf/bench_reference.py $(ARGS)
 
 smoke: $(STAMP)
 	$(PY) -m fundus2ffa.run debug=smoke $(ARGS)

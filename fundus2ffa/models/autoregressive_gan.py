@@ -100,6 +100,8 @@ class AutoregressiveVideoGAN(GANModule):
             psnr/ssim the code's); ``fvd``: FVD with the I3D weights, ``fvd_mode`` dataset (logged as
             fvd) and/or per_video_compat (the paper's per-video number, logged as fvd_compat).
         compile: torch.compile G and D.
+        step_in_backward: apply G's Adam step to each parameter as soon as its gradient is complete and free it
+            (models/step_in_backward.py; the same maths, less memory: issue 24).
         ema: {enabled, decay, start_step, every_n_steps}: EMA generator (models/ema.py).
     """
 
@@ -123,6 +125,7 @@ class AutoregressiveVideoGAN(GANModule):
         eval_mode: str = "eval",
         compile: bool = False,
         ema: DictConfig | None = None,
+        step_in_backward: bool = False,
     ):
         super().__init__()
         if kind not in KINDS:
@@ -428,13 +431,8 @@ class AutoregressiveVideoGAN(GANModule):
                     inputs.pred_real = self.discriminator(real_pair)
         values = {name: term(inputs) for name, term in terms.items()}
         loss = sum(self.losses[name].weight * value for name, value in values.items())
-        opt_g.zero_grad(set_to_none=True)
-        if opt_f is not None:
-            opt_f.zero_grad(set_to_none=True)  # F1 fixed: zero_grad -> backward -> step
-        self.manual_backward(loss)
-        opt_g.step()
-        if opt_f is not None:
-            opt_f.step()
+        # F1 fixed: zero_grad -> backward -> step (G's step inside backward with model.step_in_backward)
+        self.backward_and_step(loss, *([opt_g] if opt_f is None else [opt_g, opt_f]))
         self.untoggle_optimizer(opt_g)
         values = {name: value.detach() for name, value in values.items()}
         values["total"] = loss.detach()

@@ -6,7 +6,9 @@ configs they are given and implement ``training_step`` and ``translate``. Everyt
 from is stored in its hyperparameters, so ``Module.load_from_checkpoint(path)`` rebuilds it.
 """
 
+import contextlib
 import functools
+import logging
 import inspect
 
 import lightning as L
@@ -20,6 +22,9 @@ from fundus2ffa.metrics.evaluation import evaluation_scores
 from fundus2ffa.metrics.image import MetricTable
 from fundus2ffa.models.ema import EMASettings, ema_update, frozen_copy
 from fundus2ffa.models.schedules import CONVENTIONS, constant_then_linear_decay
+from fundus2ffa.models.step_in_backward import StepInBackward, unsupported_reason
+
+log = logging.getLogger(__name__)
 
 EVAL_MODES = ("eval", "train")
 
@@ -76,6 +81,7 @@ class GANModule(L.LightningModule):
     def __init__(self):
         super().__init__()
         self.automatic_optimization = False
+        self._in_backward: dict[int, StepInBackward] = {}
         self._tables: dict[str, MetricTable] = {}
         self.ema_settings = EMASettings()
         self.ema = None
@@ -110,6 +116,42 @@ class GANModule(L.LightningModule):
             return
         for name, twin in self.ema.items():
             ema_update(twin, getattr(self, name), decay)
+
+    # ----------------------------------------------------------------- the step inside backward
+    def on_train_start(self) -> None:
+        """Install the generator's step inside backward (``model.step_in_backward``; models/step_in_backward.py)
+        once the trainer has built the optimizers; where it cannot apply, say why and keep the plain step."""
+        super().on_train_start()
+        if not self.hparams.get("step_in_backward", False) or self._in_backward:
+            return
+        optimizers = self.optimizers()
+        opt_g = (optimizers if isinstance(optimizers, list) else [optimizers])[0]
+        raw = getattr(opt_g, "optimizer", opt_g)
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None) is not None
+        reason = unsupported_reason(raw, self.trainer.world_size, scaler)
+        if reason:
+            log.warning("model.step_in_backward=true is not applied (%s): the generator steps after backward", reason)
+            return
+        self._in_backward[id(raw)] = StepInBackward(raw)
+
+    def on_train_end(self) -> None:
+        super().on_train_end()
+        for helper in self._in_backward.values():
+            helper.remove()
+        self._in_backward = {}
+
+    def backward_and_step(self, loss: torch.Tensor, *optimizers) -> None:
+        """zero_grad, backward, step for ``optimizers``; an optimizer with the step inside backward
+        (``model.step_in_backward``) has each parameter updated and its gradient freed during backward."""
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        helpers = [self._in_backward[id(getattr(o, "optimizer", o))] for o in optimizers if id(getattr(o, "optimizer", o)) in self._in_backward]
+        with contextlib.ExitStack() as stack:
+            for helper in helpers:
+                stack.enter_context(helper.during())
+            self.manual_backward(loss)
+        for optimizer in optimizers:
+            optimizer.step()  # a no-op for parameters stepped in backward (their gradients are None); Lightning counts it
 
     # ----------------------------------------------------------------- building
     def store_hparams(self) -> None:

@@ -32,6 +32,11 @@ class PairedGAN(GANModule):
         update_order: d_first (pix2pix: D then G on the same fake) | g_first (pix2pixHD: G then D).
         conditional: the discriminator sees concat(CF, FFA) (pix2pix) rather than the FFA alone.
         metrics: {quantize}; compile: torch.compile G and D.
+        step_in_backward: apply G's Adam step to each parameter as soon as its gradient is complete and free
+            the gradient (models/step_in_backward.py; the same maths, less memory: issue 24).
+        d_real_once: with update_order g_first and a term that needs D's features of the real pair (feature
+            matching), run D on the real pair once, with D's gradients, and use it for G's term (detached)
+            and D's loss, as pix2pixHD's forward does (D is not updated in between: the same maths).
         ema: {enabled, decay, start_step, every_n_steps}: EMA generator (models/ema.py).
         generator_input_size: None, or [height, width]: the generator runs at this size whatever the data's:
             training pairs (and their masks) not already at it are resized to it, and ``translate`` resizes
@@ -62,6 +67,8 @@ class PairedGAN(GANModule):
         generator_input_size: list[int] | None = None,
         ema: DictConfig | None = None,
         generator_input_resize: str = "pil_bicubic",
+        step_in_backward: bool = False,
+        d_real_once: bool = True,
     ):
         super().__init__()
         if generator_input_resize not in INPUT_RESIZES:
@@ -136,9 +143,10 @@ class PairedGAN(GANModule):
         return optimizers, self.make_schedulers(optimizers)
 
     # ----------------------------------------------------------------- training
-    def _discriminator_step(self, opt_d, cf, real, fake, batch_size: int) -> None:
+    def _discriminator_step(self, opt_d, cf, real, fake, batch_size: int, pred_real=None) -> None:
         self.toggle_optimizer(opt_d)
-        terms = self.gan.discriminator_terms(self.discriminate(cf, real), self.discriminate(cf, fake.detach()))
+        pred_real = pred_real if pred_real is not None else self.discriminate(cf, real)
+        terms = self.gan.discriminator_terms(pred_real, self.discriminate(cf, fake.detach()))
         loss = 0.5 * (terms["real"] + terms["fake"])
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss)
@@ -146,7 +154,7 @@ class PairedGAN(GANModule):
         self.untoggle_optimizer(opt_d)
         self.log_terms("d", {**terms, "total": loss}, batch_size)
 
-    def _generator_step(self, opt_g, batch, fake, batch_size: int) -> None:
+    def _generator_step(self, opt_g, batch, fake, batch_size: int, pred_real=None) -> None:
         self.toggle_optimizer(opt_g)
         cf, real = batch["cf"], batch["ffa"]
         inputs = LossInputs(cf=cf, real=real, fake=fake, fov=batch.get("fov"))
@@ -154,13 +162,14 @@ class PairedGAN(GANModule):
         if self.discriminator is not None and any(t.needs_pred_fake for t in terms.values()):
             inputs.pred_fake = self.discriminate(cf, fake)
         if self.discriminator is not None and any(t.needs_pred_real for t in terms.values()):
-            with torch.no_grad():
-                inputs.pred_real = self.discriminate(cf, real)
+            if pred_real is not None:
+                inputs.pred_real = [[f.detach() for f in scale] for scale in pred_real]
+            else:
+                with torch.no_grad():
+                    inputs.pred_real = self.discriminate(cf, real)
         values = {name: term(inputs) for name, term in terms.items()}
         loss = sum(self.losses[name].weight * value for name, value in values.items())
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        opt_g.step()
+        self.backward_and_step(loss, opt_g)
         self.untoggle_optimizer(opt_g)
         self.log_terms("g", {**values, "total": loss}, batch_size)
 
@@ -181,8 +190,15 @@ class PairedGAN(GANModule):
             self._discriminator_step(opt_d, cf, real, fake, batch_size)
             self._generator_step(opt_g, batch, fake, batch_size)
         else:
-            self._generator_step(opt_g, batch, fake, batch_size)
-            self._discriminator_step(opt_d, cf, real, fake, batch_size)
+            pred_real = None
+            if self.hparams.get("d_real_once", True) and any(self.losses[n].needs_pred_real for n in self.active_terms):
+                # D on the real pair once, with D's gradients (pix2pixHD's forward): G's feature matching reads
+                # it detached, D's loss backpropagates through it after G's step (D unchanged in between)
+                self.toggle_optimizer(opt_d)
+                pred_real = self.discriminate(cf, real)
+                self.untoggle_optimizer(opt_d)
+            self._generator_step(opt_g, batch, fake, batch_size, pred_real)
+            self._discriminator_step(opt_d, cf, real, fake, batch_size, pred_real)
 
 
 def pil_resize_batch(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

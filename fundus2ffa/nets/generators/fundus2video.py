@@ -82,10 +82,12 @@ class Fundus2VideoGenerator(GlobalGenerator):
         init_type: str = "normal",
         init_gain: float = 0.02,
         encode_taps: str = "code",
+        checkpoint_blocks: bool = False,
     ):
         super().__init__(
             in_channels, out_channels, ngf, n_downsampling, n_blocks, norm, activation, use_dropout,
             max_channels, output_head=True, init_type=init_type, init_gain=init_gain, encode_taps=encode_taps,
+            checkpoint_blocks=checkpoint_blocks,
         )
         self.kba = bool(kba)
         stages = list(kba_stages or []) if self.kba else []

@@ -43,6 +43,7 @@ triggers with affine-free InstanceNorm). Every convolution keeps its bias, as pi
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from fundus2ffa.nets.blocks.upsample import upsample_layer
@@ -73,7 +74,13 @@ class ResnetBlock(nn.Module):
         layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), norm_fn(channels)]
         self.body = nn.Sequential(*layers)
 
+    #: recompute the body in backward instead of keeping its activations (GlobalGenerator checkpoint_blocks)
+    checkpoint = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpoint and self.training and torch.is_grad_enabled():
+            # the same maths (dropout's random state is replayed); memory for time
+            return x + torch.utils.checkpoint.checkpoint(self.body, x, use_reentrant=False)
         return x + self.body(x)
 
 
@@ -99,6 +106,10 @@ class GlobalGenerator(nn.Module):
         init_type / init_gain: N(0, 0.02) convolutions by default.
         upsample / upsample_interpolation: transpose (pix2pixHD) | resize_conv with nearest | bilinear
             (nets/blocks/upsample.py; a deviation against checkerboard artefacts).
+        checkpoint_blocks: recompute each residual block in backward instead of keeping its activations
+            (activation checkpointing; the same outputs and gradients, about one more forward of the blocks
+            in time). Off by default: at 256 px the blocks run at 16 x 16 and keep little; it pays on
+            large images, where the bottleneck is large (issue 24).
         encode_taps: code (default) | layer_output: what :meth:`encode` returns at a tap that a later
             activation consumes. code: the activation's output, as pix2pixHD's shared in-place
             ``nn.ReLU(True)`` leaves it in the stored tensor (tap 8 rectified; module docstring);
@@ -123,6 +134,7 @@ class GlobalGenerator(nn.Module):
         upsample: str = "transpose",
         upsample_interpolation: str = "nearest",
         encode_taps: str = "code",
+        checkpoint_blocks: bool = False,
     ):
         super().__init__()
         if encode_taps not in ENCODE_TAPS:
@@ -149,6 +161,9 @@ class GlobalGenerator(nn.Module):
         if output_head:
             layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
+        for block in self.model:
+            if isinstance(block, ResnetBlock):
+                block.checkpoint = bool(checkpoint_blocks)
         #: width of the feature map before the head (what the local enhancer adds its features to)
         self.feature_channels = ngf
         init_weights(self, init_type, init_gain)

@@ -1,0 +1,104 @@
+"""Side by side with the reference pix2pixHD: one training iteration, interleaved rounds, ratios of medians
+(issue 24). ``make bench-reference`` runs it; it is not part of ``make test``.
+
+    python experiments/perf/bench_reference.py                      # pix2pixHD: reference, ours plain, ours with levers
+    python experiments/perf/bench_reference.py --family fundus2video # the Fundus2Video window: plain vs levers
+    python experiments/perf/bench_reference.py --rounds 5 --iterations 3 --warmup 1 --threads 1
+
+It needs ../shared/perf beside the checkout (the reference pix2pixHD code, BSD, and its timing driver
+``ref_pix2pixhd.py``, with ``ours_bench.py`` around ``python -m fundus2ffa.bench``; see its README) and
+says so and exits 0 where it is missing. Each round runs every variant once, one process each, one
+thread (OMP/MKL_NUM_THREADS=1), in the same order: compare ratios from one run on a quiet machine,
+never times from different runs. Reported per variant: median seconds per iteration (wall and CPU),
+peak resident memory (MB) and GFLOP per iteration; then the ratios ours / reference (pix2pixHD) or
+levers / plain (Fundus2Video). The levers: ``model.step_in_backward=true`` (G's Adam step inside
+backward, gradients freed at once) and ``model.d_real_once=true`` (pix2pixHD's one D pass on the real
+pair); both leave the maths unchanged (tests/models/test_step_in_backward.py).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PIX2PIXHD = ["model=pix2pixhd", "data.image_size=256", "pretrained.vgg19=random", "loss.vgg.imagenet_norm=false",
+             "data.reader.num_pairs=16"]
+FUNDUS2VIDEO = ["model=fundus2video", "data=synthetic_video", "data.image_size=256", "pretrained.vgg19=random",
+                "data.reader.num_eyes=8", "data.batch_size=1"]
+PLAIN = ["model.step_in_backward=false", "model.d_real_once=false"]
+LEVERS = ["model.step_in_backward=true", "model.d_real_once=true"]
+
+
+def run_reference(perf: Path, args) -> dict:
+    out = subprocess.run([sys.executable, str(perf / "ref_pix2pixhd.py"), "--output_nc", "1", "--iterations", str(args.iterations),
+                          "--warmup", str(args.warmup), "--threads", str(args.threads)],
+                         cwd=REPO, env=_env(), capture_output=True, text=True)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        raise SystemExit(f"the reference run failed:\n{out.stderr[-2000:]}")
+    r = json.loads(lines[-1][7:])
+    return {"s": r["s_per_iteration"], "cpu_s": r["cpu_s_per_iteration"], "peak_mb": r["peak_rss_mb"], "gflop": r["gflop_per_iteration"]}
+
+
+def run_ours(perf: Path, overrides: list[str], args) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        result_file = Path(folder) / "bench.json"
+        out = subprocess.run([sys.executable, str(perf / "ours_bench.py"), "--threads", str(args.threads), "--no-bare",
+                              "--iterations", str(args.iterations), "--warmup", str(args.warmup), "--json", str(result_file),
+                              *overrides], cwd=REPO, env=_env(), capture_output=True, text=True)
+        if not result_file.is_file():
+            raise SystemExit(f"fundus2ffa's run failed ({' '.join(overrides)}):\n{out.stderr[-2000:]}")
+        r = next(iter(json.loads(result_file.read_text()).values()))
+    cpu = [line for line in out.stdout.splitlines() if line.startswith("CPU_TIMES ")]
+    cpu_s = float(cpu[-1].rsplit("median", 1)[1]) if cpu else float("nan")
+    return {"s": r["seconds_per_iteration"], "cpu_s": cpu_s, "peak_mb": r["peak_memory_mb"], "gflop": r["gflops_per_iteration"]}
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python experiments/perf/bench_reference.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--family", choices=("pix2pixhd", "fundus2video"), default="pix2pixhd")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--perf-dir", type=Path, default=REPO.parent / "shared" / "perf")
+    args = parser.parse_args(argv)
+    perf = args.perf_dir
+    if not (perf / "ours_bench.py").is_file():
+        print(f"no reference benchmark at {perf} (../shared/perf beside the checkout): nothing to compare; give --perf-dir")
+        return 0
+    if args.family == "pix2pixhd":
+        variants = {"reference": None, "ours plain": PIX2PIXHD + PLAIN, "ours levers": PIX2PIXHD + LEVERS}
+        baseline = "reference"
+    else:
+        variants = {"plain": FUNDUS2VIDEO + PLAIN[:1], "levers": FUNDUS2VIDEO + LEVERS[:1]}
+        baseline = "plain"
+    results = {name: [] for name in variants}
+    for round_ in range(1, args.rounds + 1):
+        for name, overrides in variants.items():
+            r = run_reference(perf, args) if overrides is None else run_ours(perf, overrides, args)
+            results[name].append(r)
+            print(f"round {round_}/{args.rounds} {name}: {r['s']:.2f} s/it wall, {r['cpu_s']:.2f} s CPU, "
+                  f"{r['peak_mb']:.0f} MB peak, {r['gflop']:.1f} GFLOP", flush=True)
+    median = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in results.items()}
+    print(f"\n| {args.family} ({args.rounds} rounds, medians, {args.threads} thread) | s/iteration | CPU s/iteration | "
+          f"peak MB | GFLOP | time / {baseline} | CPU time / {baseline} | peak / {baseline} |\n|---|---|---|---|---|---|---|---|")
+    base = median[baseline]
+    for name, m in median.items():
+        print(f"| {name} | {m['s']:.2f} | {m['cpu_s']:.2f} | {m['peak_mb']:.0f} | {m['gflop']:.1f} | {m['s'] / base['s']:.3f} | "
+              f"{m['cpu_s'] / base['cpu_s']:.3f} | {m['peak_mb'] / base['peak_mb']:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
