@@ -48,7 +48,8 @@ class ScheduleEstimate(L.Callback):
         else:
             schedule = pl_module.hparams.get("schedule") if hasattr(pl_module, "hparams") else None
             origin = f" (model.schedule {dict(schedule)})" if schedule else ""
-        where = f", epochs {start + 1}-{epochs} of {epochs} (resumed after epoch {start})" if start else ""
+        span = f"epoch {epochs}" if left == 1 else f"epochs {start + 1}-{epochs}"
+        where = f", {span} of {epochs} (resumed after epoch {start})" if start else ""
         limit = ""
         if trainer.max_steps is not None and trainer.max_steps > 0:
             # global_step counts optimizer steps: a GAN iteration steps G and D
