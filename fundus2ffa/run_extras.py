@@ -332,8 +332,43 @@ def log_failure(exc: BaseException) -> None:
             handler.handle(record)
 
 
+SWEEP_JOBS_ENV = "FUNDUS2FFA_SWEEP_JOBS"  # the job count, for launchers that run jobs in other processes
+
+
+SWEPT_KEYS_ENV = "FUNDUS2FFA_SWEPT_KEYS"
+
+
+def sweep_size(config: DictConfig) -> tuple[int | None, list[str]]:
+    """How many jobs a ``-m`` sweep of ``config`` launches (the product of its comma / range sweeps, or the
+    sweeper's ``n_trials``: Optuna; None when that cannot be told in advance, a glob) and the swept keys."""
+    keys: list[str] = []
+    count: int | None = 1
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        for override in OverridesParser.create().parse_overrides(list(_select(config, "hydra.overrides.task") or [])):
+            if override.is_sweep_override():
+                keys.append(override.key_or_group)
+                count *= len(list(override.sweep_string_iterator()))
+    except Exception:  # noqa: BLE001 - a sweep Hydra expands later (glob): no count
+        count = None
+    trials = _select(config, "hydra.sweeper.n_trials")
+    if trials:
+        count = int(trials)
+        keys += [str(k) for k in (_select(config, "hydra.sweeper.params") or {})]
+    return count, keys
+
+
 class RunHooks(Callback):
-    """Hydra callbacks (``hydra.callbacks.fundus2ffa`` in conf/hydra/default.yaml); module docstring."""
+    """Hydra callbacks (``hydra.callbacks.fundus2ffa`` in conf/hydra/default.yaml); module docstring.
+
+    In a ``-m`` sweep each job starts with ``job i/n: <its overrides>`` (console and its run.log), and the
+    sweep ends with where its folder is and the report command that compares its jobs."""
+
+    def __init__(self):
+        self._jobs: int | None = None
+        self._swept: list[str] = []
+        self._started = 0
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         folder = _select(config, "hydra.run.dir")
@@ -350,9 +385,37 @@ class RunHooks(Callback):
                 check_run_folder(folder, None, what="sweep folder")
             except ConfigError as exc:
                 _refuse(exc)
+        self._jobs, self._swept = sweep_size(config)
+        if self._jobs:
+            os.environ[SWEEP_JOBS_ENV] = str(self._jobs)
+        os.environ[SWEPT_KEYS_ENV] = ",".join(self._swept)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        folder = _select(config, "hydra.sweep.dir")
+        if not folder or not _first_process():
+            return
+        done = len(list(Path(folder).glob("*/metrics.json"))) if Path(folder).is_dir() else 0
+        message = (f"sweep finished: {done} job(s) with metrics in {folder}. Compare them: python -m fundus2ffa.report {folder} "
+                   f"(add --curves {Path(folder) / 'curves'} for their training curves)")
+        log.info(message)
+        if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+                   for h in logging.getLogger().handlers):
+            print(message, flush=True)  # the job's logging is gone by now in some launchers
 
     def on_job_start(self, config: DictConfig, **kwargs) -> None:
-        """``paths.output_dir`` set to another folder than Hydra's (nothing of this job is there yet)."""
+        """``job i/n`` in a sweep; ``paths.output_dir`` set to another folder than Hydra's (nothing of this job
+        is there yet) is refused."""
+        if str(_select(config, "hydra.mode")) == "RunMode.MULTIRUN" and _first_process():
+            number = _select(config, "hydra.job.num")
+            total = self._jobs or (int(os.environ[SWEEP_JOBS_ENV]) if os.environ.get(SWEEP_JOBS_ENV, "").isdigit() else None)
+            index = int(number) + 1 if number is not None else self._started + 1
+            self._started += 1
+            swept = set(os.environ.get(SWEPT_KEYS_ENV, "").split(",")) - {""}
+            chosen = list(_select(config, "hydra.overrides.task") or [])
+            shown = [o for o in chosen if o.split("=", 1)[0].lstrip("+~") in swept] or chosen
+            overrides = " ".join(shown)
+            log.info("job %d%s: %s (%s)", index, f"/{total}" if total else "", overrides or "(no overrides)",
+                     _select(config, "hydra.runtime.output_dir"))
         out, hydra_dir = _select(config, "paths.output_dir"), _select(config, "hydra.runtime.output_dir")
         if out and hydra_dir and _first_process() and Path(out).resolve() != Path(hydra_dir).resolve():
             try:
