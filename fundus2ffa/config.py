@@ -2,6 +2,7 @@
 is built. Configs are found in a checkout (``<repo>/conf``) and in an installed wheel
 (``fundus2ffa/conf``, copied there at build time)."""
 
+import argparse
 import secrets
 from pathlib import Path
 
@@ -98,6 +99,11 @@ def help_keys(primary: str) -> str:
             continue
         out.append("  " + line)
     return "\n".join(out).replace("$", "$$")  # Hydra fills the help template with string.Template: $$ is a $
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` of the argparse commands: the description as written (its example lines intact) and every
+    option's default."""
 
 
 def register_resolvers() -> None:

@@ -60,6 +60,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from fundus2ffa.config import HelpFormatter
 from fundus2ffa.plots import line_chart, read_history
 from fundus2ffa.writers import write_text
 
@@ -572,10 +573,14 @@ def write_sweep_curves(runs: list[Run], folder: Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(prog="python -m fundus2ffa.report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m fundus2ffa.report", formatter_class=HelpFormatter,
+        description=__doc__.split("\n\n")[0] + "\n\n" + "\n".join(l for l in __doc__.splitlines() if l.startswith("    python -m")),
+        epilog="example: python -m fundus2ffa.report outputs/train/multiruns/<time> --curves curves/   (the module docstring: "
+               "how runs become columns)")
     parser.add_argument("root", type=Path, help="a multirun folder (or any folder holding run folders)")
-    parser.add_argument("--format", choices=FORMATS, default="markdown")
-    parser.add_argument("--stage", default="test", help="metrics.json section: test (default) or val")
+    parser.add_argument("--format", choices=FORMATS, default="markdown", help="the table's format")
+    parser.add_argument("--stage", default="test", help="metrics.json section: test or val")
     parser.add_argument("--metrics", default=None, help="comma-separated metric names to keep, e.g. psnr,ssim")
     parser.add_argument("--output", type=Path, default=None, help="write here instead of stdout")
     parser.add_argument("--curves", type=Path, default=None,

@@ -27,7 +27,6 @@ import hashlib
 import html
 import json
 import re
-import sys
 from pathlib import Path
 
 from fundus2ffa.errors import DataError
@@ -277,7 +276,26 @@ def write_results_page(run_dir: Path, title: str | None = None) -> Path:
     return write_text(results_dir / "index.html", page)
 
 
+def main(argv: list[str] | None = None) -> Path:
+    import argparse
+
+    from fundus2ffa.config import HelpFormatter
+
+    parser = argparse.ArgumentParser(
+        prog="python -m fundus2ffa.results_page", formatter_class=HelpFormatter,
+        description="Write (again) the results page of a run, <run dir>/results/index.html, from its metrics.json, "
+                    "test_per_image.csv, history.csv, samples/ and config_resolved.yaml; prints its path.",
+        epilog="example: python -m fundus2ffa.results_page outputs/train/runs/<time>_<id>")
+    parser.add_argument("run_dir", type=Path, help="the run folder (the one holding metrics.json)")
+    parser.add_argument("--title", default=None, help="the page's title (default: 'fundus2ffa results: <folder name>')")
+    args = parser.parse_args(argv)
+    try:
+        page = write_results_page(args.run_dir, args.title)
+    except DataError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    print(page)
+    return page
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m fundus2ffa.results_page <run dir>")
-    print(write_results_page(Path(sys.argv[1])))
+    main()
