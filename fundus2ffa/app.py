@@ -19,17 +19,20 @@ Offline by design: Gradio's analytics are switched off before it is imported, th
 fonts, server-side rendering (a Node process) is off and Gradio's public share tunnel is never used;
 the server listens on 127.0.0.1 unless ``share_on_network=true`` (0.0.0.0, your network only).
 A bad upload (not an image, corrupt, grey) is answered in the page with the reason and the fix.
+
+A few example images are one click away: synthetic eyes (``fundus2ffa/app_examples/``, drawn by
+:func:`fundus2ffa.data.synthetic.retina.synthesize_eye`, seeds 11-13, 448 x 384 JPEG), no patient data.
+When the server is ready, one line gives its URL and how long the start took.
 """
 
 import os
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
-import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fundus2ffa.config import config_dir
@@ -39,6 +42,25 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 UPLOAD_TYPES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 FOV_COLOUR = (0, 255, 0)
+EXAMPLES_DIR = Path(__file__).resolve().parent / "app_examples"
+HELP = f"""python -m fundus2ffa.app: the web demo of trained checkpoints (upload a colour fundus photograph, see the
+generated FFA; a local server, offline).
+
+usage: python -m fundus2ffa.app ckpt_path=<checkpoint> [key=value ...]
+example: python -m fundus2ffa.app ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt port=8080
+{__doc__}
+The keys, with their defaults (conf/app.yaml):
+"""
+
+
+# the compare slider shows the whole image, never enlarged past its own pixels (a 240 px upload stays 240 px,
+# centred, instead of being blown up until the eye touches the frame); both halves keep the same geometry
+CSS = "#compare img { object-fit: scale-down !important; }"
+
+
+def example_images() -> list[Path]:
+    """The synthetic eyes offered as examples (shipped in fundus2ffa/app_examples)."""
+    return sorted(p for p in EXAMPLES_DIR.glob("*") if p.suffix.lower() in UPLOAD_TYPES) if EXAMPLES_DIR.is_dir() else []
 
 
 def load_config(argv: list[str]) -> DictConfig:
@@ -72,7 +94,10 @@ def checkpoint_label(path: Path) -> str:
     return f"{path.parent.parent.name}/{path.name}" if path.parent.name == "checkpoints" else str(path)
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str):
+    """The torch.device for ``device=auto|cpu|cuda`` (torch is imported here: ``--help`` needs none of it)."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name not in ("cpu", "cuda") or (name == "cuda" and not torch.cuda.is_available()):
@@ -80,7 +105,7 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_models(paths: list[Path], device: torch.device, cfg: DictConfig | None = None) -> dict:
+def load_models(paths: list[Path], device, cfg: DictConfig | None = None) -> dict:
     """label -> :class:`~fundus2ffa.inference.translator.Translator` of each checkpoint (loaded by
     :func:`fundus2ffa.loader.load`: weights_only, allow-listed targets; nothing from the file runs),
     on ``device``, with the ``predict`` settings of ``cfg`` (predict's defaults without it)."""
@@ -124,6 +149,8 @@ class Translation:
 
 def fov_overlay(cf: np.ndarray, fov: np.ndarray) -> np.ndarray:
     """The CF with the outline of its field of view drawn in green (2 px per 512 px of width)."""
+    import cv2
+
     contours, _ = cv2.findContours(fov.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     overlay = cf.copy()
     cv2.drawContours(overlay, contours, -1, FOV_COLOUR, max(1, round(cf.shape[1] / 256)))
@@ -211,12 +238,13 @@ def build_demo(cfg: DictConfig, models: dict):
                                  type="filepath", elem_id="upload")
                 choice = gr.Dropdown(labels, value=labels[0], label="Checkpoint", elem_id="checkpoint")
                 button = gr.Button("Generate FFA", variant="primary", elem_id="generate")
+                examples_slot = gr.Column()
                 status = gr.Markdown("Upload a colour fundus photograph (JPEG, PNG or TIFF).", elem_id="status")
                 files = gr.File(label="Download (PNG; MP4 for video models)", file_count="multiple", interactive=False,
                                 elem_id="downloads")
             with gr.Column(scale=2):
                 compare = gr.ImageSlider(label="CF | generated FFA (drag to compare)", type="numpy", format="png",
-                                         interactive=False, elem_id="compare")
+                                         interactive=False, elem_id="compare", max_height=480)
                 opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="FFA opacity over the CF", elem_id="opacity")
                 blended = gr.Image(label="Blend", type="numpy", height=320, format="png", interactive=False, elem_id="blend")
         with gr.Row():
@@ -233,7 +261,13 @@ def build_demo(cfg: DictConfig, models: dict):
         state = gr.State(None)
         outputs = [status, compare, blended, overlay, generated, player, files, frame, state]
         button.click(run, [upload, choice], outputs)
-        upload.upload(run, [upload, choice], outputs)
+        upload.change(run, [upload, choice], outputs)  # an upload, an example clicked, or the file cleared
+        examples = example_images()
+        if examples:
+            with examples_slot:
+                gr.Examples([[str(p)] for p in examples], inputs=[upload], label="Examples (synthetic eyes): click one",
+                            elem_id="examples", example_labels=[p.stem.replace("_", " ") for p in examples],
+                            cache_examples=False)
         opacity.change(reblend, [state, opacity], blended)
         frame.change(show_frame, [state, frame], frame_image)
     return demo
@@ -252,19 +286,30 @@ def launch(cfg: DictConfig, prevent_thread_lock: bool = False):
         server_name=host, server_port=None if cfg.port is None else int(cfg.port), share=False,
         prevent_thread_lock=prevent_thread_lock, max_file_size=f"{int(cfg.max_upload_mb)}mb", ssr_mode=False,
         enable_monitoring=False, mcp_server=False, pwa=False, theme=theme, quiet=True, footer_links=[],
+        allowed_paths=[str(EXAMPLES_DIR)], css=CSS,
     )
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Serve the demo until Ctrl+C; one line says where and how long the start took."""
+    started = time.perf_counter()
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
+        print(HELP)
         print((config_dir() / "app.yaml").read_text())
         return
     try:
-        launch(load_config(argv))
+        _, url, _ = launch(load_config(argv), prevent_thread_lock=True)
     except Fundus2FFAError as exc:
         sys.exit(f"error: {exc}")
+    print(f"fundus2ffa demo ready at {url} (started in {time.perf_counter() - started:.1f} s; Ctrl+C stops it)", flush=True)
+    try:
+        while True:  # the server runs in its own thread; this one waits for Ctrl+C (SIGINT)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        import gradio
+
+        gradio.close_all()
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from fundus2ffa.callbacks.timing import IterationTimer
-from fundus2ffa.config import config_dir, register_resolvers
+from fundus2ffa.config import HelpFormatter, config_dir, register_resolvers
 from fundus2ffa.losses.base import LossInputs
 from fundus2ffa.builders import build
 from fundus2ffa.writers import write_json
@@ -172,7 +172,8 @@ def measure(overrides: list[str], iterations: int, warmup: int, bare: bool) -> d
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(prog="python -m fundus2ffa.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fundus2ffa.bench", description=__doc__, formatter_class=HelpFormatter,
+                                     epilog="example: python -m fundus2ffa.bench --iterations 10 model=pix2pix data.image_size=256")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=pix2pix data.image_size=256")
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)

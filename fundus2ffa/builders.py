@@ -64,9 +64,11 @@ def build_loggers(cfg: DictConfig) -> list:
     return [build(node, f"logger.{name}") for name, node in (cfg.get("logger") or {}).items() if node]
 
 
-def build_trainer(cfg: DictConfig, callbacks: list, loggers: list, validate: bool = True) -> L.Trainer:
-    """The trainer, with checkpoints written and read through fundus2ffa.checkpoint (atomic, weights_only)."""
+def build_trainer(cfg: DictConfig, callbacks: list, loggers: list, validate: bool = True, **overrides) -> L.Trainer:
+    """The trainer, with checkpoints written and read through fundus2ffa.checkpoint (atomic, weights_only);
+    ``overrides``: Trainer arguments that replace the config's (predict: its own progress, in images)."""
     extra = {} if validate else {"limit_val_batches": 0, "num_sanity_val_steps": 0}
+    extra.update(overrides)
     trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **extra)
     ckpt_io.install(trainer)
     return trainer

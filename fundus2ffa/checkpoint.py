@@ -32,6 +32,13 @@ What a checkpoint carries (format 1), besides Lightning's keys (``state_dict``, 
         "model_target": "fundus2ffa.models.PairedGAN",
     }
 
+A best-K file (``RunCheckpoint``) is *light*: the same keys without ``optimizer_states`` and
+``lr_schedulers`` and, unless asked, without the discriminators' weights (what evaluation, prediction,
+export and the demo need: generator, EMA copy, run config). It says so under ``checkpoint["fundus2ffa_light"]``
+(:func:`light_copy`): ``{"dropped": [...], "dropped_modules": ["discriminator"], "resume_from": <last.ckpt>}``.
+The model refills dropped modules with their initial weights when it loads one (``GANModule.on_load_checkpoint``);
+resuming training from a light file is refused (:func:`check_resumable`).
+
 ``config`` holds plain containers only, so it loads with ``weights_only=True``. ``config["model"]``
 rebuilds the module; ``config["data"]`` holds the data settings the model was trained with (image size,
 transforms, reader options; a ``data.preprocess`` node where the data config has one), which
@@ -54,13 +61,16 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fundus2ffa import writers
 from fundus2ffa.errors import CheckpointError, ConfigError, OutputError
-from fundus2ffa.writers import atomic_write
+from fundus2ffa.writers import TEMP_SUFFIX, atomic_write  # noqa: F401 - TEMP_SUFFIX: the temporary files' names
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
 RECORD_KEY = "fundus2ffa"
 TARGET_KEY = "fundus2ffa_target"
+LIGHT_KEY = "fundus2ffa_light"
+# what a light (evaluation-only) checkpoint leaves out: the state only training needs
+TRAINING_STATE_KEYS = ("optimizer_states", "lr_schedulers")
 # Extra types torch.load may build besides tensors and plain containers: none is needed (see above).
 SAFE_GLOBALS: list = []
 
@@ -205,6 +215,46 @@ def config_differences(stored: Any, current: Any, prefix: str = "") -> list[tupl
     return [] if stored == current else [(prefix, stored, current)]
 
 
+# ----------------------------------------------------------------------------------------- light files
+def light_copy(checkpoint: dict, drop_modules: tuple[str, ...] = (), resume_from: str | None = None) -> dict:
+    """``checkpoint`` without its training-only state: optimizer and learning-rate scheduler states and the
+    weights of the submodules ``drop_modules`` (e.g. ``("discriminator",)``), marked under :data:`LIGHT_KEY`.
+    A shallow copy: the tensors are shared, nothing is cloned."""
+    prefixes = tuple(f"{name}." for name in drop_modules)
+    light = {k: v for k, v in checkpoint.items() if k not in TRAINING_STATE_KEYS}
+    state = checkpoint.get("state_dict") or {}
+    light["state_dict"] = {k: v for k, v in state.items() if not k.startswith(prefixes)} if prefixes else dict(state)
+    dropped_modules = sorted({name for name in drop_modules if any(k.startswith(f"{name}.") for k in state)})
+    light[LIGHT_KEY] = {
+        "dropped": [k for k in TRAINING_STATE_KEYS if k in checkpoint],
+        "dropped_modules": dropped_modules,
+        "resume_from": resume_from,
+    }
+    return light
+
+
+def is_light(checkpoint: dict) -> bool:
+    return isinstance(checkpoint.get(LIGHT_KEY), dict)
+
+
+def check_resumable(path: str | Path, checkpoint: dict) -> None:
+    """Resuming needs the optimizer and scheduler states: a light (best-K) file is refused, naming the
+    run's last.ckpt."""
+    if not is_light(checkpoint):
+        return
+    path = Path(path)
+    info = checkpoint[LIGHT_KEY]
+    last = path.parent / "last.ckpt"
+    named = str(last) if last.is_file() else (info.get("resume_from") or f"{path.parent / 'last.ckpt'}")
+    left_out = ", ".join(info.get("dropped") or []) + (
+        f" and the weights of {', '.join(info['dropped_modules'])}" if info.get("dropped_modules") else "")
+    raise CheckpointError(
+        f"cannot resume training from {path}: it is a best-K checkpoint that holds only what evaluation needs "
+        f"(no {left_out or 'training state'}), so training cannot continue exactly from it. Resume from the run's "
+        f"last.ckpt: ckpt_path={named}. (This file still serves task=test, task=predict, export and the demo.)"
+    )
+
+
 # ----------------------------------------------------------------------------------------- writing
 def atomic_save(obj: Any, target: str | Path) -> None:
     """``torch.save(obj)`` to ``target`` atomically and durably (fundus2ffa.writers.atomic_write: temporary
@@ -227,7 +277,12 @@ def remove_temp_files(folder: str | Path) -> list[Path]:
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO through :func:`atomic_save` and :func:`load_checkpoint`."""
+    """Lightning's checkpoint IO through :func:`atomic_save` and :func:`load_checkpoint`.
+
+    ``mmap``: map the files it loads instead of reading them (evaluation after training sets it: only the
+    weights are paged in, never the optimizer state; a resume reads, so no replaced file stays mapped)."""
+
+    mmap = False
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         if storage_options is not None:
@@ -235,7 +290,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
         atomic_save(checkpoint, path)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
-        return load_checkpoint(path, map_location=map_location if map_location is not None else "cpu")
+        return load_checkpoint(path, map_location=map_location if map_location is not None else "cpu", mmap=self.mmap)
 
 
 def install(trainer) -> None:

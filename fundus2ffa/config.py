@@ -2,10 +2,11 @@
 is built. Configs are found in a checkout (``<repo>/conf``) and in an installed wheel
 (``fundus2ffa/conf``, copied there at build time)."""
 
+import argparse
 import secrets
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fundus2ffa.errors import ConfigError
 
@@ -45,6 +46,66 @@ def settings_from_config(cls, node, key: str):
     return cls(**node)
 
 
+# config groups that are not a command's own: Hydra's, the optional local overlay
+HELP_SKIPPED_GROUPS = ("hydra", "local")
+
+
+def _defaults_of(primary: str) -> dict[str, str]:
+    """group -> option chosen in the defaults list of ``conf/<primary>.yaml`` (``- model: pix2pix``)."""
+    node = OmegaConf.load(config_dir() / f"{primary}.yaml")
+    chosen = {}
+    for entry in node.get("defaults") or []:
+        if isinstance(entry, (dict, DictConfig)):
+            for key, value in entry.items():
+                group = str(key).replace("optional ", "").replace("override ", "").strip()
+                chosen[group] = value
+    return chosen
+
+
+def help_groups(primary: str, *excluded: str) -> str:
+    """The config groups a command composes from (``--help``), one per line with its options and default:
+    the folders of conf/ except Hydra's and ``excluded`` (another command's groups: ``downstream`` is
+    transfer's). Nested options (``experiment=li2020/proposed``) are listed with their folder."""
+    root = config_dir()
+    chosen = _defaults_of(primary)
+    lines = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        group = folder.name
+        if group in HELP_SKIPPED_GROUPS or group in excluded:
+            continue
+        options = sorted(str(f.relative_to(folder).with_suffix("")) for f in folder.rglob("*.yaml"))
+        if not options:
+            continue
+        default = chosen.get(group)
+        default = ", ".join(map(str, default)) if isinstance(default, (list, ListConfig)) else default
+        lines.append(f"  {group}: {', '.join(options)}" + (f"   (default: {default})" if default not in (None, "None") else ""))
+    return "\n".join(lines)
+
+
+def help_keys(primary: str) -> str:
+    """The keys of ``conf/<primary>.yaml`` itself (everything but its defaults list), as written there: each
+    with its default value and comment."""
+    text = (config_dir() / f"{primary}.yaml").read_text().splitlines()
+    out, skipping = [], False
+    for line in text:
+        if line.startswith(("defaults:", "hydra:")):  # the composition and Hydra's own settings: not keys to set
+            skipping = True
+            continue
+        if skipping:
+            if line.startswith((" ", "-", "\t")) or not line.strip():
+                continue
+            skipping = False
+        if line.startswith("#") or not line.strip():
+            continue
+        out.append("  " + line)
+    return "\n".join(out).replace("$", "$$")  # Hydra fills the help template with string.Template: $$ is a $
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` of the argparse commands: the description as written (its example lines intact) and every
+    option's default."""
+
+
 def register_resolvers() -> None:
     """``${f2f.sum:a,b}``: integer sum, used for max_epochs = constant + decay epochs.
     ``${f2f.run_id:}``: the per-process run id (:func:`run_id`); ``${f2f.file_uri:path}``: the absolute
@@ -53,6 +114,10 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("f2f.sum", lambda *xs: sum(int(x) for x in xs))
     if not OmegaConf.has_resolver("f2f.run_id"):
         OmegaConf.register_new_resolver("f2f.run_id", run_id, use_cache=True)
+    if not OmegaConf.has_resolver("f2f.help_groups"):  # --help: the command's config groups, defaults marked
+        OmegaConf.register_new_resolver("f2f.help_groups", lambda primary, *excluded: help_groups(primary, *excluded))
+    if not OmegaConf.has_resolver("f2f.help_keys"):  # --help: the command's own keys with their defaults
+        OmegaConf.register_new_resolver("f2f.help_keys", help_keys)
     if not OmegaConf.has_resolver("f2f.file_uri"):  # MLflow's local store needs an absolute file:// URI
         OmegaConf.register_new_resolver("f2f.file_uri", lambda path: Path(str(path)).expanduser().resolve().as_uri())
 

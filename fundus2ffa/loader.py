@@ -243,6 +243,7 @@ def check_weights_fit(path: str | Path, model, model_config: DictConfig) -> None
     """Resume: the checkpoint is of this model class and its weights have this model's shapes; a misfit
     names the ``model`` keys that differ from the checkpoint's."""
     stored = read(path)
+    ckpt_io.check_resumable(path, stored.checkpoint)  # a light best-K file has no optimizer state
     ckpt_io.check_model_class(path, stored.checkpoint, model_config.get("_target_"))
     differences = []
     if stored.config is not None and "model" in stored.config:

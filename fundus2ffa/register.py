@@ -16,6 +16,7 @@ import argparse
 import sys
 from collections import Counter
 
+from fundus2ffa.config import HelpFormatter
 from fundus2ffa.errors import Fundus2FFAError
 from fundus2ffa.registration.estimate import DETECTORS, INITS, MODELS, RegistrationOptions
 from fundus2ffa.registration.pipeline import PipelineOptions, register_pairs
@@ -23,7 +24,8 @@ from fundus2ffa.registration.pipeline import PipelineOptions, register_pairs
 
 def parse_args(argv=None) -> argparse.Namespace:
     defaults, pipeline = RegistrationOptions(), PipelineOptions()
-    parser = argparse.ArgumentParser(prog="python -m fundus2ffa.register", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fundus2ffa.register", description=__doc__, formatter_class=HelpFormatter,
+                                     epilog="example: python -m fundus2ffa.register raw/cf raw/ffa registered/ --workers 2")
     parser.add_argument("paths", nargs="+", metavar="CF_DIR FFA_DIR OUT_DIR", help="CF_DIR FFA_DIR OUT_DIR, or OUT_DIR with --manifest")
     parser.add_argument("--manifest", help="CSV with columns cf, ffa [, id, category, group, split]")
     parser.add_argument("--model", choices=MODELS, default=defaults.model, help="RANSAC transform model")

@@ -3,6 +3,7 @@
     python -m fundus2ffa.report outputs/train/multiruns/<time>                 # markdown on stdout
     python -m fundus2ffa.report outputs/train/multiruns/<time> --format csv --output table.csv
     python -m fundus2ffa.report runs/ --metrics psnr,ssim --stage test
+    python -m fundus2ffa.report outputs/train/multiruns/<time> --curves curves/   # + training curves (SVG)
 
 Every folder under the given one that holds a ``metrics.json`` (written by ``fundus2ffa.run``) is a run.
 A run is placed by
@@ -33,6 +34,11 @@ A column holding a run whose checkpoint was selected on the split being reported
 when test is reported, is marked ``(!)`` with a note under the table: such a number is not an independent
 result (issue 15).
 
+``--curves <folder>`` also draws the sweep's training curves from each run's ``history.csv`` (written by
+``fundus2ffa.callbacks.progress.EpochLog``): one SVG per quantity (validation PSNR and SSIM, the G and D
+totals, every other ``val/*`` the runs logged), one line per configuration (the table's columns, the mean
+over its seeds at each epoch), and an ``index.html`` showing them all (:mod:`fundus2ffa.plots`).
+
 Test metrics of the trivial baselines that ``fundus2ffa.run`` scores beside every model (metrics.json
 ``baselines``: a constant image at the training FFA mean and a per-pixel linear map of the CF,
 metrics/baselines.py) follow each quality metric as rows ``<metric> (baseline: constant|linear)``; a model
@@ -53,6 +59,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from fundus2ffa.config import HelpFormatter
+from fundus2ffa.plots import line_chart, read_history
 from fundus2ffa.writers import write_text
 
 METRIC_ORDER = ("psnr", "ssim", "psnr_fov", "ssim_fov", "vessel_dice", "leakage_dice", "lpips", "lpips_compat", "fid", "kid", "fvd")
@@ -521,13 +530,62 @@ def render(tables: list[dict], output_format: str, stage: str) -> str:
     return buffer.getvalue()
 
 
+# the quantities a sweep's curves show first (then any other val/* the runs logged)
+CURVE_ORDER = ("val/psnr", "val/ssim", "train/g_total", "train/d_total", "val/psnr_fov", "val/ssim_fov")
+CURVE_UNITS = {"val/psnr": "dB", "val/psnr_fov": "dB"}
+
+
+def write_sweep_curves(runs: list[Run], folder: Path) -> Path | None:
+    """One SVG per quantity and dataset under ``folder`` (one line per configuration, the mean over its runs at
+    each epoch of their history.csv) and an index.html that shows them; None when no run has a history."""
+    folder = Path(folder)
+    figures = []
+    for dataset in dict.fromkeys(r.dataset for r in runs):
+        columns, _, _ = configurations([r for r in runs if r.dataset == dataset])
+        histories = {c.label: [read_history(r.path / "history.csv") for r in c.runs] for c in columns}
+        keys = list(dict.fromkeys(k for rows_list in histories.values() for rows in rows_list for row in rows for k in row))
+        wanted = [k for k in CURVE_ORDER if k in keys] + sorted(
+            k for k in keys if k.startswith("val/") and k not in CURVE_ORDER and "/" not in k.split("/", 1)[1])
+        for key in wanted:
+            series = {}
+            for label, rows_list in histories.items():
+                per_epoch = defaultdict(list)
+                for rows in rows_list:
+                    for row in rows:
+                        value = row.get(key)
+                        if isinstance(value, float) and not math.isnan(value) and isinstance(row.get("epoch"), float):
+                            per_epoch[row["epoch"]].append(value)
+                if per_epoch:
+                    series[label] = [(epoch, statistics.fmean(v)) for epoch, v in sorted(per_epoch.items())]
+            if not series:
+                continue
+            title = f"{key} ({dataset})"
+            name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{dataset}_{key}").strip("_") + ".svg"
+            write_text(folder / name, line_chart(series, title, y_label=CURVE_UNITS.get(key, ""), width=520, height=300))
+            figures.append((name, title))
+    if not figures:
+        return None
+    images = "".join(f'<img src="{n}" alt="{t}" title="{t}" style="margin:0 8px 8px 0;border:1px solid #ddd">' for n, t in figures)
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>sweep curves</title></head>'
+            f'<body style="font-family:sans-serif"><h1>Training curves per configuration</h1>'
+            f"<p>One line per configuration (mean over its seeds), per epoch, from each run's history.csv.</p>{images}</body></html>")
+    return write_text(folder / "index.html", page)
+
+
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(prog="python -m fundus2ffa.report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m fundus2ffa.report", formatter_class=HelpFormatter,
+        description=__doc__.split("\n\n")[0] + "\n\n" + "\n".join(l for l in __doc__.splitlines() if l.startswith("    python -m")),
+        epilog="example: python -m fundus2ffa.report outputs/train/multiruns/<time> --curves curves/   (the module docstring: "
+               "how runs become columns)")
     parser.add_argument("root", type=Path, help="a multirun folder (or any folder holding run folders)")
-    parser.add_argument("--format", choices=FORMATS, default="markdown")
-    parser.add_argument("--stage", default="test", help="metrics.json section: test (default) or val")
+    parser.add_argument("--format", choices=FORMATS, default="markdown", help="the table's format")
+    parser.add_argument("--stage", default="test", help="metrics.json section: test or val")
     parser.add_argument("--metrics", default=None, help="comma-separated metric names to keep, e.g. psnr,ssim")
     parser.add_argument("--output", type=Path, default=None, help="write here instead of stdout")
+    parser.add_argument("--curves", type=Path, default=None,
+                        help="also write the training curves (one line per configuration, from each run's history.csv) "
+                             "as SVG files and an index.html into this folder")
     parser.add_argument(
         "--ignore", default=None,
         help="comma-separated config keys (fnmatch patterns) that do not make a new configuration, added to the "
@@ -550,6 +608,10 @@ def main(argv: list[str] | None = None) -> str:
         write_text(args.output, text)
     else:
         sys.stdout.write(text + ("" if text.endswith("\n") else "\n"))
+    if args.curves is not None:
+        index = write_sweep_curves(runs, args.curves)
+        print(f"curves: {index}" if index else f"curves: no run under {args.root} has a history.csv (written by training "
+              "since fundus2ffa's callbacks.epoch_log)", file=sys.stderr)
     return text
 
 

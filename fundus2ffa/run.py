@@ -33,15 +33,14 @@ import os
 from pathlib import Path
 
 import hydra
-import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from fundus2ffa import checkpoint as ckpt_io
-from fundus2ffa import loader
-from fundus2ffa.builders import build, build_callbacks, build_loggers, build_trainer
 from fundus2ffa.config import check_config, config_dir, register_resolvers
 from fundus2ffa.run_extras import HYDRA_FILES, check_run_folder, finish_run, log_config, optimized_metric, start_run
 from fundus2ffa.writers import write_csv, write_json, write_text
+
+# torch and Lightning (4-6 s to import on a 2-core machine) are imported inside the functions that use
+# them, so `--help` and `--cfg job` answer in about a second (issue 23 item 7).
 
 register_resolvers()
 log = logging.getLogger("fundus2ffa")
@@ -62,6 +61,8 @@ def test_baselines(cfg: DictConfig, datamodule) -> dict | None:
 def selected_on(path: str | None, checkpoint: dict | None) -> str | None:
     """The split whose metric chose checkpoint ``path``: the run's validation source when the file is one of
     its monitored best-K files, None for last.ckpt (chosen by nothing but the end of training)."""
+    from fundus2ffa import checkpoint as ckpt_io
+
     if not path or not checkpoint:
         return None
     name = Path(path).name
@@ -71,17 +72,31 @@ def selected_on(path: str | None, checkpoint: dict | None) -> str | None:
     return None
 
 
-def evaluate(cfg: DictConfig, trainer: L.Trainer, model, datamodule, ckpt_path: str | None) -> dict:
+def evaluate(cfg: DictConfig, trainer, model, datamodule, ckpt_path: str | None) -> dict:
     """Validate and test one checkpoint; write metrics.json and test_per_image.csv (rank 0).
 
-    Epoch and step come from the evaluated checkpoint file, not from the trainer."""
+    Epoch and step come from the evaluated checkpoint file, not from the trainer. The file is mapped, not
+    read (only the weights are paged in: a last.ckpt's optimizer state, two thirds of it, stays on disk), and
+    the optimizers' state of a finished fit is released first: evaluation needs neither."""
+    from fundus2ffa import checkpoint as ckpt_io
+
+    for optimizer in trainer.optimizers:
+        optimizer.state.clear()
+    io = getattr(trainer.strategy, "checkpoint_io", None)
+    mapped = isinstance(io, ckpt_io.SafeCheckpointIO)
+    if mapped:
+        io.mmap = True
     results = {}
-    for stage, call in (("val", trainer.validate), ("test", trainer.test)):
-        if stage not in datamodule.datasets:
-            continue
-        metrics = call(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
-        prefix = f"{stage}/"
-        results[stage] = {k[len(prefix):]: float(v) for k, v in (metrics[0] if metrics else {}).items() if k.startswith(prefix)}
+    try:
+        for stage, call in (("val", trainer.validate), ("test", trainer.test)):
+            if stage not in datamodule.datasets:
+                continue
+            metrics = call(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
+            prefix = f"{stage}/"
+            results[stage] = {k[len(prefix):]: float(v) for k, v in (metrics[0] if metrics else {}).items() if k.startswith(prefix)}
+    finally:
+        if mapped:
+            io.mmap = False
     validated_on = getattr(datamodule, "val_source", "val")
     results["validated_on"] = validated_on
     if trainer.is_global_zero:
@@ -115,6 +130,39 @@ def evaluate(cfg: DictConfig, trainer: L.Trainer, model, datamodule, ckpt_path: 
     return results
 
 
+def task_summary(cfg: DictConfig) -> str:
+    """What ``task=test`` / ``task=predict`` will do, in a few lines (instead of the whole config tree, which
+    is in config_tree.log): the checkpoint, the data it is evaluated on or the images it translates, the mode."""
+    from fundus2ffa import checkpoint as ckpt_io
+
+    path = Path(str(cfg.ckpt_path))
+    try:
+        meta = ckpt_io.checkpoint_meta(path)
+        light = ckpt_io.is_light(ckpt_io.load_checkpoint(path, mmap=True))
+        where = f" (epoch {meta['epoch']}, step {meta['global_step']}{', best-K file: weights only' if light else ''})"
+    except Exception:  # noqa: BLE001 - the loader names a bad file when it reads it
+        where = ""
+    model = str(OmegaConf.select(cfg, "model._target_", default="?")).rsplit(".", 1)[-1]
+    lines = [f"task={cfg.task}: checkpoint {path}{where}, model {model}"]
+    if cfg.task == "predict":
+        mode = OmegaConf.select(cfg, "predict.mode", default=None)
+        preprocess = OmegaConf.select(cfg, "data.preprocess", default=None)
+        trained = (f"as trained: {OmegaConf.to_container(preprocess, resolve=True)}" if preprocess is not None else "as trained")
+        lines.append(f"  input {OmegaConf.select(cfg, 'predict.input_dir', default=None)} -> "
+                     f"output {OmegaConf.select(cfg, 'predict.output_dir', default=None)}")
+        lines.append(f"  mode {mode or trained}")
+    else:
+        reader = OmegaConf.select(cfg, "data.reader", default=None)
+        reader_items = OmegaConf.to_container(reader, resolve=True) if reader is not None else {}
+        target = str(reader_items.pop("_target_", "?")).rsplit(".", 1)[-1]
+        shown = ", ".join(f"{k}={v}" for k, v in reader_items.items() if k in ("root", "csv", "num_pairs", "num_eyes", "manifest"))
+        lines.append(f"  data {target}({shown}) at image_size {OmegaConf.select(cfg, 'data.image_size', default='?')}, "
+                     f"splits {OmegaConf.to_container(cfg.data.split, resolve=True) if 'split' in cfg.data else 'from the reader'}")
+        lines.append(f"  mode model.eval_mode={OmegaConf.select(cfg, 'model.eval_mode', default='eval')}")
+    lines.append("  (the whole config: config_tree.log in the run folder)")
+    return "\n".join(lines)
+
+
 def _cli_overrides() -> list[str] | None:
     """The command line's overrides (None outside ``@hydra.main``, e.g. compose-API callers)."""
     try:
@@ -132,6 +180,12 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     ``run_config``: test and predict take its model and data, resuming takes its whole run config), and
     only then checked, so repeating the checkpoint's own ``model=`` is no contradiction. ``overrides``: the
     command line's (default: Hydra's record of them; None for a config composed in code)."""
+    import lightning as L
+
+    from fundus2ffa import checkpoint as ckpt_io
+    from fundus2ffa import loader
+    from fundus2ffa.builders import build, build_callbacks, build_loggers, build_trainer
+
     if cfg.get("ckpt_path") and Path(str(cfg.ckpt_path)).is_file() and cfg.get("task") in ("train", "test", "predict"):
         cfg = loader.run_config(cfg, _cli_overrides() if overrides is None else overrides)
     check_config(cfg)
@@ -139,6 +193,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         # never over another run's checkpoints and metrics (the command line checks this earlier); the first
         # process only: Lightning's DDP launcher re-runs the command for the other ranks in rank 0's folder
         check_run_folder(cfg.paths.output_dir, cfg, ignore=HYDRA_FILES)
+    elif cfg.get("ckpt_path"):
+        log.info("%s", task_summary(cfg))
     L.seed_everything(cfg.seed, workers=True)
     if cfg.task == "predict":
         from fundus2ffa.inference.predict import predict

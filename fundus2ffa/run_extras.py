@@ -1,7 +1,10 @@
 """What a run does around training, in the habits of ashleve/lightning-hydra-template.
 
-- :func:`print_config_tree`: the composed config as a rich tree at start, also saved as
-  ``<run>/config_tree.log`` (the template's ``print_config_tree``);
+- :func:`print_config_tree`: the composed config as a rich tree at the start of training, always saved as
+  ``<run>/config_tree.log`` (the template's ``print_config_tree``); ``task=test`` / ``predict`` print only the
+  lines that matter (:func:`task_summary`: checkpoint, data, mode);
+- :func:`quiet_library_logs`: Lightning's tips are dropped and its GPU/TPU/HPU lines shown once per process,
+  also across the many trainers of transfer (the template's ``extras``);
 - :func:`route_library_logs`: Lightning's log lines reach Hydra's handlers, so ``<run>/run.log`` holds
   the run's log (Lightning gives its logger a private console handler, and stops propagation, when it
   is imported before Hydra configures logging, which left run.log empty);
@@ -9,7 +12,8 @@
   (W&B config, TensorBoard hparams, MLflow params, CSV hparams.yaml);
 - :func:`optimized_metric`: the value ``main`` returns to a sweeper (Optuna: ``hparams_search=...``),
   always a validation metric: tuning on the test split would leak it into model selection;
-- :func:`finish_run`: the results page (:mod:`fundus2ffa.results_page`) after metrics.json is written;
+- :func:`finish_run`: the results page (:mod:`fundus2ffa.results_page`) after metrics.json is written, and
+  the metrics table (the model and the trivial baselines, :func:`metrics_table`) at the end of the console;
 - :class:`RunHooks`: Hydra callbacks of every entry that composes ``hydra: default`` (``fundus2ffa.run``,
   ``fundus2ffa.transfer``): a run folder that already holds another run's files is refused before
   anything is written there (:func:`check_run_folder`), and a failed job's error is written to its
@@ -21,6 +25,7 @@
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -34,6 +39,49 @@ log = logging.getLogger("fundus2ffa")
 
 TREE_ORDER = ("task", "tags", "data", "model", "generator", "discriminator", "loss", "trainer", "callbacks", "logger", "paths")
 LIBRARY_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
+
+
+# Lightning's lines said once per process (a transfer study builds a trainer per fit) or never (tips)
+ONCE_PREFIXES = ("GPU available", "TPU available", "HPU available", "IPU available", "LOCAL_RANK:")
+DROPPED_MARKERS = ("\U0001f4a1 Tip", "litlogger", "litmodels")
+LIBRARY_WARNINGS = (  # said by the libraries on every run, about their own code or by design here
+    r".*isinstance\(treespec, LeafSpec\).*",
+    # a test, or a resume into its new run folder, restores the checkpoint callback of another folder on purpose
+    r"The dirpath has changed from.*",
+)
+
+
+class _Quiet(logging.Filter):
+    """Drops Lightning's tips and repeats of its accelerator lines (one instance per process)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(marker in message for marker in DROPPED_MARKERS):
+            return False
+        if message.startswith(ONCE_PREFIXES):
+            if message in self.seen:
+                return False
+            self.seen.add(message)
+        return True
+
+
+_QUIET = _Quiet()
+
+
+def quiet_library_logs() -> None:
+    """Install :class:`_Quiet` on Lightning's rank-zero loggers and ignore the libraries' own deprecation
+    chatter (harmless when called again)."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.pytorch.accelerators.cuda", "lightning.fabric.accelerators.cuda"):
+        logger = logging.getLogger(name)
+        if _QUIET not in logger.filters:
+            logger.addFilter(_QUIET)
+    for pattern in LIBRARY_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
 
 
 def route_library_logs() -> None:
@@ -68,13 +116,15 @@ def config_tree(cfg: DictConfig, resolve: bool = True):
     return tree
 
 
-def print_config_tree(cfg: DictConfig, save_dir: str | Path | None = None, resolve: bool = True) -> None:
-    """Print the config tree to the console and write it, without colour codes, to ``<save_dir>/config_tree.log``."""
+def print_config_tree(cfg: DictConfig, save_dir: str | Path | None = None, resolve: bool = True, show: bool = True) -> None:
+    """Print the config tree to the console (``show``) and write it, without colour codes, to
+    ``<save_dir>/config_tree.log``."""
     import rich
     from rich.console import Console
 
     tree = config_tree(cfg, resolve=resolve)
-    rich.print(tree)
+    if show:
+        rich.print(tree)
     if save_dir is not None:
         import io
 
@@ -99,9 +149,15 @@ def log_config(cfg: DictConfig, loggers: list, model=None) -> dict:
     """Send :func:`config_hparams` to every logger; returns what was sent.
 
     TensorBoard and CSV write ``hparams.yaml``, W&B fills the run's config, MLflow logs (flattened)
-    params; tags also go to W&B's run tags when the logger has them in its config."""
+    params; tags also go to W&B's run tags when the logger has them in its config, and to MLflow as run tags
+    (one tag per label, value ``true``: ``tags.baseline = "true"`` in MLflow's search), not as a param."""
     params = config_hparams(cfg, model)
     for logger in loggers:
+        if type(logger).__name__ == "MLFlowLogger":
+            logger.log_hyperparams({k: v for k, v in params.items() if k != "tags"})
+            for tag in params.get("tags") or []:
+                logger.experiment.set_tag(logger.run_id, str(tag), "true")
+            continue
         logger.log_hyperparams(params)
     return params
 
@@ -129,8 +185,29 @@ def optimized_metric(cfg: DictConfig, results) -> float | None:
     return float(values[key])
 
 
+# the columns of the console's metrics table, in this order, where the run has them
+TABLE_METRICS = ("psnr", "ssim", "psnr_fov", "ssim_fov", "vessel_dice", "leakage_dice", "lpips", "fid", "kid", "fvd")
+
+
+def metrics_table(metrics: dict) -> str:
+    """The summary of ``metrics.json`` as a plain-text table: this run's val and test rows, then each trivial
+    baseline (the rows of the results page's summary, :func:`fundus2ffa.results_page.summary_rows`)."""
+    from fundus2ffa.results_page import summary_rows
+
+    rows = summary_rows(metrics)
+    if not rows:
+        return ""
+    present = [k for k in TABLE_METRICS if any(isinstance(v.get(k), (int, float)) for _, v in rows)]
+    width = max(len(label) for label, _ in rows)
+    lines = [" " * width + "".join(f"{k:>14}" for k in present)]
+    for label, values in rows:
+        cells = "".join(f"{values[k]:>14.4g}" if isinstance(values.get(k), (int, float)) else f"{'':>14}" for k in present)
+        lines.append(f"{label:<{width}}{cells}")
+    return "\n".join(lines)
+
+
 def finish_run(cfg: DictConfig, trainer) -> None:
-    """After metrics.json: the results page of the test images (rank 0, when the run tested)."""
+    """After metrics.json: the results page of the test images and the metrics table (rank 0, when the run tested)."""
     if not trainer.is_global_zero:
         return
     out = Path(cfg.paths.output_dir)
@@ -139,17 +216,26 @@ def finish_run(cfg: DictConfig, trainer) -> None:
 
         page = write_results_page(out)
         log.info("results page: %s", page)
+    metrics_file = out / "metrics.json"
+    if metrics_file.is_file():
+        import json
+
+        metrics = json.loads(metrics_file.read_text())
+        table = metrics_table(metrics)
+        if table:
+            where = f"{metrics.get('checkpoint') or 'the weights in memory'} (epoch {metrics.get('epoch')})"
+            log.info("metrics of %s (metrics.json; the baselines are trivial predictors, higher is better):\n%s", where, table)
 
 
 def start_run(cfg: DictConfig) -> None:
-    """At the start of ``main`` (rank 0): route Lightning's logs to run.log, print and save the config tree.
+    """At the start of ``main`` (rank 0): route Lightning's logs to run.log, quiet its tips, print (training) and
+    save the config tree.
 
     A config that does not resolve yet (a ``???`` value) is shown unresolved; the checks that follow
     name the missing key."""
-    from lightning.pytorch.utilities import rank_zero_only
-
     route_library_logs()
-    if rank_zero_only.rank != 0:
+    quiet_library_logs()
+    if not _first_process():
         return
     try:
         save_dir = cfg.paths.output_dir
@@ -157,7 +243,8 @@ def start_run(cfg: DictConfig) -> None:
         resolve = True
     except Exception:  # noqa: BLE001 - shown unresolved; check_config reports the problem
         save_dir, resolve = None, False
-    print_config_tree(cfg, save_dir=save_dir, resolve=resolve)
+    # the whole tree (230 lines) only where a run is configured from it; test / predict say what matters in run()
+    print_config_tree(cfg, save_dir=save_dir, resolve=resolve, show=cfg.get("task", "train") == "train" or not resolve)
 
 
 @factory
@@ -245,8 +332,43 @@ def log_failure(exc: BaseException) -> None:
             handler.handle(record)
 
 
+SWEEP_JOBS_ENV = "FUNDUS2FFA_SWEEP_JOBS"  # the job count, for launchers that run jobs in other processes
+
+
+SWEPT_KEYS_ENV = "FUNDUS2FFA_SWEPT_KEYS"
+
+
+def sweep_size(config: DictConfig) -> tuple[int | None, list[str]]:
+    """How many jobs a ``-m`` sweep of ``config`` launches (the product of its comma / range sweeps, or the
+    sweeper's ``n_trials``: Optuna; None when that cannot be told in advance, a glob) and the swept keys."""
+    keys: list[str] = []
+    count: int | None = 1
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        for override in OverridesParser.create().parse_overrides(list(_select(config, "hydra.overrides.task") or [])):
+            if override.is_sweep_override():
+                keys.append(override.key_or_group)
+                count *= len(list(override.sweep_string_iterator()))
+    except Exception:  # noqa: BLE001 - a sweep Hydra expands later (glob): no count
+        count = None
+    trials = _select(config, "hydra.sweeper.n_trials")
+    if trials:
+        count = int(trials)
+        keys += [str(k) for k in (_select(config, "hydra.sweeper.params") or {})]
+    return count, keys
+
+
 class RunHooks(Callback):
-    """Hydra callbacks (``hydra.callbacks.fundus2ffa`` in conf/hydra/default.yaml); module docstring."""
+    """Hydra callbacks (``hydra.callbacks.fundus2ffa`` in conf/hydra/default.yaml); module docstring.
+
+    In a ``-m`` sweep each job starts with ``job i/n: <its overrides>`` (console and its run.log), and the
+    sweep ends with where its folder is and the report command that compares its jobs."""
+
+    def __init__(self):
+        self._jobs: int | None = None
+        self._swept: list[str] = []
+        self._started = 0
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         folder = _select(config, "hydra.run.dir")
@@ -263,9 +385,37 @@ class RunHooks(Callback):
                 check_run_folder(folder, None, what="sweep folder")
             except ConfigError as exc:
                 _refuse(exc)
+        self._jobs, self._swept = sweep_size(config)
+        if self._jobs:
+            os.environ[SWEEP_JOBS_ENV] = str(self._jobs)
+        os.environ[SWEPT_KEYS_ENV] = ",".join(self._swept)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        folder = _select(config, "hydra.sweep.dir")
+        if not folder or not _first_process():
+            return
+        done = len(list(Path(folder).glob("*/metrics.json"))) if Path(folder).is_dir() else 0
+        message = (f"sweep finished: {done} job(s) with metrics in {folder}. Compare them: python -m fundus2ffa.report {folder} "
+                   f"(add --curves {Path(folder) / 'curves'} for their training curves)")
+        log.info(message)
+        if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+                   for h in logging.getLogger().handlers):
+            print(message, flush=True)  # the job's logging is gone by now in some launchers
 
     def on_job_start(self, config: DictConfig, **kwargs) -> None:
-        """``paths.output_dir`` set to another folder than Hydra's (nothing of this job is there yet)."""
+        """``job i/n`` in a sweep; ``paths.output_dir`` set to another folder than Hydra's (nothing of this job
+        is there yet) is refused."""
+        if str(_select(config, "hydra.mode")) == "RunMode.MULTIRUN" and _first_process():
+            number = _select(config, "hydra.job.num")
+            total = self._jobs or (int(os.environ[SWEEP_JOBS_ENV]) if os.environ.get(SWEEP_JOBS_ENV, "").isdigit() else None)
+            index = int(number) + 1 if number is not None else self._started + 1
+            self._started += 1
+            swept = set(os.environ.get(SWEPT_KEYS_ENV, "").split(",")) - {""}
+            chosen = list(_select(config, "hydra.overrides.task") or [])
+            shown = [o for o in chosen if o.split("=", 1)[0].lstrip("+~") in swept] or chosen
+            overrides = " ".join(shown)
+            log.info("job %d%s: %s (%s)", index, f"/{total}" if total else "", overrides or "(no overrides)",
+                     _select(config, "hydra.runtime.output_dir"))
         out, hydra_dir = _select(config, "paths.output_dir"), _select(config, "hydra.runtime.output_dir")
         if out and hydra_dir and _first_process() and Path(out).resolve() != Path(hydra_dir).resolve():
             try:

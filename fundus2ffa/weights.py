@@ -24,6 +24,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from fundus2ffa.config import HelpFormatter
 from fundus2ffa.errors import WeightsError
 from fundus2ffa.writers import atomic_write
 
@@ -183,7 +184,8 @@ def fetch(name: str, force: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fundus2ffa.weights", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fundus2ffa.weights", description=__doc__, formatter_class=HelpFormatter,
+                                     epilog="example: python -m fundus2ffa.weights fetch fid_inception")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="known weights and whether they are cached")
     fetch_parser = sub.add_parser("fetch", help="download, verify and cache weights")

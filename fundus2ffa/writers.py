@@ -134,6 +134,27 @@ def remove_temp_files(folder: str | Path, older_than: float | None = None, recur
     return removed
 
 
+def hard_link(source: str | Path, target: str | Path) -> bool:
+    """Make ``target`` a second name of ``source``'s file (a hard link: no copy, no extra disk), atomically
+    (the link is made under a temporary name, then renamed over ``target``). False, with nothing changed,
+    where the filesystem has no hard links (FAT, some network mounts) or ``source`` is elsewhere; the
+    caller then writes a file instead. A later atomic replacement of ``source`` leaves ``target`` holding
+    the old content: the two names part without either being rewritten."""
+    source, target = Path(source), Path(target)
+    tmp = temp_path(target)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        return False
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_folder(target.parent)
+    return True
+
+
 def write_bytes(path: str | Path, data: bytes, fsync: bool = False) -> Path:
     path = Path(path)
     with atomic_write(path, fsync=fsync) as tmp:

@@ -91,3 +91,66 @@ def test_a_checkpoint_with_code_is_refused_before_anything_runs(tmp_path, monkey
     with pytest.raises(CheckpointError, match=f"refused to load checkpoint {bad}"):
         load_models([bad], torch.device("cpu"))
     assert not (tmp_path / "PWNED_BY_CHECKPOINT").exists()
+
+
+def test_the_demo_prints_its_url_when_ready_and_serves_it(tmp_path):
+    """The real command: one line says where the demo listens (loopback) and how long the start took; the
+    page answers there; Ctrl+C stops it."""
+    import os
+    import re
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import urllib.request
+
+    from conftest import REPO, tiny_checkpoint
+
+    ckpt = tiny_checkpoint(tmp_path / "tiny.ckpt")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "fundus2ffa.app", f"ckpt_path={ckpt}", f"port={port}", "device=cpu"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout=240)
+    try:
+        assert lines and lines[0], proc.stderr.read() if proc.poll() is not None else "no line within 240 s"
+        match = re.fullmatch(r"fundus2ffa demo ready at (http://\S+) \(started in ([0-9.]+) s; Ctrl\+C stops it\)\n", lines[0])
+        assert match, lines[0]
+        url = match.group(1)
+        assert url.startswith(f"http://127.0.0.1:{port}") and float(match.group(2)) > 0
+        with urllib.request.urlopen(url, timeout=60) as page:
+            assert page.status == 200 and "fundus2ffa" in page.read().decode("utf-8", "replace")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode is not None
+
+
+def test_a_native_scale_upload_raises_no_numpy_warning(tmp_path):
+    """PIL's arrays are read-only; nothing on the way to the generator hands one to torch.from_numpy."""
+    import warnings
+
+    from conftest import tiny_checkpoint
+    from fundus2ffa.app import load_models
+    from fundus2ffa.data.synthetic.retina import synthesize_eye
+
+    ckpt = tiny_checkpoint(tmp_path / "tiny.ckpt")
+    upload = tmp_path / "eye.png"
+    Image.fromarray(synthesize_eye(2, size=64, width=96).cf).save(upload)
+    cfg = load_config([f"ckpt_path={ckpt}", "predict.mode=native", "predict.multiple=32"])
+    (translator,) = load_models([ckpt], torch.device("cpu"), cfg).values()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = translate_upload(translator, upload, cfg, tmp_path / "out")
+    assert result.ffa.shape == (64, 96)
+    assert not [w for w in caught if "not writable" in str(w.message)], [str(w.message) for w in caught]

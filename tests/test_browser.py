@@ -33,7 +33,7 @@ def trained_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("browser") / "run"
     cfg = compose_run(
         ["debug=smoke", "data.reader.num_pairs=24", "data.image_size=32", "generator=resnet_9blocks",
-         "generator.n_blocks=2", "trainer.limit_test_batches=1.0", "logger=csv"],
+         "generator.n_blocks=2", "trainer.limit_test_batches=1.0", "logger=csv", "trainer.max_epochs=3"],
         out,
     )
     run(cfg)
@@ -95,6 +95,48 @@ def test_results_page_images_resolve_and_sorting_works(trained_run, browser, tmp
     browser.save_screenshot(str(tmp_path / "results_page.png"))
 
 
+def _loaded(driver, element) -> tuple[int, int]:
+    return tuple(driver.execute_script(
+        "var i = arguments[0]; return i.complete ? [i.naturalWidth, i.naturalHeight] : [0, 0];", element))
+
+
+def test_results_page_shows_training_curves_and_samples_per_epoch(trained_run, browser, tmp_path):
+    """The curves (SVG files drawn from history.csv) and the per-epoch sample grids load; the metric columns
+    are in view beside the thumbnails; the fitted baseline values are a note, not a table row."""
+    from fundus2ffa.plots import read_history
+
+    history = read_history(trained_run / "history.csv")
+    assert [int(r["epoch"]) for r in history] == [0, 1, 2]
+    browser.get((trained_run / "results" / "index.html").as_uri())
+
+    curves = browser.find_elements("css selector", "#curves img")
+    titles = [c.get_attribute("alt") for c in curves]
+    assert "G loss (weighted total)" in titles and "D loss (total and terms)" in titles and "validation PSNR" in titles
+    for curve in curves:
+        width, height = _loaded(browser, curve)
+        assert width > 0 and height > 0, curve.get_attribute("src")
+        assert curve.get_attribute("src").endswith(".svg")
+    # the PSNR curve has one point per epoch, at the values history.csv holds
+    psnr_svg = next(c for c in curves if c.get_attribute("alt") == "validation PSNR").get_attribute("src")
+    svg = Path(psnr_svg.removeprefix("file://")).read_text()
+    assert 'data-name="val/psnr"' in svg and f"(last {history[-1]['val/psnr']:.4g})" in svg
+
+    samples = browser.find_elements("css selector", "#samples img")
+    assert len(samples) == len(list((trained_run / "samples").glob("epoch_*.png"))) == 3
+    assert all(_loaded(browser, img)[0] > 0 for img in samples)
+    captions = [f.text for f in browser.find_elements("css selector", "#samples figcaption")]
+    assert captions[-1] == f"epoch_0002 · val psnr {history[-1]['val/psnr']:.3g}"
+
+    # metrics beside the thumbnails: the psnr column is within the window without scrolling sideways
+    psnr = next(h for h in browser.find_elements("css selector", "#per-image th") if h.text.strip(" \u25b2\u25bc") == "psnr")
+    right = browser.execute_script("return arguments[0].getBoundingClientRect().right;", psnr)
+    assert right <= browser.execute_script("return window.innerWidth;")
+    summary = browser.find_element("css selector", "#summary").text
+    assert "baseline fit" not in summary and "baseline constant" in summary
+    assert "training FFA mean" in browser.find_element("css selector", "#fitted").text
+    browser.save_screenshot(str(tmp_path / "results_page_curves.png"))
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -134,8 +176,27 @@ def test_demo_upload_round_trip(trained_run, browser, tmp_path):
         assert width == 240  # the generated FFA comes back at the upload's resolution
         status = browser.find_element("css selector", "#status").text
         assert "Generated with" in status and "240 x 160" in status
-        assert browser.find_elements("css selector", "#compare img")
+        # the compare slider shows the whole image, not enlarged or cropped
+        for image in browser.find_elements("css selector", "#compare img"):
+            fit, box = browser.execute_script(
+                "var i = arguments[0], r = i.getBoundingClientRect(); return [getComputedStyle(i).objectFit, [r.width, r.height]];",
+                image)
+            assert fit == "scale-down" and _loaded(browser, image) == (240, 160)
+            assert box[0] >= 240 and box[1] >= 160
         browser.save_screenshot(str(tmp_path / "demo.png"))
+
+        # an example image is one click away: a synthetic eye, translated at its own size
+        from fundus2ffa.app import example_images
+
+        examples = browser.find_elements("css selector", "#examples button")
+        assert [b.text for b in examples] == [p.stem.replace("_", " ") for p in example_images()] and examples
+        examples[0].click()
+        expected = Image.open(example_images()[0]).size
+        _wait(lambda: f"{expected[0]} x {expected[1]}" in browser.find_element("css selector", "#status").text,
+              what="the example's translation")
+        generated = browser.find_elements("css selector", "#generated img")
+        assert _wait(lambda: _loaded(browser, generated[0])[0], what="the image to load") == expected[0]
+        browser.save_screenshot(str(tmp_path / "demo_example.png"))
 
         # a corrupt upload: the reason is shown in the page
         bad = tmp_path / "broken.png"

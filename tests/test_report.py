@@ -164,3 +164,33 @@ def test_report_columns_are_configurations_not_class_names(tmp_path):
     merged = json.loads(main([str(root), "--format", "json", "--metrics", "psnr", "--ignore", "loss.*"]))
     assert sorted(r["column"] for r in merged) == ["pix2pix", "pix2pixhd", "saliency_cgan"]
     assert next(r for r in merged if r["column"] == "pix2pix")["n"] == 4
+
+
+def test_a_sweep_counts_its_jobs_and_its_report_draws_one_curve_per_configuration(tmp_path, capsys):
+    """The real command line: a 2-job sweep says job 1/2 and 2/2 and ends naming the report command; the report
+    then draws each configuration's validation PSNR per epoch (the mean of its history.csv) as one line."""
+    import re
+
+    from conftest import cli
+    from fundus2ffa.plots import read_history
+
+    sweep = tmp_path / "sweep"
+    result = cli("-m", "debug=smoke", "data.reader.num_pairs=8", "data.image_size=32", "generator.num_downs=5",
+                 "generator.ngf=4", "discriminator.ndf=4", "trainer.limit_train_batches=2", "callbacks.samples=null",
+                 "trainer.max_epochs=2", "loss.l1.weight=10,100", f"hydra.sweep.dir={sweep}", env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    jobs = re.findall(r"job (\d+)/(\d+): (\S+)", console)
+    assert jobs == [("1", "2", "loss.l1.weight=10"), ("2", "2", "loss.l1.weight=100")]
+    assert f"python -m fundus2ffa.report {sweep}" in console
+
+    main([str(sweep), "--curves", str(tmp_path / "curves")])
+    assert f"curves: {tmp_path / 'curves' / 'index.html'}" in capsys.readouterr().err
+    svg = (tmp_path / "curves" / "synthetic_val_psnr.svg").read_text()
+    for job, weight in ((0, 10), (1, 100)):
+        history = read_history(sweep / str(job) / "history.csv")
+        label = f"pix2pix (loss.l1.weight={weight})"
+        match = re.search(rf'data-name="{re.escape(label)}" points="([^"]+)"', svg)
+        assert match and len(match.group(1).split()) == len(history) == 2
+        assert f"{label} (last {history[-1]['val/psnr']:.4g})" in svg
+    assert 'src="synthetic_val_psnr.svg"' in (tmp_path / "curves" / "index.html").read_text()

@@ -9,6 +9,17 @@ the same point Lightning saves top-k: validation end, or train epoch end without
 the end of training (a clean stop: max_epochs, max_steps, early stopping). Best-K files follow
 ``monitor`` / ``mode`` / ``save_top_k`` as in Lightning.
 
+Light best files (issue 23 item 1): last.ckpt keeps everything a resume needs (weights, optimizer and
+scheduler states, loops, callbacks). A best-K file keeps what evaluation needs: the generator (and its
+EMA copy), the run config, the callbacks' state and the epoch and step, without the optimizer and
+scheduler states and, unless ``best_discriminator: true``, without the discriminators' weights
+(``fundus2ffa.checkpoint.light_copy``; for pix2pix at 256 px about a third of last.ckpt). While the best
+epoch is the last one written, the best file is a hard link to that last.ckpt (one file on disk, two
+names; ``fundus2ffa.writers.hard_link``); when last.ckpt moves on to a later epoch (it is replaced
+atomically, so the best name keeps the old content), the best file is rewritten light. Where the disk
+has no hard links the light file is written at once. ``best_files: full`` keeps Lightning's full best
+files. Resuming from a light file is refused, naming last.ckpt (``fundus2ffa.checkpoint.check_resumable``).
+
 Nothing lost: a start deletes no checkpoint. A superseded best (or last) file is removed only when this
 process wrote it; a file of an earlier process (the run being resumed, a kill between saving a new best
 and removing the old one) is kept, with a log line. A fresh run (no ``ckpt_path`` in this folder) whose
@@ -40,6 +51,7 @@ import logging
 import shutil
 import signal
 from pathlib import Path
+from weakref import proxy
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -48,6 +60,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from fundus2ffa import checkpoint as ckpt_io
 from fundus2ffa.errors import CheckpointError
+from fundus2ffa.writers import hard_link
 
 log = logging.getLogger(__name__)
 NO_SPACE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
@@ -78,13 +91,50 @@ class RunCheckpoint(ModelCheckpoint):
 
     Args: those of ``lightning.pytorch.callbacks.ModelCheckpoint``, plus
         min_free_checkpoints: checkpoints' worth of free space required before training starts (0: no check).
+        best_files: light (default: best-K files without optimizer and scheduler state, a hard link to
+            last.ckpt while they are the same epoch) | full (Lightning's: everything, a separate file).
+        best_discriminator: keep the discriminators' weights in light best files (default false).
     """
 
-    def __init__(self, *args, min_free_checkpoints: float = 2, **kwargs):
+    def __init__(self, *args, min_free_checkpoints: float = 2, best_files: str = "light", best_discriminator: bool = False,
+                 **kwargs):
         super().__init__(*args, **kwargs)
+        if best_files not in ("light", "full"):
+            raise CheckpointError(f"callbacks.model_checkpoint.best_files must be light or full, got {best_files!r}")
         self.min_free_checkpoints = float(min_free_checkpoints)
+        self.best_files = best_files
+        self.best_discriminator = bool(best_discriminator)
         self._last_written_step: int | None = None
         self._written: set[Path] = set()  # files this process saved (resolved paths): the only ones it may remove
+        self._saving_last = False
+        self._writing_light = False
+        self._pending_best: str | None = None  # a best file due at this step, settled once last.ckpt is written
+        self._pending_removals: list[str] = []  # superseded files, removed once the new best exists
+        self._full_links: set[Path] = set()  # best files that are hard links to a last.ckpt (full state)
+
+    # ------------------------------------------------------------------ state
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Lightning's restore, minus best files the checkpoint names that are not on disk (a process killed
+        between writing last.ckpt and linking its best file): they are forgotten, not looked for later."""
+        super().load_state_dict(state_dict)
+        missing = [p for p in self.best_k_models if not Path(p).is_file()]
+        if not missing:
+            return
+        for path in missing:
+            self.best_k_models.pop(path)
+        log.info("the resumed checkpoint names best file(s) that are not on disk (%s): forgotten", ", ".join(map(str, missing)))
+        if self.best_k_models:
+            pick = min if self.mode == "min" else max
+            self.best_model_path = pick(self.best_k_models, key=self.best_k_models.get)
+            self.best_model_score = self.best_k_models[self.best_model_path]
+            worst = max if self.mode == "min" else min
+            self.kth_best_model_path = worst(self.best_k_models, key=self.best_k_models.get)
+            self.kth_value = self.best_k_models[self.kth_best_model_path]
+        else:
+            import torch
+
+            self.best_model_path, self.best_model_score, self.kth_best_model_path = "", None, ""
+            self.kth_value = torch.tensor(float("inf") if self.mode == "min" else float("-inf"))
 
     # ------------------------------------------------------------------ setup
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -133,8 +183,21 @@ class RunCheckpoint(ModelCheckpoint):
 
     # ------------------------------------------------------------------ writing and removing
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        if not self._saving_last and self.best_files == "light" and self._fitting(trainer):
+            # a best-K file: linked to this step's last.ckpt once that is written (_settle_best), else light now
+            self._last_global_step_saved = trainer.global_step
+            self._last_checkpoint_saved = filepath
+            if self.save_last:
+                self._pending_best = filepath
+            else:
+                self._write_light(trainer, filepath)
+            return
+        self._guarded(trainer, filepath, lambda: super(RunCheckpoint, self)._save_checkpoint(trainer, filepath))
+
+    def _guarded(self, trainer: L.Trainer, filepath: str, save) -> None:
+        """Run ``save`` (which writes ``filepath``), turning a full disk into a CheckpointError naming the folder."""
         try:
-            super()._save_checkpoint(trainer, filepath)
+            save()
         except (RuntimeError, OSError) as exc:  # CheckpointError (atomic_save's ENOSPC) is a ValueError: below
             raise self._no_space(trainer, Path(filepath), exc) from None
         except CheckpointError as exc:
@@ -142,6 +205,74 @@ class RunCheckpoint(ModelCheckpoint):
                 raise
             raise self._no_space(trainer, Path(filepath), exc) from None
         self._written.add(Path(filepath).resolve())
+
+    # ------------------------------------------------------------------ light best files
+    def _drop_modules(self, pl_module) -> tuple[str, ...]:
+        if self.best_discriminator or not hasattr(pl_module, "training_only_modules"):
+            return ()
+        return tuple(pl_module.training_only_modules())
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        """While a light best file is being written: strip the checkpoint Lightning dumped (in place)."""
+        if self._writing_light:
+            light = ckpt_io.light_copy(checkpoint, self._drop_modules(pl_module), self.last_model_path or None)
+            checkpoint.clear()
+            checkpoint.update(light)
+
+    def _write_light(self, trainer: L.Trainer, filepath: str) -> None:
+        """Write ``filepath`` as a light checkpoint of the state in memory (every rank dumps; rank 0 writes)."""
+
+        def save():
+            self._writing_light = True
+            try:
+                trainer.save_checkpoint(filepath)
+            finally:
+                self._writing_light = False
+
+        self._guarded(trainer, filepath, save)
+
+    def _settle_best(self, trainer: L.Trainer) -> None:
+        """After last.ckpt was written: the best file due at this step becomes a hard link to it (or a light file
+        where links fail); superseded files go; best files linked to an earlier last.ckpt are rewritten light."""
+        pending, self._pending_best = self._pending_best, None
+        last = Path(self.last_model_path) if self.last_model_path else None
+        if pending is not None:
+            linked = False
+            if trainer.is_global_zero and last is not None and last.is_file():
+                linked = hard_link(last, pending)
+            linked = bool(trainer.strategy.broadcast(linked, src=0))
+            if linked:
+                self._written.add(Path(pending).resolve())
+                self._full_links.add(Path(pending).resolve())
+            else:
+                self._write_light(trainer, pending)
+            if trainer.is_global_zero:
+                for logger in trainer.loggers:
+                    logger.after_save_checkpoint(proxy(self))
+        removals, self._pending_removals = self._pending_removals, []
+        for path in removals:
+            self._remove_checkpoint(trainer, path)
+        if trainer.is_global_zero and last is not None:
+            self._lighten_parted_links(trainer, last)
+        trainer.strategy.barrier("RunCheckpoint._settle_best")
+
+    def _lighten_parted_links(self, trainer: L.Trainer, last: Path) -> None:
+        """Best files that were linked to an earlier last.ckpt (now replaced): rewrite them light."""
+        keep = {Path(p).resolve() for p in self.best_k_models} | ({Path(self.best_model_path).resolve()} if self.best_model_path else set())
+        for path in sorted(self._full_links):
+            if path not in keep or not path.is_file():
+                self._full_links.discard(path)
+                continue
+            try:
+                if path.samefile(last):
+                    continue
+            except OSError:
+                continue
+            checkpoint = ckpt_io.load_checkpoint(path, mmap=True)
+            drop = self._drop_modules(trainer.lightning_module) if trainer.lightning_module is not None else ()
+            self._guarded(trainer, str(path), lambda: ckpt_io.atomic_save(ckpt_io.light_copy(checkpoint, drop, str(last)), path))
+            del checkpoint
+            self._full_links.discard(path)
 
     def _no_space(self, trainer: L.Trainer, target: Path, exc: BaseException) -> BaseException:
         """``exc`` (a failed save) as a CheckpointError naming the folder and the bytes needed, when the disk
@@ -169,7 +300,10 @@ class RunCheckpoint(ModelCheckpoint):
         )
 
     def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        """Remove a superseded checkpoint only when this process wrote it."""
+        """Remove a superseded checkpoint only when this process wrote it (and only once its successor exists)."""
+        if self._pending_best is not None:
+            self._pending_removals.append(filepath)
+            return
         path = Path(filepath).resolve()
         if path not in self._written:
             log.info("keeping %s: superseded, but written before this process started (a run removes only its own files)", filepath)
@@ -182,9 +316,14 @@ class RunCheckpoint(ModelCheckpoint):
         return not trainer.fast_dev_run and trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
 
     def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
-        super()._save_last_checkpoint(trainer, monitor_candidates)
+        self._saving_last = True
+        try:
+            super()._save_last_checkpoint(trainer, monitor_candidates)
+        finally:
+            self._saving_last = False
         if self.save_last:
             self._last_written_step = trainer.global_step
+            self._settle_best(trainer)
 
     def _ensure_last(self, trainer: L.Trainer) -> None:
         if self.save_last and self._fitting(trainer) and self._last_written_step != trainer.global_step:

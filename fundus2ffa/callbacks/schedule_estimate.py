@@ -40,9 +40,16 @@ class ScheduleEstimate(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         per_epoch = trainer.num_training_batches
         epochs = trainer.max_epochs
-        schedule = pl_module.hparams.get("schedule") if hasattr(pl_module, "hparams") else None
-        self.total_iterations = int(per_epoch * max(epochs - trainer.current_epoch, 0)) if per_epoch != float("inf") else None
-        origin = f" (model.schedule {dict(schedule)})" if schedule else ""
+        start = trainer.current_epoch  # restored on resume: the epochs already done
+        left = max(epochs - start, 0)
+        self.total_iterations = int(per_epoch * left) if per_epoch != float("inf") else None
+        if hasattr(pl_module, "schedule_summary"):
+            origin = f" ({pl_module.schedule_summary(epochs)})"
+        else:
+            schedule = pl_module.hparams.get("schedule") if hasattr(pl_module, "hparams") else None
+            origin = f" (model.schedule {dict(schedule)})" if schedule else ""
+        span = f"epoch {epochs}" if left == 1 else f"epochs {start + 1}-{epochs}"
+        where = f", {span} of {epochs} (resumed after epoch {start})" if start else ""
         limit = ""
         if trainer.max_steps is not None and trainer.max_steps > 0:
             # global_step counts optimizer steps: a GAN iteration steps G and D
@@ -51,8 +58,8 @@ class ScheduleEstimate(L.Callback):
             self.total_iterations = by_steps if self.total_iterations is None else min(self.total_iterations, by_steps)
             limit = f", at most trainer.max_steps={trainer.max_steps} optimizer steps ({per_iteration} per iteration)"
         log.info(
-            "training %d epochs%s x %s iterations per epoch%s; override trainer.max_epochs, trainer.max_steps or "
-            "model.schedule.* to change", epochs, origin, per_epoch, limit,
+            "training %d epoch%s%s%s x %s iterations per epoch%s; override trainer.max_epochs, trainer.max_steps or "
+            "model.schedule.* to change", left, "" if left == 1 else "s", where, origin, per_epoch, limit,
         )
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:

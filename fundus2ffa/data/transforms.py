@@ -34,11 +34,18 @@ from fundus2ffa.priors.fov import PIL_BICUBIC, disc_mask, resize_image
 CROP_MODES = ("random", "center", "quadrants", "none")
 
 
+def _writable(array: np.ndarray) -> np.ndarray:
+    """A contiguous array torch may wrap: PIL's ``np.asarray(image)`` is read-only, and torch.from_numpy warns
+    on (and must not share) one; a copy only where needed."""
+    array = np.ascontiguousarray(array)
+    return array if array.flags.writeable else array.copy()
+
+
 def to_tensor_pm1(image: np.ndarray) -> torch.Tensor:
     """uint8 H x W (x C) -> float C x H x W in [-1, 1], i.e. (x/255 - 0.5)/0.5 (reference_spec 1.1)."""
     if image.ndim == 2:
         image = image[:, :, None]
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+    tensor = torch.from_numpy(_writable(image)).permute(2, 0, 1).float()
     return tensor.div_(127.5).sub_(1.0)
 
 
@@ -213,7 +220,7 @@ class Transform:
 
     def to_tensors(self, sample: Sample) -> dict:
         """``cf`` 3 x H x W, ``frames`` T x C x H x W in [-1, 1]; each mask 1 x H x W float {0, 1}."""
-        frames = torch.from_numpy(np.ascontiguousarray(sample.frames)).float().div_(127.5).sub_(1.0)[:, None]
+        frames = torch.from_numpy(_writable(sample.frames)).float().div_(127.5).sub_(1.0)[:, None]
         if self.channels == 3:
             frames = frames.expand(-1, 3, -1, -1).contiguous()
         out = {"cf": to_tensor_pm1(sample.cf), "frames": frames}

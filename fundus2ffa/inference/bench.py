@@ -24,9 +24,8 @@ import sys
 import time
 
 import numpy as np
-import torch
 
-from fundus2ffa.inference.tiled import TileSettings
+# torch is imported by the case that runs (``one``): ``--help`` and the parent process need none of it
 
 FAMILIES = {
     "pix2pix": ["model=pix2pix"],
@@ -45,6 +44,7 @@ def rss_mb() -> float:
 
 
 def one(family: str, size: str, mode: str, args) -> dict:
+    import torch
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
@@ -77,6 +77,15 @@ def one(family: str, size: str, mode: str, args) -> dict:
             "threads": args.threads}
 
 
+def default_tile_batch() -> int:
+    """predict.tiled.batch as task=predict has it (conf/run.yaml)."""
+    from omegaconf import OmegaConf
+
+    from fundus2ffa.config import config_dir
+
+    return int(OmegaConf.load(config_dir() / "run.yaml").predict.tiled.batch)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m fundus2ffa.inference.bench",
@@ -93,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resize", type=int, default=256, help="the square side of mode resize")
     parser.add_argument("--tile", type=int, default=512, help="predict.tiled.size")
     parser.add_argument("--overlap", type=float, default=0.25, help="predict.tiled.overlap")
-    parser.add_argument("--tile-batch", type=int, default=TileSettings.batch, help="predict.tiled.batch: tiles per generator call")
+    parser.add_argument("--tile-batch", type=int, default=default_tile_batch(), help="predict.tiled.batch: tiles per generator call")
     parser.add_argument("--frames", type=int, default=4, help="frames per video (Fundus2Video)")
     parser.add_argument("--ratios", action="store_true", help="add tiled/native time and memory ratios per family and size")
     parser.add_argument("--one", nargs=3, metavar=("FAMILY", "SIZE", "MODE"), help=argparse.SUPPRESS)
@@ -106,18 +115,21 @@ def main(argv: list[str] | None = None) -> None:
     print("| family | input | mode | images/s | s/image | CPU s/image | peak extra MB |\n|---|---|---|---|---|---|---|", flush=True)
     results = {}
     passed = [a for a in sys.argv[1:] if not a.startswith("--one")] if argv is None else list(argv)
-    for family in args.families:
-        for size in args.sizes:
-            for mode in args.modes:
-                command = [sys.executable, "-m", "fundus2ffa.inference.bench", *passed, "--one", family, size, mode]
-                result = subprocess.run(command, capture_output=True, text=True)
-                lines = [l for l in result.stdout.splitlines() if l.startswith("RESULT ")]
-                if not lines:
-                    reason = (result.stderr.strip().splitlines() or ["?"])[-1][:80]
-                    print(f"| {family} | {size} | {mode} | failed: {reason} | | | |", flush=True)
-                    continue
-                r = results[family, size, mode] = json.loads(lines[-1][7:])
-                print(f"| {family} | {size} | {mode} | {r['images_per_s']} | {r['seconds']} | {r['cpu_seconds']} | {r['peak_extra_mb']} |", flush=True)
+    cases = [(f, s, m) for f in args.families for s in args.sizes for m in args.modes]
+    started = time.perf_counter()
+    for index, (family, size, mode) in enumerate(cases, 1):
+        # one case: its progress on stderr (the table on stdout stays clean)
+        print(f"case {index}/{len(cases)}: {family} {size} {mode} ... ({time.perf_counter() - started:.0f} s so far)",
+              file=sys.stderr, flush=True)
+        command = [sys.executable, "-m", "fundus2ffa.inference.bench", *passed, "--one", family, size, mode]
+        result = subprocess.run(command, capture_output=True, text=True)
+        lines = [l for l in result.stdout.splitlines() if l.startswith("RESULT ")]
+        if not lines:
+            reason = (result.stderr.strip().splitlines() or ["?"])[-1][:80]
+            print(f"| {family} | {size} | {mode} | failed: {reason} | | | |", flush=True)
+            continue
+        r = results[family, size, mode] = json.loads(lines[-1][7:])
+        print(f"| {family} | {size} | {mode} | {r['images_per_s']} | {r['seconds']} | {r['cpu_seconds']} | {r['peak_extra_mb']} |", flush=True)
     if args.ratios:
         print("\n| family | input | tiled / native time | tiled / native CPU time | tiled / native peak memory |\n|---|---|---|---|---|")
         for family in args.families:

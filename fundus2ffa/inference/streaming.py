@@ -41,6 +41,7 @@ from fundus2ffa.data.io import MAX_PIXELS, check_max_pixels, read_cf
 from fundus2ffa.data.preprocess import Preprocess
 from fundus2ffa.errors import ConfigError, DataError, Stopped
 from fundus2ffa.inference.translator import Translator
+from fundus2ffa.progress import Progress
 from fundus2ffa.writers import VIDEO_FORMATS, check_video_format, remove_temp_files, write_frames, write_json, write_png
 
 log = logging.getLogger(__name__)
@@ -196,11 +197,17 @@ class Summary:
 class PredictionWriter(BasePredictionWriter):
     """Writes each batch's outputs as they come; gathers the summary on rank 0 at the end."""
 
-    def __init__(self, out_dir: Path, settings: PredictSettings, summary: Summary):
+    def __init__(self, out_dir: Path, settings: PredictSettings, summary: Summary, progress: Progress | None = None):
         super().__init__(write_interval="batch")
         self.out_dir, self.settings, self.summary = out_dir, settings, summary
+        self.progress = progress  # counts images (rank 0: its own share; every rank writes its own)
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
+        self._write(trainer, prediction)
+        if self.progress is not None and trainer.is_global_zero:
+            self.progress.update(len(prediction), f"{len(self.summary.failed)} failed" if self.summary.failed else "")
+
+    def _write(self, trainer, prediction) -> None:
         for item in prediction:
             if "error" in item:
                 self.summary.failed.append({"path": item["path"], "reason": item["error"]})
@@ -278,11 +285,15 @@ def predict_streaming(cfg: DictConfig, translator: Translator, inputs: list[Path
         PredictInputs(todo, todo_names, translator.preprocess, allow_grey, max_pixels), batch_size=settings.batch_size, shuffle=False,
         num_workers=settings.num_workers, collate_fn=collate, persistent_workers=False,
     )
-    writer = PredictionWriter(out_dir, settings, summary)
-    trainer = build_trainer(cfg, [writer], [])
+    # the progress counts images (Lightning's bar would count batches of predict.batch_size); each rank its share
+    progress = Progress(len(todo), "predict", "images", min_interval=10.0)
+    writer = PredictionWriter(out_dir, settings, summary, progress)
+    trainer = build_trainer(cfg, [writer], [], enable_progress_bar=False)
+    if trainer.world_size > 1:
+        progress.total = len(range(trainer.global_rank, len(todo), trainer.world_size))
     if todo:
         try:
-            with stop_on_signals():
+            with stop_on_signals(), progress:
                 trainer.predict(StreamingPredictor(translator), dataloaders=loader, return_predictions=False)
         except Stopped as exc:
             message = (f"prediction {exc} after {len(summary.written)} of {len(todo)} outputs; no partial file is left "

@@ -258,6 +258,10 @@ class CoarseFineGAN(GANModule):
         optimizers += [self.make_optimizer(self.hparams.optimizer_d, self.discriminator.nets[n].parameters()) for n in self.d_names]
         return optimizers, self.make_schedulers(optimizers)
 
+    def optimizer_labels(self, count: int) -> tuple[str, ...]:
+        """lr-G_coarse, lr-G_fine, lr-G_joint, lr-D_<discriminator> in the learning-rate monitor."""
+        return ("G_coarse", "G_fine", "G_joint", *(f"D_{name}" for name in self.d_names))[:count]
+
     @property
     def optimizer_names(self) -> tuple[str, ...]:
         """Names of :meth:`configure_optimizers`' optimisers, in order."""

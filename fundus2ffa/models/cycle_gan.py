@@ -242,6 +242,7 @@ class CycleGAN(GANModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
         state = checkpoint.get(STATE_KEY)
         if not state:
             return

@@ -16,17 +16,20 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
+from fundus2ffa import checkpoint as ckpt_io
 from fundus2ffa.errors import ConfigError
 from fundus2ffa.targets import check_targets, instantiate
 from fundus2ffa.metrics.evaluation import evaluation_scores
 from fundus2ffa.metrics.image import MetricTable
 from fundus2ffa.models.ema import EMASettings, ema_update, frozen_copy
-from fundus2ffa.models.schedules import CONVENTIONS, constant_then_linear_decay
+from fundus2ffa.models.schedules import CONVENTIONS, constant_then_linear_decay, linear_decay_factor
 from fundus2ffa.models.step_in_backward import StepInBackward, unsupported_reason
 
 log = logging.getLogger(__name__)
 
 EVAL_MODES = ("eval", "train")
+# submodules only training uses: a light (best-K) checkpoint may leave their weights out
+TRAINING_ONLY_MODULES = ("discriminator", "discriminator_km", "d_a", "d_b")
 
 
 def one_image_at_a_time(method):
@@ -193,17 +196,41 @@ class GANModule(L.LightningModule):
         """An optimizer over ``params`` from a config such as {_target_: torch.optim.Adam, lr: ...}."""
         return instantiate(config, "the model's stored optimizer config", _partial_=True)(params)
 
+    def optimizer_labels(self, count: int) -> tuple[str, ...]:
+        """Short names of the ``count`` optimizers ``configure_optimizers`` returns, in order: G (generator),
+        D (discriminator), F (PatchNCE heads) by default; the learning-rate monitor logs ``lr-<label>``."""
+        labels = ("G", "D", "F")
+        return tuple(labels[i] if i < len(labels) else f"opt{i}" for i in range(count))
+
     def make_schedulers(self, optimizers: list) -> list:
+        """One constant-then-linear-decay scheduler per optimizer, named ``lr-<label>`` (optimizer_labels) so the
+        learning-rate monitor logs ``lr-G`` / ``lr-D`` rather than ``lr-Adam`` / ``lr-Adam-1``."""
         schedule = self.hparams.get("schedule") or {}
         convention = schedule.get("convention", "pix2pix")
         if convention not in CONVENTIONS:
             raise ConfigError(f"model.schedule.convention must be one of {'|'.join(CONVENTIONS)}, got {convention!r}")
+        labels = self.optimizer_labels(len(optimizers))
         return [
-            constant_then_linear_decay(
-                opt, int(schedule.get("constant_epochs", 100)), int(schedule.get("decay_epochs", 100)), convention
-            )
-            for opt in optimizers
+            {"scheduler": constant_then_linear_decay(
+                opt, int(schedule.get("constant_epochs", 100)), int(schedule.get("decay_epochs", 100)), convention),
+             "interval": "epoch", "name": f"lr-{label}"}
+            for opt, label in zip(optimizers, labels)
         ]
+
+    def schedule_summary(self, max_epochs: int) -> str:
+        """The learning-rate schedule a run of ``max_epochs`` epochs actually follows, in words (the first log line)."""
+        schedule = self.hparams.get("schedule") or {}
+        constant, decay = int(schedule.get("constant_epochs", 100)), int(schedule.get("decay_epochs", 100))
+        convention = schedule.get("convention", "pix2pix")
+        planned = f"model.schedule {constant} constant + {decay} decay epochs"
+        if max_epochs == constant + decay:
+            return f"{planned}, {convention} convention"
+        last = linear_decay_factor(max(max_epochs - 1, 0), constant, decay, convention)
+        if max_epochs <= constant or last >= 1.0:
+            how = "the learning rate stays constant"
+        else:
+            how = f"the learning rate decays to {last:.2g} x its initial value, not to the planned end"
+        return f"trainer.max_epochs={max_epochs} instead of {planned} = {constant + decay}: {how}"
 
     def on_train_epoch_start(self) -> None:
         """Set every learning rate from the current epoch.
@@ -218,8 +245,10 @@ class GANModule(L.LightningModule):
             return
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             scheduler.last_epoch = self.current_epoch
-            for group, lr in zip(scheduler.optimizer.param_groups, scheduler.get_lr()):
-                group["lr"] = lr
+            # the LambdaLR's own factors (get_lr() outside step() warns on every epoch)
+            factors = [fn(self.current_epoch) for fn in scheduler.lr_lambdas]
+            for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, factors):
+                group["lr"] = base * factor
             scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -230,6 +259,23 @@ class GANModule(L.LightningModule):
         record = getattr(self, "fundus2ffa_record", None)
         if record:
             checkpoint["fundus2ffa"] = record
+
+    def training_only_modules(self) -> tuple[str, ...]:
+        """Names of the submodules that evaluation never runs (the discriminators)."""
+        return tuple(name for name in TRAINING_ONLY_MODULES if isinstance(getattr(self, name, None), nn.Module))
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A light (best-K) checkpoint left out training-only modules (fundus2ffa/checkpoint.py): they keep
+        this module's current weights, so the strict load that follows (Lightning's, the loader's) fits."""
+        if not ckpt_io.is_light(checkpoint):
+            return
+        dropped = tuple(f"{name}." for name in checkpoint[ckpt_io.LIGHT_KEY].get("dropped_modules") or ())
+        if not dropped:
+            return
+        state = checkpoint.setdefault("state_dict", {})
+        for key, value in self.state_dict().items():
+            if key.startswith(dropped) and key not in state:
+                state[key] = value
 
     # ----------------------------------------------------------------- evaluation mode
     def evaluated_networks(self) -> list[nn.Module]:
@@ -370,3 +416,6 @@ class GANModule(L.LightningModule):
             {f"train/{prefix}_{name}": value.detach() for name, value in terms.items()},
             on_step=True, on_epoch=True, batch_size=batch_size,
         )
+        if "total" in terms:  # the progress bar's G / D columns (not sent to the loggers: train/*_total are)
+            self.log(prefix.upper(), terms["total"].detach(), prog_bar=True, logger=False, on_step=True, on_epoch=False,
+                     batch_size=batch_size)

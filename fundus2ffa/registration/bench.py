@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fundus2ffa.config import HelpFormatter
 from fundus2ffa.data.io import read_cf, read_grey
 from fundus2ffa.data.synthetic.retina import synthesize_eye
 from fundus2ffa.priors.fov import fov_mask
@@ -152,7 +153,9 @@ def bench_uwf_eyes(data: Path, options) -> list[dict]:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fundus2ffa.registration.bench", description=__doc__,
+                                     formatter_class=HelpFormatter,
+                                     epilog="example: python -m fundus2ffa.registration.bench --pairs 10 --out bench.json")
     parser.add_argument("--data", type=Path, default=shared_data())
     parser.add_argument("--pairs", type=int, default=40, help="ffa_frames images in (a); synthetic eyes in (b)")
     parser.add_argument("--speed-pairs", type=int, default=5)

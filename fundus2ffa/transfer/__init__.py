@@ -9,7 +9,18 @@ the same architecture from random initialisation and, when its weights are given
 See experiments/zhang2024_transfer/README.md for the protocol and the tables.
 """
 
-from fundus2ffa.transfer.backbone import BackboneSource, GeneratorEncoder, GeneratorSegmenter, load_generator
-from fundus2ffa.transfer.fewshot import few_shot_indices, split_pool_test
+import importlib
 
-__all__ = ["BackboneSource", "GeneratorEncoder", "GeneratorSegmenter", "few_shot_indices", "load_generator", "split_pool_test"]
+# imported when first used: ``python -m fundus2ffa.transfer --help`` loads this package, and torch need not come
+_EXPORTS = {
+    "BackboneSource": "fundus2ffa.transfer.backbone", "GeneratorEncoder": "fundus2ffa.transfer.backbone",
+    "GeneratorSegmenter": "fundus2ffa.transfer.backbone", "load_generator": "fundus2ffa.transfer.backbone",
+    "few_shot_indices": "fundus2ffa.transfer.fewshot", "split_pool_test": "fundus2ffa.transfer.fewshot",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'fundus2ffa.transfer' has no attribute {name!r}")

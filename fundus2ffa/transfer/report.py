@@ -9,6 +9,7 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
+from fundus2ffa.config import HelpFormatter
 from fundus2ffa.errors import DataError
 from fundus2ffa.transfer.fewshot import summarise
 from fundus2ffa.writers import write_text
@@ -71,7 +72,8 @@ def write_tables(paths, out: Path | None = None) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fundus2ffa.transfer.report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fundus2ffa.transfer.report", description=__doc__, formatter_class=HelpFormatter,
+                                     epilog="example: python -m fundus2ffa.transfer.report outputs/transfer/runs/<time> --out table.md")
     parser.add_argument("runs", nargs="+", help="transfer run directories or results.csv files")
     parser.add_argument("--out", type=Path, default=None, help="also write the tables to this markdown file")
     args = parser.parse_args(argv)

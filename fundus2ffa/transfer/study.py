@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fundus2ffa.errors import ConfigError
 from fundus2ffa.builders import build
+from fundus2ffa.errors import ConfigError
+from fundus2ffa.progress import Progress
 from fundus2ffa.transfer.backbone import BackboneSource
 from fundus2ffa.transfer.fewshot import few_shot_indices, parse_k, split_pool_test
 from fundus2ffa.transfer.report import write_tables
@@ -25,6 +26,7 @@ from fundus2ffa.writers import write_csv
 
 log = logging.getLogger(__name__)
 TASKS = ("classification", "segmentation", "retrieval")
+FIT_KEYS = ("init", "mode", "k", "seed", "n_train", "n_test")  # what names a fit; the rest are its scores
 
 
 def _plain(node):
@@ -78,19 +80,21 @@ def run_study(cfg: DictConfig) -> list[dict]:
     name = down.get("name") or task
     started = time.perf_counter()
 
-    def record(row: dict) -> None:
+    def record(row: dict, progress: Progress) -> None:
         rows.append({"study": name, "task": task, **row})
         write_csv(out / "results.csv", rows)
-        log.info("%s", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()})
+        scores = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in FIT_KEYS and isinstance(v, float))
+        progress.update(1, f"{row['init']} {row['mode']} k={row['k']} seed={row['seed']}: {scores}")
 
+    # every fit is planned first, so the progress knows how many there are
     if task == "retrieval":
-        for init in inits:
-            for query in down.queries:
-                if query == "generated" and init == "imagenet":
-                    continue
-                for seed in seeds if init != "pretrained" else seeds[:1]:  # pretrained is deterministic
-                    metrics = retrieve(source, init, data, query, trainer_cfg, seed, tuple(down.ks))
-                    record({"init": init, "mode": f"zero_shot_{query}", "k": "zero_shot", "seed": seed, "n_train": 0, "n_test": len(data), **metrics})
+        plan = [(init, query, seed) for init in inits for query in down.queries if not (query == "generated" and init == "imagenet")
+                for seed in (seeds if init != "pretrained" else seeds[:1])]  # pretrained is deterministic
+        with Progress(len(plan), f"transfer {name}", "fits") as progress:
+            for init, query, seed in plan:
+                metrics = retrieve(source, init, data, query, trainer_cfg, seed, tuple(down.ks))
+                record({"init": init, "mode": f"zero_shot_{query}", "k": "zero_shot", "seed": seed, "n_train": 0,
+                        "n_test": len(data), **metrics}, progress)
     else:
         labels = data.labels.numpy() if task == "classification" else None
         pool, test_idx = split_pool_test(len(data), float(down.test_fraction), int(down.split_seed), labels, down.get("test_size"))
@@ -98,13 +102,13 @@ def run_study(cfg: DictConfig) -> list[dict]:
         settings = _plain(down.train)
         fit = classify if task == "classification" else segment
         shots = [parse_k(k) for k in down.shots]
-        for init in inits:
-            for mode in down.modes:
-                for k in shots:
-                    for seed in seeds:
-                        train_idx = few_shot_indices(pool, k, seed, labels)
-                        metrics = fit(source, init, data.subset(train_idx), test, mode, settings, trainer_cfg, seed)
-                        record({"init": init, "mode": mode, "k": k, "seed": seed, "n_train": len(train_idx), "n_test": len(test_idx), **metrics})
+        plan = [(init, mode, k, seed) for init in inits for mode in down.modes for k in shots for seed in seeds]
+        with Progress(len(plan), f"transfer {name}", "fits") as progress:
+            for init, mode, k, seed in plan:
+                train_idx = few_shot_indices(pool, k, seed, labels)
+                metrics = fit(source, init, data.subset(train_idx), test, mode, settings, trainer_cfg, seed)
+                record({"init": init, "mode": mode, "k": k, "seed": seed, "n_train": len(train_idx), "n_test": len(test_idx),
+                        **metrics}, progress)
     log.info("study %s: %d runs in %.0f s", name, len(rows), time.perf_counter() - started)
     write_tables([out / "results.csv"], out / "table.md")
     return rows

@@ -53,7 +53,9 @@ def _snapshot(folder: Path) -> dict:
 
 def test_a_resume_keeps_a_best_file_newer_than_the_last_ckpt_it_resumes_from(tmp_path, monkeypatch):
     """A kill between saving best-epoch_0002.ckpt and rewriting last.ckpt leaves last.ckpt at epoch 1;
-    resuming from it must not delete the newer best file (it did: 'untracked best file')."""
+    resuming from it must not delete the newer best file (it did: 'untracked best file'). Full best files
+    (Lightning's order: the best file first, then last.ckpt); light best files are linked after last.ckpt
+    is written, so that kill is tested below for them."""
     from fundus2ffa.callbacks.checkpoint import RunCheckpoint
 
     out = tmp_path / "run"
@@ -67,15 +69,16 @@ def test_a_resume_keeps_a_best_file_newer_than_the_last_ckpt_it_resumes_from(tmp
         original(self, trainer, candidates)
 
     monkeypatch.setattr(RunCheckpoint, "_save_last_checkpoint", killed_at_epoch_2)
+    full = "callbacks.model_checkpoint.best_files=full"
     with pytest.raises(RuntimeError, match="killed after"):
-        run(compose_run([*BASE, "trainer.max_epochs=3"], out))
+        run(compose_run([*BASE, "trainer.max_epochs=3", full], out))
     monkeypatch.setattr(RunCheckpoint, "_save_last_checkpoint", original)
     assert sorted(p.name for p in folder.iterdir()) == ["best-epoch_0002.ckpt", "last.ckpt"]
     assert _epoch(folder / "last.ckpt") == 1 and _epoch(folder / "best-epoch_0002.ckpt") == 2
     newer_best = (folder / "best-epoch_0002.ckpt").read_bytes()
 
     # resume in the same folder from the older last.ckpt; epoch 2 is a new best again
-    run(compose_run([*BASE, "trainer.max_epochs=3", f"ckpt_path={folder / 'last.ckpt'}"], out))
+    run(compose_run([*BASE, "trainer.max_epochs=3", full, f"ckpt_path={folder / 'last.ckpt'}"], out))
     assert (folder / "best-epoch_0002.ckpt").read_bytes() == newer_best  # kept, untouched
     assert _epoch(folder / "last.ckpt") == 2
     # the resumed run's own best went beside it (Lightning's version counter), not over it
@@ -98,6 +101,11 @@ def test_a_fresh_run_in_a_folder_of_checkpoints_is_refused_and_deletes_nothing(t
     with pytest.raises(ConfigError, match=rf"run folder {out} already holds files of another run \(checkpoints, "
                                           r".*nothing was written.*ckpt_path=.*last\.ckpt"):
         run(compose_run([*BASE, "trainer.max_epochs=1"], out))
+    # the same run folder is refused by run() itself (tests/test_run_folders.py); a new run folder whose
+    # checkpoint folder is the old run's meets the checkpoint callback's own check
+    with pytest.raises(CheckpointError, match=rf"checkpoint folder {folder} already holds 2 checkpoint\(s\) of another run "
+                                              r".*nothing was written.*ckpt_path=.*last\.ckpt"):
+        run(compose_run([*BASE, "trainer.max_epochs=1", f"callbacks.model_checkpoint.dirpath={folder}"], tmp_path / "new_run"))
     assert _snapshot(folder) == before
     # the checkpoint callback refuses it too, should a caller bypass run(): a fresh fit into that folder
     from fundus2ffa.callbacks.checkpoint import RunCheckpoint
@@ -155,9 +163,9 @@ def test_a_full_disk_during_training_names_the_folder_and_keeps_the_checkpoints(
 
     def opener(path, mode="r", *args, **kwargs):
         handle = real_open(path, mode, *args, **kwargs)
-        if "x" in mode and str(path).endswith(TEMP_SUFFIX):
+        if "x" in mode and str(path).endswith(TEMP_SUFFIX) and Path(path).name.startswith(".last.ckpt."):
             saves.append(path)
-            if len(saves) > 2:  # epoch 0: best + last fit; then the disk is full
+            if len(saves) > 1:  # epoch 0's last.ckpt fits (its best file is a link to it); then the disk is full
                 return FullDisk(handle)
         return handle
 

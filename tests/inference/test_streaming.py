@@ -149,3 +149,20 @@ def test_tiled_mode_end_to_end(ckpt, tmp_path):
     written = run(compose_run(predict_overrides(ckpt, inputs, tmp_path / "out", "predict.mode=tiled", "predict.tiled.size=64",
                                                 "predict.tiled.overlap=0.5"), tmp_path / "run"))
     assert [Image.open(p).size for p in sorted(written)] == [(100, 100), (108, 100)]
+
+
+def test_the_progress_counts_images_not_batches(ckpt, tmp_path):
+    """The real command line with stdout piped: 5 images in batches of 2 end with one line '5/5 images'; no bar
+    or line counts the 3 batches."""
+    import re
+
+    inputs = make_inputs(tmp_path / "in", 5)
+    out = tmp_path / "out"
+    result = cli(*predict_overrides(ckpt, inputs, out, "predict.batch_size=2"), f"hydra.run.dir={tmp_path / 'run'}",
+                 env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    counts = re.findall(r"predict: (\d+)/(\d+) images", console)
+    assert counts and counts[-1] == ("5", "5") and all(total == "5" for _, total in counts)
+    assert "Predicting" not in console and not re.search(r"\b3/3\b", console)
+    assert len(list(out.glob("*.png"))) == 5

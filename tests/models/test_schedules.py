@@ -38,7 +38,8 @@ def scheduled(convention: str) -> list[float]:
     module = GANModule()
     module.save_hyperparameters({"schedule": {"constant_epochs": CONSTANT, "decay_epochs": DECAY, "convention": convention}})
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=LR)
-    (scheduler,) = module.make_schedulers([optimizer])
+    (config,) = module.make_schedulers([optimizer])
+    scheduler = config["scheduler"]
     return [LR * scheduler.lr_lambdas[0](epoch) for epoch in range(CONSTANT + DECAY)]
 
 

@@ -44,3 +44,34 @@ def test_missing_imagenet_weights_fail_before_training(tmp_path, global_checkpoi
 def test_a_missing_data_root_names_the_key(tmp_path, global_checkpoint):
     with pytest.raises(ConfigError, match="downstream.data.root"):
         _run(tmp_path, global_checkpoint[0], ["downstream=vessel_segmentation"])
+
+
+def test_the_command_line_counts_its_fits_and_says_lightnings_lines_once(tmp_path, video_checkpoint):
+    """The real command with stdout piped: a line per fit (i/n and its scores) instead of one dict per fit, and
+    Lightning's accelerator lines once for the whole study, its tips never (issue 23 items 4 and 8)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "study"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "fundus2ffa.transfer", *TINY, "downstream=synthetic_vessels", "downstream.shots=[1,all]",
+         "downstream.data.num_eyes=6", "downstream.train.steps=2", f"backbone.checkpoint={video_checkpoint[0]}",
+         f"hydra.run.dir={out}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    with (out / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    fits = re.findall(r"transfer \S+: (\d+)/(\d+) fits \((\w+) (\w+) k=(\w+) seed=(\d+): dice ([0-9.e-]+)", console)
+    assert [(int(i), int(n)) for i, n, *_ in fits] == [(i + 1, len(rows)) for i in range(len(rows))]
+    for (_, _, init, mode, k, seed, dice), row in zip(fits, rows):
+        assert (init, mode, k, seed) == (row["init"], row["mode"], row["k"], row["seed"])
+        assert float(dice) == pytest.approx(float(row["dice"]), rel=1e-3)
+    assert "{'study'" not in console  # no dict per fit
+    assert console.count("GPU available") <= 1 and "Tip" not in console
+    assert (out / "transfer.log").read_text().count("fits (") == len(rows)

@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from fundus2ffa.config import HelpFormatter
 from fundus2ffa.errors import ConfigError
 
 LAYOUTS = ("isfahan", "video_csv", "paired_folder")
@@ -62,8 +63,8 @@ def export(layout: str, out: Path, count: int, size: int, width: int | None, see
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fundus2ffa.data.synthetic", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m fundus2ffa.data.synthetic", description=__doc__, formatter_class=HelpFormatter,
+                                     epilog="example: python -m fundus2ffa.data.synthetic export --layout paired_folder synthetic_pairs/")
     commands = parser.add_subparsers(dest="command", required=True)
     cmd = commands.add_parser("export", help="write synthetic eyes in an on-disk layout")
     cmd.add_argument("--layout", required=True, choices=LAYOUTS)
