@@ -88,7 +88,7 @@ class DownstreamSet:
                              pick(self.masks), pick(self.fov), pick(self.paired),
                              None if self.parts is None else [self.parts[i] for i in index.tolist()])
 
-    def part(self, name: str) -> list[int]:
+    def in_part(self, name: str) -> list[int]:
         """Indices of the items of the data set's own ``name`` part (train | test); [] without parts."""
         return [i for i, p in enumerate(self.parts or []) if p == name]
 

@@ -70,7 +70,7 @@ def pool_and_test(data, down, labels=None) -> tuple[np.ndarray, np.ndarray]:
     DRIVE's training/ and test/ folders; ``downstream.test_fraction`` is then unused), else a
     ``test_fraction`` split drawn with ``split_seed``."""
     if getattr(data, "parts", None):
-        pool, test = np.asarray(data.part("train")), np.asarray(data.part("test"))
+        pool, test = np.asarray(data.in_part("train")), np.asarray(data.in_part("test"))
         log.info("official split: %d training-pool and %d test items (downstream.test_fraction unused)", len(pool), len(test))
         return pool, test
     return split_pool_test(len(data), float(down.test_fraction), int(down.split_seed), labels, down.get("test_size"))

@@ -85,7 +85,7 @@ def _drive(root, train=(21, 22, 23), test=(1, 2)):
 def test_drive_official_split_reads_both_folders(tmp_path):
     data = ImageMaskFolders(root=str(_drive(tmp_path)), preset="drive", image_size=16).load()
     assert len(data) == 5 and data.parts == ["train"] * 3 + ["test"] * 2
-    assert [data.ids[i].split("/")[-1] for i in data.part("test")] == ["01_test.tif", "02_test.tif"]
+    assert [data.ids[i].split("/")[-1] for i in data.in_part("test")] == ["01_test.tif", "02_test.tif"]
     assert not data.fov.all()  # the preset's field-of-view masks
     # split=all pools both folders without parts (the study then splits by test_fraction)
     pooled = ImageMaskFolders(root=str(tmp_path), preset="drive", split="all", image_size=16).load()
@@ -115,8 +115,8 @@ def test_official_split_of_single_folder_sets(tmp_path, preset, files, expected_
         _rgb(tmp_path / image, i)
         _mask(tmp_path / mask)
     data = ImageMaskFolders(root=str(tmp_path), preset=preset, fov=None, image_size=16).load()
-    test = sorted(Path(data.ids[i]).stem for i in data.part("test"))
-    assert test == expected_test and len(data.part("train")) == len(files) - len(expected_test)
+    test = sorted(Path(data.ids[i]).stem for i in data.in_part("test"))
+    assert test == expected_test and len(data.in_part("train")) == len(files) - len(expected_test)
 
 
 def test_generic_folders_layout_has_a_split_per_folder(tmp_path):
