@@ -9,7 +9,8 @@ ffa [, id, category, group, split], paths relative to the CSV). An FFA partner t
 ``FFA_DIR/<name>/`` holds the frames of a video: every frame is registered to the reference frame
 (``--reference-frame``), which is registered to the CF. Outputs and failure handling:
 fundus2ffa/registration/pipeline.py. An OUT_DIR that already holds files is refused unless ``--overwrite``
-(as predict's ``predict.overwrite``). The exit status is 1 when no pair registered, 2 on an error.
+(as predict's ``predict.overwrite``). The exit status is 1 when no pair is usable (registered or kept as
+given), 2 on an error.
 """
 
 import argparse
@@ -29,7 +30,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("paths", nargs="+", metavar="CF_DIR FFA_DIR OUT_DIR", help="CF_DIR FFA_DIR OUT_DIR, or OUT_DIR with --manifest")
     parser.add_argument("--manifest", help="CSV with columns cf, ffa [, id, category, group, split]")
     parser.add_argument("--model", choices=MODELS, default=defaults.model, help="RANSAC transform model")
-    parser.add_argument("--init", choices=INITS, default=defaults.init, help="correlation: pairs already roughly aligned")
+    parser.add_argument("--init", choices=INITS, default=defaults.init,
+                        help="auto: global keypoints, then the correlation prior when they fail; correlation: pairs already roughly aligned")
+    parser.add_argument("--no-identity", action="store_true",
+                        help="fail a pair that no estimate beats instead of keeping it as given (status identity)")
     parser.add_argument("--detector", choices=DETECTORS, default=defaults.detector)
     parser.add_argument("--coarse-size", type=int, default=defaults.coarse_size, help="longer side of the coarse level (px)")
     parser.add_argument("--fine-size", type=int, default=defaults.fine_size, help="longer side of the fine level (px, 0: none)")
@@ -39,6 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--min-inlier-ratio", type=float, default=defaults.min_inlier_ratio)
     parser.add_argument("--scale-range", type=float, nargs=2, default=defaults.scale_range, metavar=("MIN", "MAX"))
     parser.add_argument("--max-anisotropy", type=float, default=defaults.max_anisotropy)
+    parser.add_argument("--min-agreement-gain", type=float, default=defaults.min_agreement_gain,
+                        help="vessel-agreement rise an estimate needs to beat the pair as given")
     parser.add_argument("--min-overlap", type=float, default=pipeline.min_overlap, help="fraction of the CF field of view")
     parser.add_argument("--reference-frame", type=int, default=pipeline.reference_frame, help="video frame index registered to the CF")
     parser.add_argument("--allow-grey-cf", action="store_true")
@@ -59,6 +65,7 @@ def main(argv=None) -> int:
         model=args.model, init=args.init, detector=args.detector, coarse_size=args.coarse_size, fine_size=args.fine_size,
         ratio=args.ratio, ransac_px=args.ransac_px, min_inliers=args.min_inliers,
         min_inlier_ratio=args.min_inlier_ratio, scale_range=tuple(args.scale_range), max_anisotropy=args.max_anisotropy,
+        keep_identity=not args.no_identity, min_agreement_gain=args.min_agreement_gain,
     )
     pipeline = PipelineOptions(
         min_overlap=args.min_overlap, reference_frame=args.reference_frame,
@@ -75,10 +82,13 @@ def main(argv=None) -> int:
         return 2
     counts = Counter(row["status"] for row in rows)
     for row in rows:
-        if row["status"] != "ok":
-            print(f"failed {row['id']}: {row['reason']}", file=sys.stderr)
-    print(f"registered {counts['ok']} / {len(rows)} -> {out_dir} (registration.csv, qc/)")
-    return 0 if counts["ok"] else 1
+        if row["status"] != "ok" and row["reason"] not in ("", "reference frame"):
+            print(f"{row['status']} {row['id']}: {row['reason']}", file=sys.stderr)
+    print(
+        f"registered {counts['ok']}, kept as given (identity) {counts['identity']}, failed {counts['failed']} of {len(rows)} "
+        f"-> {out_dir} (pairs.csv: the usable pairs; registration.csv; qc/: every pair, failed ones included)"
+    )
+    return 0 if counts["ok"] + counts["identity"] else 1
 
 
 if __name__ == "__main__":

@@ -40,9 +40,13 @@ totals, every other ``val/*`` the runs logged), one line per configuration (the 
 over its seeds at each epoch), and an ``index.html`` showing them all (:mod:`fundus2ffa.plots`).
 
 Test metrics of the trivial baselines that ``fundus2ffa.run`` scores beside every model (metrics.json
-``baselines``: a constant image at the training FFA mean and a per-pixel linear map of the CF,
-metrics/baselines.py) follow each quality metric as rows ``<metric> (baseline: constant|linear)``; a model
-cell that does not beat the better baseline is marked ``(!)`` and listed under the table (issue 11).
+``baselines``: a constant image at the training FFA mean, a per-pixel linear map of the CF, that map
+blurred to its best training PSNR, and the CF's top-hat vessel map rendered as bright vessels,
+metrics/baselines.py) follow each quality metric as rows ``<metric> (baseline: constant|linear|blur|structure)``;
+a model cell that does not beat the best baseline is marked ``(!)`` and listed under the table (issue 11).
+The realism metrics (FID/KID against the test, training and frame reference sets, issue 22) are lower
+is better: a model must be below the best baseline, and a row ``<metric> (real test FFA)`` gives the
+real angiograms' own value at this N.
 """
 
 import argparse
@@ -64,9 +68,12 @@ from fundus2ffa.config import HelpFormatter
 from fundus2ffa.plots import line_chart, read_history
 from fundus2ffa.writers import write_text
 
-METRIC_ORDER = ("psnr", "ssim", "psnr_fov", "ssim_fov", "vessel_dice", "leakage_dice", "lpips", "lpips_compat", "fid", "kid", "fvd")
+METRIC_ORDER = ("psnr", "ssim", "psnr_fov", "ssim_fov", "vessel_dice", "leakage_dice", "lpips", "lpips_compat", "fid", "kid",
+                "fid_train", "kid_train", "fid_frames", "kid_frames", "fvd")
 #: metrics (higher is better) on which a model must beat the trivial baselines
 BASELINE_CHECKED = ("psnr", "ssim", "psnr_fov", "ssim_fov", "vessel_dice", "leakage_dice")
+#: realism metrics (lower is better, metrics/realism.py) on which a model must beat (be below) them
+BASELINE_CHECKED_LOWER = ("fid", "kid", "fid_train", "kid_train", "fid_frames", "kid_frames")
 SKIPPED = ("count",)
 FORMATS = ("markdown", "csv", "json")
 IGNORED = (
@@ -77,7 +84,7 @@ IGNORED = (
     # the machine and bookkeeping, not the experiment
     "trainer", "trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.num_nodes",
     "trainer.enable_progress_bar", "trainer.log_every_n_steps", "data.num_workers", "*.cache",
-    "logger", "logger.*", "callbacks", "callbacks.*", "local", "hydra/*",
+    "logger", "logger.*", "callbacks", "callbacks.*", "realism", "realism.*", "local", "hydra/*",
     # the report's own settings (report.column names the column and stays)
     "report.paper", "report.columns", "report.reported", "report.reported.*",
 )
@@ -103,6 +110,7 @@ class Run:
     identity: dict[str, str] = field(default_factory=dict)
     overridden: frozenset = frozenset()
     baselines: dict = field(default_factory=dict)
+    realism_floor: dict = field(default_factory=dict)  # the real test FFA's FID/KID (metrics.json realism.real_test_ffa)
 
 
 def _natural_key(path: Path):
@@ -255,6 +263,8 @@ def load_run(path: Path, stage: str = "test", ignore: tuple[str, ...] = IGNORED)
             for name, values in ((payload.get("baselines") or {}) if stage == "test" else {}).items()
             if name != "fit" and isinstance(values, dict)
         },
+        realism_floor={k: float(v) for k, v in ((payload.get("realism") or {}).get("real_test_ffa") or {}).items()
+                       if isinstance(v, (int, float)) and stage == "test"},
     )
 
 
@@ -432,8 +442,10 @@ def summarise(runs: list[Run], metrics: list[str] | None = None) -> list[dict]:
 def _baseline_rows(name: str, cells: dict, columns: list, flags: list) -> list:
     """Rows ``<name> (baseline: <kind>)`` from the runs' metrics.json baselines; marks (and lists in
     ``flags``) the model cells of a higher-is-better metric that do not beat the better baseline."""
-    if name not in BASELINE_CHECKED:
+    lower = name in BASELINE_CHECKED_LOWER
+    if name not in BASELINE_CHECKED and not lower:
         return []
+    pick = min if lower else max
     kinds = list(dict.fromkeys(k for c in columns for r in c.runs for k in r.baselines))
     rows, best = [], {}
     for kind in kinds:
@@ -442,13 +454,20 @@ def _baseline_rows(name: str, cells: dict, columns: list, flags: list) -> list:
             values = [r.baselines[kind][name] for r in column.runs if name in r.baselines.get(kind, {})]
             if values:
                 row[column.label] = Cell(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values))
-                best[column.label] = max(best.get(column.label, -math.inf), row[column.label].mean)
+                best[column.label] = pick(best.get(column.label, math.inf if lower else -math.inf), row[column.label].mean)
         if row:
             rows.append((f"{name} (baseline: {kind})", row))
+    if lower:  # the real test FFA against the same references: a perfect generator's value at this N
+        floor = {c.label: statistics.fmean(v) for c in columns
+                 for v in [[r.realism_floor[name] for r in c.runs if name in r.realism_floor]] if v}
+        if floor:
+            rows.append((f"{name} (real test FFA)", floor))
     for label, cell in cells.items():
-        if label in best and isinstance(cell, Cell) and cell.mean <= best[label]:
+        beaten = label in best and isinstance(cell, Cell) and (cell.mean >= best[label] if lower else cell.mean <= best[label])
+        if beaten:
             cell.flag = True
-            flags.append(f"{label} does not beat the trivial baselines on {name} ({fmt(cell.mean)} <= {fmt(best[label])})")
+            sign = ">=" if lower else "<="
+            flags.append(f"{label} does not beat the trivial baselines on {name} ({fmt(cell.mean)} {sign} {fmt(best[label])})")
     return rows
 
 

@@ -13,6 +13,8 @@ input | output | target per test image), with what this framework measures besid
   while scrolling sideways), then CF | real FFA | generated FFA | absolute error (video models: the CF, a strip
   of real over generated frames and the generated MP4 in a ``<video>`` player); a click on any column header
   sorts by it (a few lines of inline JavaScript);
+- on real data, the FID/KID columns with a row for the real test FFA itself (``realism.real_test_ffa``: a
+  perfect generator's value at this N) and the reference sets named under the table;
 - the run's resolved configuration (``config_resolved.yaml``).
 
 Images are written once by :class:`fundus2ffa.callbacks.test_outputs.TestOutputs` during the test step,
@@ -79,7 +81,22 @@ def summary_rows(metrics: dict) -> list[tuple[str, dict]]:
             rows += [(f"baseline {name} ({stage})", v) for stage, v in staged.items()]
         else:
             rows.append((f"baseline {name}", values))
+    real = (metrics.get("realism") or {}).get("real_test_ffa")
+    if isinstance(real, dict) and real:
+        rows.append(("real test FFA (realism floor)", real))
     return rows
+
+
+def realism_note(metrics: dict) -> str:
+    """One line naming the FID/KID reference sets (or why realism was skipped); '' without realism."""
+    realism = metrics.get("realism") or {}
+    if realism.get("skipped"):
+        return f"FID/KID not computed: {realism['skipped']}"
+    references = realism.get("references") or {}
+    named = {"test": "fid, kid", "train": "fid_train, kid_train", "frames": "fid_frames, kid_frames"}
+    order = sorted(references, key=lambda k: (list(named).index(k) if k in named else len(named), k))
+    parts = [f"{named.get(k, k)}: {references[k].get('source', k)} ({references[k].get('count', '?')} images)" for k in order]
+    return "FID/KID reference sets (lower is better): " + "; ".join(parts) if parts else ""
 
 
 def _metric_keys(dicts: list[dict], skip: tuple = ()) -> list[str]:
@@ -248,6 +265,7 @@ def render(results_dir: Path, metrics: dict, rows: list[dict], config_text: str,
 {fitted_html}
 {curves_section}
 {strip_section}
+<p id="realism">{html.escape(realism_note(metrics))}</p>
 <h2>Test images ({len(rows)})</h2>
 <p>Click a column header to sort. Error: |generated - real| on 8-bit images, black 0 to yellow at half the range.</p>
 <div class="scroll"><table id="per-image" class="sortable"><thead><tr>{"".join(head)}</tr></thead><tbody>{"".join(body)}</tbody></table></div>

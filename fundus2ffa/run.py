@@ -25,7 +25,10 @@ or with weights of other shapes, naming both and the config keys that differ.
 metrics.json: ``val`` / ``test`` metrics; ``checkpoint``, ``epoch`` (0-based, as Lightning counts) and
 ``global_step`` read from the checkpoint file that was evaluated; ``validated_on`` (where validation
 came from: val | val_carved_from_train | test | null) and ``selected_on`` (the split whose metric chose
-the evaluated checkpoint: null for last.ckpt); a ``warning`` when validation used the test split.
+the evaluated checkpoint: null for last.ckpt); a ``warning`` when validation used the test split;
+``baselines`` (constant, linear, blur, structure: metrics/baselines.py) scored like the model; on real
+data ``realism`` (config ``realism``): the reference sets of the FID/KID columns (test/fid, fid_train,
+fid_frames, ...), named with their sizes, and the real test FFA's own scores against them.
 """
 
 import logging
@@ -46,16 +49,61 @@ register_resolvers()
 log = logging.getLogger("fundus2ffa")
 
 
-def test_baselines(cfg: DictConfig, datamodule) -> dict | None:
-    """Trivial predictors (constant at the training FFA mean, per-pixel linear map of the CF) scored on the
-    test images like the model (metrics/baselines.py); None for datamodules without paired train/test."""
+def test_baselines(cfg: DictConfig, datamodule, realism=None) -> dict | None:
+    """Trivial predictors (constant, linear map, blurred linear map, CF vessel structure) scored on the test
+    images like the model (metrics/baselines.py), with FID/KID against ``realism``'s reference sets when
+    given; None for datamodules without paired train/test."""
     from fundus2ffa.data.datamodule import PairedDataModule
     from fundus2ffa.metrics.baselines import score_baselines
 
     if not isinstance(datamodule, PairedDataModule) or not {"train", "test"} <= set(datamodule.datasets):
         return None
     metrics = OmegaConf.to_container(cfg.model.get("metrics") or {}, resolve=True)
-    return score_baselines(datamodule, metrics)
+    return score_baselines(datamodule, metrics, realism=realism)
+
+
+def realism_setup(cfg: DictConfig, datamodule, callbacks: list) -> dict | None:
+    """Realism metrics for this run (config ``realism``, metrics/realism.py): configures the FID/KID callback
+    (the ``callbacks=fid`` one, or a new one appended to ``callbacks``) with the reference sets. Returns
+    None when off, or {'skipped': why} when ``enabled: auto`` finds no cached Inception weights (a
+    WeightsError, before training, when ``enabled: true``)."""
+    from fundus2ffa.callbacks.fid import ImageSetMetrics
+    from fundus2ffa.errors import ConfigError, WeightsError
+    from fundus2ffa.weights import weights_path
+
+    settings = cfg.get("realism") or {}
+    enabled = settings.get("enabled", "auto")
+    if enabled not in ("auto", True, False):
+        raise ConfigError(f"realism.enabled must be auto, true or false, got {enabled!r}")
+    reader = getattr(datamodule, "reader", None)
+    still = getattr(datamodule, "kind", None) == "image" and "test" in getattr(datamodule, "datasets", {})
+    if enabled == "auto":
+        enabled = still and not getattr(reader, "synthetic", False)
+    if not enabled:
+        return None
+    if not still:
+        raise ConfigError("realism.enabled=true needs still-image data with a test split (data.kind=image); set realism.enabled=false")
+    existing = next((c for c in callbacks if isinstance(c, ImageSetMetrics)), None)
+    weights = existing.extractor_config["weights"] if existing else cfg.get("pretrained", {}).get("fid_inception", "cache")
+    if existing is None or existing.extractor_config["backend"] == "fid_helper":
+        try:
+            weights_path("fid_inception", source=weights, config_key="pretrained.fid_inception")
+        except WeightsError as exc:
+            if settings.get("enabled", "auto") is True:
+                raise
+            log.warning("realism metrics (FID/KID) skipped: %s Or set realism.enabled=false to silence this.", exc)
+            return {"skipped": str(exc)}
+    references = {"train": bool(settings.get("train_targets", True)), "frames": settings.get("reference_dir"),
+                  "max_frames": settings.get("max_frames")}
+    if existing is None:
+        existing = ImageSetMetrics(stages=("test",), weights=weights, kid_subsets=int(settings.get("kid_subsets", 100)),
+                                   kid_subset_size=int(settings.get("kid_subset_size", 50)), references=references)
+        callbacks.append(existing)
+    else:
+        if "test" not in existing.stages:
+            existing.stages = (*existing.stages, "test")
+        existing.references = references
+    return {}
 
 
 def selected_on(path: str | None, checkpoint: dict | None) -> str | None:
@@ -72,12 +120,13 @@ def selected_on(path: str | None, checkpoint: dict | None) -> str | None:
     return None
 
 
-def evaluate(cfg: DictConfig, trainer, model, datamodule, ckpt_path: str | None) -> dict:
+def evaluate(cfg: DictConfig, trainer, model, datamodule, ckpt_path: str | None, realism: dict | None = None) -> dict:
     """Validate and test one checkpoint; write metrics.json and test_per_image.csv (rank 0).
 
     Epoch and step come from the evaluated checkpoint file, not from the trainer. The file is mapped, not
     read (only the weights are paged in: a last.ckpt's optimizer state, two thirds of it, stays on disk), and
-    the optimizers' state of a finished fit is released first: evaluation needs neither."""
+    the optimizers' state of a finished fit is released first: evaluation needs neither. ``realism``: what
+    :func:`realism_setup` returned (None: off; {'skipped': why}; {}: on, scored by the FID/KID callback)."""
     from fundus2ffa import checkpoint as ckpt_io
 
     for optimizer in trainer.optimizers:
@@ -114,9 +163,19 @@ def evaluate(cfg: DictConfig, trainer, model, datamodule, ckpt_path: str | None)
             "validated_on": validated_on,
             "selected_on": selected_on(ckpt_path, checkpoint),
         }
-        baselines = test_baselines(cfg, datamodule)
+        scorer = None
+        if realism is not None and not realism.get("skipped"):
+            from fundus2ffa.callbacks.fid import ImageSetMetrics
+
+            scorer = next((c.realism for c in trainer.callbacks if isinstance(c, ImageSetMetrics) and c.realism), None)
+        baselines = test_baselines(cfg, datamodule, scorer)
         if baselines:
             payload["baselines"] = baselines
+        if scorer is not None:
+            payload["realism"] = {"references": scorer.describe(), "real_test_ffa": scorer.real_test_scores(),
+                                  "weights": str(cfg.get("pretrained", {}).get("fid_inception"))}
+        elif realism:
+            payload["realism"] = realism
         if validated_on == "test" or payload["selected_on"] == "test":
             payload["warning"] = (
                 "validation used the TEST split (data.val_from=test): checkpoint selection, early stopping and "
@@ -211,13 +270,15 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         loader.check_weights_fit(cfg.ckpt_path, model, cfg.model)
         record["resumed_from"] = str(Path(cfg.ckpt_path).resolve())
     model.fundus2ffa_record = record
-    trainer = build_trainer(cfg, build_callbacks(cfg, val_source), build_loggers(cfg), validate=val_source is not None)
+    callbacks = build_callbacks(cfg, val_source)
+    realism = realism_setup(cfg, datamodule, callbacks)  # before training: missing weights fail (enabled: true) now
+    trainer = build_trainer(cfg, callbacks, build_loggers(cfg), validate=val_source is not None)
     if trainer.is_global_zero:
         write_text(Path(cfg.paths.output_dir) / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     log_config(cfg, trainer.loggers, model)
 
     if cfg.task == "test":
-        results = evaluate(cfg, trainer, model, datamodule, cfg.ckpt_path)
+        results = evaluate(cfg, trainer, model, datamodule, cfg.ckpt_path, realism)
         finish_run(cfg, trainer)
         return results
 
@@ -229,7 +290,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         if best and not checkpoint.best_model_path:
             log.warning("eval_ckpt=best but no checkpoint was selected (no validation split): evaluating last.ckpt")
         ckpt = checkpoint.best_model_path if best and checkpoint.best_model_path else checkpoint.last_model_path
-    results = evaluate(cfg, trainer, model, datamodule, ckpt or None)
+    results = evaluate(cfg, trainer, model, datamodule, ckpt or None, realism)
     finish_run(cfg, trainer)
     return results
 

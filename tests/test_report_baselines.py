@@ -32,3 +32,21 @@ def test_baselines_are_columns_and_losers_are_flagged(tmp_path):
     assert "grey_field does not beat the trivial baselines on psnr (14.20 <= 24.40)" in text
     assert "grey_field does not beat the trivial baselines on vessel_dice" in text
     assert "good does not beat" not in text
+
+
+def test_realism_columns_are_lower_is_better_with_the_real_test_ffa_row(tmp_path):
+    """Issue 22: FID/KID rows get the baseline rows too, a model is flagged when it is not BELOW the best
+    baseline, and a row gives the real test FFA's own value (a perfect generator's FID at this N)."""
+    baselines = {"blur": {"psnr": 22.0, "fid_frames": 300.0}, "structure": {"psnr": 15.0, "fid_frames": 250.0}}
+    realism = {"references": {"frames": {"count": 6, "source": "6 frames"}}, "real_test_ffa": {"fid_frames": 120.0}}
+    for name, fid in (("sharp", 200.0), ("blurry", 280.0)):
+        folder = tmp_path / name
+        _run(folder, name, {"psnr": 23.0, "fid_frames": fid}, baselines)
+        payload = json.loads((folder / "metrics.json").read_text())
+        (folder / "metrics.json").write_text(json.dumps({**payload, "realism": realism}))
+    text = main([str(tmp_path)])
+    lines = text.splitlines()
+    assert any(line.startswith("| fid_frames (baseline: structure) |") and "250.00" in line for line in lines)
+    assert any(line.startswith("| fid_frames (real test FFA) |") and line.count("120.00") == 2 for line in lines)
+    assert "blurry does not beat the trivial baselines on fid_frames (280.00 >= 250.00)" in text
+    assert "sharp does not beat the trivial baselines on fid_frames" not in text

@@ -6,9 +6,9 @@
 
 1. writes a manifest of the raw eyes (train 1-4, test 7, 8, 10; the SLO as CF, the early (``.1``) or
    late (``.2``) FA as target; group = eye);
-2. ``--alignment registered`` (default) registers it with ``python -m fundus2ffa.register --init
-   correlation`` (the eyes are published roughly aligned) and trains on the registered pairs and their
-   valid masks; pairs that fail are left out, as the registration promises. ``published`` trains on the
+2. ``--alignment registered`` (default) registers it with ``python -m fundus2ffa.register`` (defaults:
+   global keypoints, then the correlation prior; a pair no estimate beats is kept as published, status
+   identity) and trains on the registered pairs and their valid masks; pairs that fail are left out. ``published`` trains on the
    eyes as distributed (the SLO and FA grids taken as aligned), the control that says what the
    registration changes;
 3. trains each model (``model=pix2pix``: unet_256; ``model=saliency_cgan``: Li et al.'s ResNet generator,
@@ -188,13 +188,13 @@ def main(argv=None) -> None:
             rows = list(csv.DictReader((registered / "registration.csv").open()))
         else:
             rows = register_pairs(
-                registered, manifest=raw, options=RegistrationOptions(init="correlation"),
+                registered, manifest=raw, options=RegistrationOptions(),  # auto: keypoints, correlation prior, or as given
                 pipeline=PipelineOptions(), workers=args.workers,
             )
         for row in rows:
             print(f"register {row['id']}: {row['status']} {row['reason']}")
         manifest = registered / "pairs.csv"
-        train_eyes = sum(1 for r in rows if r["status"] == "ok" and r["id"] in TRAIN_EYES)
+        train_eyes = sum(1 for r in rows if r["status"] in ("ok", "identity") and r["id"] in TRAIN_EYES)
 
     tag = f"{args.phase}_{args.alignment}_{args.size}px_ngf{args.ngf}_{args.upsample}"
     results, run_dirs, notes = {}, {}, []

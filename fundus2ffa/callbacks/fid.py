@@ -16,6 +16,12 @@ dropped by id, so the result equals the single-process one. Every rank computes 
 
 The Inception network is loaded on first use (so composing a config needs no weights) and moved to the
 module's device; it is kept out of the LightningModule, so checkpoints never carry it.
+
+Realism references (issue 22, metrics/realism.py; set by ``fundus2ffa.run`` from the ``realism`` config,
+on by default for real data): besides the paired test FFA, the test fakes are scored against the
+training split's FFA targets (``test/fid_train``, ``test/kid_train``) and a folder of real FFA frames
+(``test/fid_frames``, ...). The reference features are kept (:attr:`realism`) so that run.py scores the
+trivial baselines and the real test FFA against the same sets.
 """
 
 import logging
@@ -44,6 +50,8 @@ class ImageSetMetrics(L.Callback):
         kid_subsets, kid_subset_size: KID subsets of min(kid_subset_size, N) samples.
         chunk_size: images per Inception forward.
         seed: KID subset sampling seed.
+        references: extra reference sets for the test stage: {'train': bool (the training targets),
+            'frames': a folder of real FFA frames or None, 'max_frames': int}; None: the paired test FFA only.
     """
 
     def __init__(
@@ -58,6 +66,7 @@ class ImageSetMetrics(L.Callback):
         kid_subset_size: int = 50,
         chunk_size: int = 32,
         seed: int = 0,
+        references: dict | None = None,
     ):
         unknown = [s for s in stages if s not in STAGES]
         if unknown:
@@ -70,6 +79,8 @@ class ImageSetMetrics(L.Callback):
         self.kid_subsets, self.kid_subset_size, self.seed = int(kid_subsets), int(kid_subset_size), int(seed)
         self._extractor = None
         self._store: dict[str, dict] = {}
+        self.references = dict(references) if references else None
+        self.realism = None  # metrics/realism.Realism after a test epoch with references
 
     # ----------------------------------------------------------------- features
     def extractor(self, device: torch.device):
@@ -138,7 +149,42 @@ class ImageSetMetrics(L.Callback):
         out["fid_count"] = float(n)
         return out
 
+    # ----------------------------------------------------------------- realism references
+    def _reference_realism(self, trainer, pl_module, real_test: torch.Tensor):
+        """A metrics/realism.Realism with the paired test FFA and the configured reference sets (the
+        training targets and the frames folder are read once, then kept)."""
+        from fundus2ffa.metrics.realism import Realism, frame_files, read_frames
+
+        if self.realism is None:
+            self.realism = Realism(self.extractor(pl_module.device), self.kid_subsets, self.kid_subset_size, self.seed)
+            datamodule = getattr(trainer, "datamodule", None)
+            size = None
+            if self.references.get("train") and datamodule is not None and "train" in getattr(datamodule, "datasets", {}):
+                from fundus2ffa.metrics.baselines import training_targets
+
+                targets = training_targets(datamodule)
+                if targets:
+                    size = tuple(targets[0].shape[-2:])
+                    features = torch.cat([self.realism.features(t[None]) for t in targets])
+                    self.realism.add_reference("train", features, f"the {len(targets)} FFA targets of the training split")
+            if self.references.get("frames"):
+                files = frame_files(self.references["frames"], self.references.get("max_frames"))
+                side = getattr(datamodule, "image_size", 256)
+                frames = read_frames(files, size or (side, side))
+                features = torch.cat([self.realism.features(part) for part in frames.split(16)]) if len(frames) else torch.zeros(0, 2048)
+                self.realism.add_reference("frames", features, f"{len(files)} real FFA frames under {self.references['frames']}")
+        self.realism.add_reference("test", real_test, f"the {real_test.shape[0]} real FFA of the test pairs (paired)")
+        return self.realism
+
     def _log(self, stage: str, pl_module: L.LightningModule) -> None:
+        if stage == "test" and self.references:
+            store = self._store.get(stage) or {"ids": [], "real": [], "fake": []}
+            real, fake = self._gather(store)
+            if real.shape[0] >= 2:
+                realism = self._reference_realism(pl_module.trainer, pl_module, real)
+                for key, value in realism.scores(fake).items():
+                    if key not in ("fid", "kid", "kid_std"):  # the paired test set's: logged by scores() below
+                        pl_module.log(f"{stage}/{key}", value, sync_dist=False, rank_zero_only=False)
         for key, value in self.scores(stage).items():
             # identical on every rank (features were gathered), so no reduction
             pl_module.log(f"{stage}/{key}", value, sync_dist=False, rank_zero_only=False)

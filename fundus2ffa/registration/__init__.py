@@ -5,7 +5,7 @@ outputs.py: warping, valid-overlap mask, QC image; pipeline.py: folders/manifest
 layout out; bench.py: accuracy and speed on real and synthetic images under known transforms.
 """
 
-from fundus2ffa.registration.estimate import Estimate, RegistrationOptions, estimate_transform
+from fundus2ffa.registration.estimate import Estimate, RegistrationOptions, estimate_transform, register_images
 from fundus2ffa.registration.pipeline import PipelineOptions, register_pairs
 
-__all__ = ["Estimate", "PipelineOptions", "RegistrationOptions", "estimate_transform", "register_pairs"]
+__all__ = ["Estimate", "PipelineOptions", "RegistrationOptions", "estimate_transform", "register_images", "register_pairs"]

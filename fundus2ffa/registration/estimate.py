@@ -16,7 +16,20 @@ before training, reference_spec 2.1; Fundus2Video consumed pre-registered frames
    only when it has at least as many inliers as needed;
 4. plausibility: enough inliers, a non-degenerate transform (no reflection, anisotropy and shear
    bounded, a convex warped outline) and a scale within ``scale_range``; otherwise the pair fails with
-   the reason.
+   every reason that applies (the row's matrix, inliers and residual are those of the refused matrix).
+
+Matches are one-to-one (each fixed and each moving keypoint position used once, the closest descriptor
+kept): otherwise many moving keypoints matched to one fixed keypoint let RANSAC "fit" a collapsed
+all-zero matrix with every match an inlier and zero residual (issue 22: 1475 of 1475 on a UWF pair).
+
+``init: auto`` (the default) tries global keypoints first and, when they fail (too few matches or
+inliers, or a degenerate or implausible fit: typical of roughly aligned ultra-widefield pairs whose
+vessel maps share few keypoints), the correlation prior (``init: correlation``).
+
+:func:`register_images` then decides what a pair becomes (issue 22): the estimate when it raises the
+vessel agreement with the CF above the pair as given (:func:`vessel_agreement`); otherwise the pair as
+given (``identity``: the FFA stretched onto the CF grid, no warp) when it can be kept as given (same
+aspect ratio within 2 %, an FFA that shows vessels, ``keep_identity``); otherwise it fails.
 
 The detector choice was measured, not assumed: fundus2ffa/registration/bench.py (README table).
 """
@@ -32,7 +45,10 @@ from fundus2ffa.priors.vessels import vessel_representation
 
 MODELS = ("similarity", "affine", "homography")
 DETECTORS = ("sift", "orb")
-INITS = ("none", "correlation")
+INITS = ("auto", "none", "correlation")
+STATUSES = ("ok", "identity", "failed")
+MAX_ASPECT_CHANGE = 0.02  # the pair as given is kept only when both images share an aspect ratio within 2 %
+MIN_STRUCTURE = 0.002  # fraction of the FFA field of view its vessel map must cover to be kept as given
 INIT_SIZE = 256
 
 
@@ -52,13 +68,19 @@ class RegistrationOptions:
     scale_range: plausible (min, max) scale of the moving image into the fixed frame.
     max_anisotropy: ratio of the two singular values of the linear part (1 for a similarity).
     max_features: keypoints per image and level.
-    init: none (default): coarse keypoints are matched globally (any rotation and shift, a scale in
-        ``scale_range``). correlation: for pairs known to be roughly aligned (e.g. the UWF SLO/FA eyes
+    init: auto (default): none, and correlation when that fails. none: coarse keypoints are matched
+        globally (any rotation and shift, a scale in ``scale_range``). correlation: for pairs known to be roughly aligned (e.g. the UWF SLO/FA eyes
         of ../shared/data, off by tens of px and a few percent of scale), the coarse level is instead a
         grid search over scale (``init_scales``) and rotation (``init_angles``, degrees) of the moving
         vessel map at 256 px, each scored by phase correlation (which gives the shift); the fine level
         then matches keypoints within ``guide_radius`` of that estimate. Global matching of
         cross-modal UWF vessel maps drowns in repetitive false matches; the prior avoids it.
+    keep_identity: when no estimate beats the pair as given, keep it as given (status identity) rather
+        than fail it (:func:`register_images`; CLI ``--no-identity`` turns it off).
+    min_agreement_gain: how much an estimate must raise the vessel agreement (:func:`vessel_agreement`,
+        a correlation in [-1, 1]) above the pair as given to beat it. Measured: correct estimates raise
+        it by 0.05-0.9 (real FFA frames under known transforms, UWF eyes), a wrong correlation-prior
+        estimate of a real frame by 0.004.
     """
 
     model: str = "similarity"
@@ -73,7 +95,9 @@ class RegistrationOptions:
     scale_range: tuple[float, float] = (0.5, 2.0)
     max_anisotropy: float = 1.3
     max_features: int = 4000
-    init: str = "none"
+    init: str = "auto"
+    keep_identity: bool = True
+    min_agreement_gain: float = 0.02
     init_scales: tuple[float, float, int] = (0.85, 1.15, 7)
     init_angles: tuple[float, float, float] = (-12.0, 12.0, 3.0)
 
@@ -99,7 +123,8 @@ class Estimate:
     ok: whether it passed every check; reason: why not (empty when ok), or a note.
     inliers / matches: RANSAC inliers and tentative matches of the level that gave the matrix.
     residual_px: RMS reprojection error of the inliers, fixed-image px (full resolution).
-    level: coarse | fine.
+    level: coarse | fine | correlation | identity.
+    status: what :func:`register_images` made of the pair: ok | identity | failed ('' before it decided).
     """
 
     matrix: np.ndarray | None
@@ -111,6 +136,7 @@ class Estimate:
     level: str = ""
     scale: float = float("nan")
     extra: dict = field(default_factory=dict)
+    status: str = ""
 
     @property
     def inlier_ratio(self) -> float:
@@ -160,11 +186,16 @@ def _fit(src: np.ndarray, dst: np.ndarray, model: str, threshold: float):
         )
     else:
         matrix, inliers = cv2.findHomography(src, dst, cv2.RANSAC, threshold, maxIters=5000, confidence=0.999)
-    if matrix is None:
+    if matrix is None or not np.all(np.isfinite(matrix)):
         return None, np.zeros(len(src), bool)
     if matrix.shape == (2, 3):
         matrix = np.vstack([matrix, [0.0, 0.0, 1.0]])
-    return matrix.astype(np.float64), inliers.ravel().astype(bool)
+    matrix = matrix.astype(np.float64)
+    # the inliers of the matrix returned, recounted: OpenCV refines the matrix after choosing its inlier
+    # mask, and a collapsed (all-zero) fit comes back with every match flagged (issue 22)
+    with np.errstate(all="ignore"):
+        errors = np.linalg.norm(apply(matrix, src) - np.asarray(dst, np.float64).reshape(-1, 2), axis=1)
+    return matrix, np.nan_to_num(errors, nan=np.inf) <= threshold
 
 
 def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -179,18 +210,32 @@ def _rescale(matrix: np.ndarray, moving_factor: float, fixed_factor: float) -> n
     return np.diag([1 / fixed_factor, 1 / fixed_factor, 1.0]) @ matrix @ np.diag([moving_factor, moving_factor, 1.0])
 
 
-def _ratio_matches(desc_m, desc_f, norm, ratio, mask=None) -> list[tuple[int, int]]:
+def _ratio_matches(desc_m, desc_f, norm, ratio, mask=None, pts_m=None, pts_f=None) -> list[tuple[int, int]]:
+    """Lowe's ratio test, then one-to-one: each fixed and each moving keypoint position (rounded to
+    1 px; SIFT puts several orientations at one position) keeps only its closest match."""
     if desc_m is None or desc_f is None or len(desc_m) < 2 or len(desc_f) < 2:
         return []
     matcher = cv2.BFMatcher(norm)
     knn = matcher.knnMatch(desc_m, desc_f, k=2, mask=mask) if mask is not None else matcher.knnMatch(desc_m, desc_f, k=2)
-    pairs = []
-    for candidates in knn:
-        if not candidates:
+    candidates = []
+    for found in knn:
+        if not found:
             continue
-        if len(candidates) == 1 or candidates[0].distance < ratio * candidates[1].distance:
-            pairs.append((candidates[0].queryIdx, candidates[0].trainIdx))
-    return pairs
+        if len(found) == 1 or found[0].distance < ratio * found[1].distance:
+            candidates.append((found[0].distance, found[0].queryIdx, found[0].trainIdx))
+
+    def position(points, index):
+        return index if points is None else tuple(np.round(points[index]).astype(int))
+
+    pairs, used_m, used_f = [], set(), set()
+    for _, query, train in sorted(candidates):
+        key_m, key_f = position(pts_m, query), position(pts_f, train)
+        if key_m in used_m or key_f in used_f:
+            continue
+        used_m.add(key_m)
+        used_f.add(key_f)
+        pairs.append((query, train))
+    return sorted(pairs)
 
 
 def _plausibility(matrix: np.ndarray, moving_shape, options: RegistrationOptions) -> tuple[str, float]:
@@ -232,23 +277,40 @@ def estimate_transform(
 ) -> Estimate:
     """Transform (3x3) mapping ``moving`` px onto ``fixed`` px; see the module docstring.
 
-    fixed / moving: uint8 H x W x 3 (CF) or H x W (FFA) images, any sizes.
+    fixed / moving: uint8 H x W x 3 (CF) or H x W (FFA) images, any sizes. ``init: auto`` returns the
+    global keypoint estimate when it passes, else the correlation one (``extra['init']`` says which;
+    a failure of both names both reasons).
     """
     options = options or RegistrationOptions()
     options.check()
-    detector, norm = _detector(options.detector, options.max_features)
+    if options.init != "auto":
+        result = _estimate(fixed, moving, fixed_modality, moving_modality, options, options.init)
+        result.extra.setdefault("init", options.init)
+        return result
+    first = _estimate(fixed, moving, fixed_modality, moving_modality, options, "none")
+    first.extra["init"] = "none"
+    if first.ok:
+        return first
+    second = _estimate(fixed, moving, fixed_modality, moving_modality, options, "correlation")
+    second.extra.update(init="correlation", keypoints_failed=first.reason)
+    if not second.ok:
+        second.reason = f"global keypoints: {first.reason}; correlation prior: {second.reason}"
+    return second
 
-    if options.init == "correlation":
+
+def _estimate(fixed, moving, fixed_modality, moving_modality, options: RegistrationOptions, init: str) -> Estimate:
+    detector, norm = _detector(options.detector, options.max_features)
+    if init == "correlation":
         full, response = _correlation_init(fixed, moving, fixed_modality, moving_modality, options)
         result = _fine_level(fixed, moving, fixed_modality, moving_modality, full, detector, norm, options)
         if result is None:
             return Estimate(
                 full, False, f"no keypoint support near the correlation estimate (phase correlation {response:.3f})",
-                level="correlation",
+                level="correlation", scale=_plausibility(full, moving.shape, options)[1],
             )
     else:
         result = _coarse_level(fixed, moving, fixed_modality, moving_modality, detector, norm, options)
-        if not result.ok:
+        if result.matrix is None:
             return result
         big = max(max(fixed.shape[:2]), max(moving.shape[:2]))
         if options.fine_size and big > options.coarse_size and result.inliers >= options.min_inliers:
@@ -256,31 +318,104 @@ def estimate_transform(
             if fine is not None:
                 result = fine
 
+    # every check that fails is named; matrix, inliers, residual and scale stay those of this matrix
+    reasons = []
     if result.inliers < options.min_inliers:
-        result.ok, result.reason = False, f"too few inliers ({result.inliers} < --min-inliers {options.min_inliers})"
-        return result
-    if result.inlier_ratio < options.min_inlier_ratio:
-        result.ok = False
-        result.reason = f"inlier ratio {result.inlier_ratio:.3f} < --min-inlier-ratio {options.min_inlier_ratio}"
-        return result
-    reason, scale = _plausibility(result.matrix, moving.shape, options)
-    result.scale = scale
+        reasons.append(f"too few inliers ({result.inliers} < --min-inliers {options.min_inliers})")
+    elif result.inlier_ratio < options.min_inlier_ratio:
+        reasons.append(f"inlier ratio {result.inlier_ratio:.3f} < --min-inlier-ratio {options.min_inlier_ratio}")
+    reason, result.scale = _plausibility(result.matrix, moving.shape, options)
     if reason:
-        result.ok, result.reason = False, reason
-    elif options.init == "correlation":
+        reasons.append(reason)
+    result.ok, result.reason = not reasons, "; ".join(reasons)
+    if result.ok and init == "correlation":
         # the prior says the pair is roughly aligned already: a transform that agrees less with the CF's
         # vessels than the unregistered FFA does is wrong, whatever its inliers say
-        before, after = vessel_agreement(fixed, moving, fixed_modality, moving_modality, None), vessel_agreement(
-            fixed, moving, fixed_modality, moving_modality, result.matrix
-        )
-        result.extra.update(agreement_before=before, agreement_after=after)
-        if after <= before:
-            result.ok = False
-            result.reason = (
-                f"registration lowers the vessel agreement with the CF ({after:.3f} <= {before:.3f} unregistered); "
-                "check the pair in qc/ or register it without --init correlation"
-            )
+        refuse_if_not_better(result, fixed, moving, fixed_modality, moving_modality, options.min_agreement_gain)
     return result
+
+
+def refuse_if_not_better(result: Estimate, fixed, moving, fixed_modality, moving_modality, min_gain: float = 0.02) -> Estimate:
+    """Refuse an accepted ``result`` whose vessel agreement with the fixed image does not exceed that of
+    the pair as given by ``min_agreement_gain`` (``extra``: agreement_before / agreement_after)."""
+    if "agreement_after" not in result.extra:
+        result.extra.update(
+            agreement_before=vessel_agreement(fixed, moving, fixed_modality, moving_modality, None),
+            agreement_after=vessel_agreement(fixed, moving, fixed_modality, moving_modality, result.matrix),
+        )
+    before, after = result.extra["agreement_before"], result.extra["agreement_after"]
+    if result.ok and after < before + min_gain:
+        result.ok = False
+        verb = "lowers" if after <= before else "does not raise (by --min-agreement-gain)"
+        result.reason = (f"registration {verb} the vessel agreement with the CF ({after:.3f} after, {before:.3f} as given, "
+                         f"gain needed {min_gain})")
+    return result
+
+
+def stretch_matrix(fixed_shape, moving_shape) -> np.ndarray:
+    """The pair as given: the moving grid stretched onto the fixed one (the identity for equal sizes)."""
+    return np.diag([fixed_shape[1] / moving_shape[1], fixed_shape[0] / moving_shape[0], 1.0])
+
+
+def identity_problem(fixed: np.ndarray, moving: np.ndarray, moving_modality: str = "ffa") -> str:
+    """Why the pair cannot be kept as given ('' when it can): different aspect ratios (not one grid), or a
+    moving image without vessels (a blank or wrong file)."""
+    (fh, fw), (mh, mw) = fixed.shape[:2], moving.shape[:2]
+    change = abs((fw / fh) / (mw / mh) - 1.0)
+    if change > MAX_ASPECT_CHANGE:
+        return f"the images differ in aspect ratio ({fw}x{fh} vs {mw}x{mh}), so they are not on one grid"
+    vessels, _ = prepare(moving, moving_modality, 2 * INIT_SIZE)
+    field = fov_mask(_resized(moving, 2 * INIT_SIZE)[0], dilate=0)
+    if (vessels > 0).sum() < MIN_STRUCTURE * max(1, int(field.sum())):
+        return "the FFA shows no vessels"
+    return ""
+
+
+def register_images(
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    fixed_modality: str = "cf",
+    moving_modality: str = "ffa",
+    options: RegistrationOptions | None = None,
+) -> Estimate:
+    """What a pair becomes (issue 22), as an Estimate with ``status``:
+
+    * ``ok``: the estimate (:func:`estimate_transform`) passed its checks and raises the vessel agreement
+      with the fixed image above the pair as given;
+    * ``identity``: no estimate beats the pair as given, and it can be kept as given
+      (:func:`identity_problem`, ``options.keep_identity``): matrix = :func:`stretch_matrix`, no inliers,
+      no residual; ``extra['refused']`` describes the estimate that was not used and ``reason`` says why;
+    * ``failed``: neither; matrix, inliers, residual and scale are those of the refused estimate (None
+      when there was none) and ``reason`` names every cause.
+    """
+    options = options or RegistrationOptions()
+    estimate = estimate_transform(fixed, moving, fixed_modality, moving_modality, options)
+    if estimate.ok:
+        refuse_if_not_better(estimate, fixed, moving, fixed_modality, moving_modality, options.min_agreement_gain)
+    if estimate.ok:
+        estimate.status = "ok"
+        return estimate
+    return keep_as_given(fixed, moving, estimate, options, moving_modality)
+
+
+def keep_as_given(fixed, moving, estimate: Estimate, options: RegistrationOptions, moving_modality: str = "ffa") -> Estimate:
+    """The pair as given (status identity) in place of the refused ``estimate``, or ``estimate`` marked
+    failed with the reason it cannot be kept as given (see :func:`register_images`)."""
+    problem = identity_problem(fixed, moving, moving_modality) if options.keep_identity else "--no-identity"
+    if problem:
+        estimate.ok, estimate.status = False, "failed"
+        estimate.reason = f"{estimate.reason}; not kept as given: {problem}"
+        return estimate
+    matrix = stretch_matrix(fixed.shape, moving.shape)
+    refused = {
+        "matrix": None if estimate.matrix is None else estimate.matrix.tolist(), "inliers": estimate.inliers,
+        "matches": estimate.matches, "scale": estimate.scale, "reason": estimate.reason,
+    }
+    return Estimate(
+        matrix, True, f"kept as given: no usable estimate beats it ({estimate.reason})", level="identity",
+        scale=float(np.sqrt(abs(np.linalg.det(matrix[:2, :2])))), status="identity",
+        extra={**{k: v for k, v in estimate.extra.items() if k.startswith("agreement") or k == "init"}, "refused": refused},
+    )
 
 
 def vessel_agreement(fixed, moving, fixed_modality, moving_modality, matrix) -> float:
@@ -309,7 +444,7 @@ def _coarse_level(fixed, moving, fixed_modality, moving_modality, detector, norm
     moving_map, moving_factor = prepare(moving, moving_modality, options.coarse_size)
     pts_f, desc_f = _features(fixed_map, detector)
     pts_m, desc_m = _features(moving_map, detector)
-    pairs = _ratio_matches(desc_m, desc_f, norm, options.ratio)
+    pairs = _ratio_matches(desc_m, desc_f, norm, options.ratio, pts_m=pts_m, pts_f=pts_f)
     if len(pairs) < options.min_inliers:
         return Estimate(None, False, f"too few matches ({len(pairs)} < --min-inliers {options.min_inliers})", 0, len(pairs), level="coarse")
     src = pts_m[[p[0] for p in pairs]]
@@ -371,7 +506,7 @@ def _fine_level(fixed, moving, fixed_modality, moving_modality, full, detector, 
     # coarse prediction in fine-level px: fine_fixed = S_f * full * S_m^-1 * fine_moving
     guess = np.diag([fixed_factor, fixed_factor, 1.0]) @ full @ np.diag([1 / moving_factor, 1 / moving_factor, 1.0])
     allowed = _allowed(guess, pts_m, pts_f, options.guide_radius)
-    pairs = _ratio_matches(desc_m, desc_f, norm, min(0.95, options.ratio + 0.1), mask=allowed)
+    pairs = _ratio_matches(desc_m, desc_f, norm, min(0.95, options.ratio + 0.1), mask=allowed, pts_m=pts_m, pts_f=pts_f)
     pairs = [p for p in pairs if allowed[p[0], p[1]]]
     if len(pairs) < options.min_inliers:
         return None

@@ -59,3 +59,20 @@ def qc_image(cf: np.ndarray, warped_ffa: np.ndarray, mask: np.ndarray) -> np.nda
         factor = QC_WIDTH / panel.shape[1]
         panel = cv2.resize(panel, (QC_WIDTH, max(1, round(panel.shape[0] * factor))), interpolation=cv2.INTER_AREA)
     return panel
+
+
+def qc_panels(fixed: np.ndarray, moving: np.ndarray, panels: list[tuple[str, np.ndarray]]) -> np.ndarray:
+    """QC panels (:func:`qc_image`) of ``moving`` warped by each (label, matrix), stacked top to bottom, each
+    labelled in its top-left corner: for pairs that were not written (failed or refused)."""
+    rows = []
+    for label, matrix in panels:
+        warped = warp_into(moving, matrix, fixed.shape)
+        panel = np.ascontiguousarray(qc_image(fixed, warped, valid_mask(fixed, moving, matrix)))
+        scale = max(0.4, panel.shape[1] / 1400)
+        thickness = max(1, round(2 * scale))
+        cv2.putText(panel, label, (8, round(24 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+        cv2.putText(panel, label, (8, round(24 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 0), thickness, cv2.LINE_AA)
+        rows.append(panel)
+    width = min(r.shape[1] for r in rows)
+    rows = [r if r.shape[1] == width else cv2.resize(r, (width, round(r.shape[0] * width / r.shape[1])), interpolation=cv2.INTER_AREA) for r in rows]
+    return np.vstack(rows)

@@ -3,17 +3,26 @@
     OUT_DIR/cf/<id>.png      the CF, unchanged (PNG)
     OUT_DIR/ffa/<id>.png     the FFA warped into the CF frame
     OUT_DIR/mask/<id>.png    the valid overlap (255 inside both fields of view after warping)
-    OUT_DIR/qc/<id>.png      checkerboard + vessel overlay, to judge the registration at a glance
+    OUT_DIR/qc/<id>.png      checkerboard + vessel overlay, to judge the registration at a glance; written
+                             for every pair whose images could be read, failed ones included (the pair as
+                             given, and the refused estimate below it when there was one)
     OUT_DIR/video/<id>/<frame>.png   every frame of an FFA video (FFA_DIR/<id>/ a folder of frames),
                              registered to the reference frame and with it into the CF frame
-    OUT_DIR/registration.csv one row per pair (and video frame): id, model, matrix, inliers, inlier
-                             ratio, residual px, status, reason
-    OUT_DIR/pairs.csv        manifest of the registered pairs (cf, ffa, mask, id, category, group, split)
+    OUT_DIR/registration.csv one row per pair (and video frame): id, model, init, matrix, inliers, inlier
+                             ratio, residual px, scale, vessel agreement as given and after, status, reason
+    OUT_DIR/pairs.csv        manifest of the usable pairs, status ok or identity (cf, ffa, mask, id,
+                             category, group, split, status)
 
-A pair that fails (too few inliers, degenerate transform, implausible scale, too little overlap,
-unreadable image) is a row with status ``failed`` and its reason, and nothing of it is written (stale
-files of an earlier run under its id are removed). Files are written atomically (temporary name, then
-rename), so an interrupted run never leaves a half-written image.
+Status (estimate.register_images): ``ok``: registered, the estimate beats the pair as given on vessel
+agreement; ``identity``: no estimate beats the pair as given, which is written unwarped (the FFA
+stretched onto the CF grid: the pairs of a folder already aligned stay a training set; the refused
+estimate is described in ``reason``); ``failed``: neither (too few inliers, degenerate transform,
+implausible scale, too little overlap, an FFA without vessels, images of other aspect ratios, unreadable
+image): a row with every reason, and of the pair only its qc/ image is written (stale files of an
+earlier run under its id are removed). The matrix, inliers, residual and scale of a row are those of
+the matrix that was written (ok, identity: no inliers, no residual) or refused (failed). Files are
+written atomically (temporary name, then rename), so an interrupted run never leaves a half-written
+image.
 
 An OUT_DIR that already holds files is refused unless ``overwrite`` (``--overwrite``): registering into it
 replaces the outputs of the pairs registered now (files of other pairs are kept). CF_DIR and FFA_DIR must
@@ -34,13 +43,15 @@ from fundus2ffa.data.readers.folder import PairedFolder, check_distinct_pairs, s
 from fundus2ffa.data.records import PairRecord
 from fundus2ffa.errors import DataError, Fundus2FFAError
 from fundus2ffa.priors.fov import fov_mask
-from fundus2ffa.registration.estimate import RegistrationOptions, estimate_transform
-from fundus2ffa.registration.outputs import qc_image, valid_mask, warp_into
+from fundus2ffa.registration.estimate import RegistrationOptions, estimate_transform, keep_as_given, register_images, stretch_matrix
+from fundus2ffa.registration.outputs import qc_image, qc_panels, valid_mask, warp_into
 from fundus2ffa.writers import write_csv, write_json, write_png
 
 log = logging.getLogger(__name__)
 OUTPUT_DIRS = ("cf", "ffa", "mask", "qc")
-CSV_COLUMNS = ("id", "model", "matrix", "inliers", "matches", "inlier_ratio", "residual_px", "scale", "level", "status", "reason")
+CSV_COLUMNS = ("id", "model", "init", "matrix", "inliers", "matches", "inlier_ratio", "residual_px", "scale", "level",
+               "agreement_before", "agreement_after", "status", "reason")
+USABLE = ("ok", "identity")  # statuses whose pairs are written and listed in pairs.csv
 
 
 @dataclass
@@ -59,14 +70,20 @@ def _row(pair_id: str, model: str, estimate=None, status: str = "failed", reason
     row = {column: "" for column in CSV_COLUMNS}
     row.update(id=pair_id, model=model, status=status, reason=reason)
     if estimate is not None:
+        identity = status == "identity"  # the pair as given: no keypoints, no residual
+        agreement = {k: round(float(estimate.extra[k]), 4) for k in ("agreement_before", "agreement_after") if k in estimate.extra}
+        if identity:
+            agreement.pop("agreement_after", None)  # that of the refused estimate, not of the written pair
         row.update(
+            init=estimate.extra.get("init", ""),
             matrix=json.dumps(np.round(estimate.matrix, 8).tolist()) if estimate.matrix is not None else "",
-            inliers=estimate.inliers,
-            matches=estimate.matches,
-            inlier_ratio=round(estimate.inlier_ratio, 4),
+            inliers="" if identity else estimate.inliers,
+            matches="" if identity else estimate.matches,
+            inlier_ratio="" if identity else round(estimate.inlier_ratio, 4),
             residual_px=round(estimate.residual_px, 3) if np.isfinite(estimate.residual_px) else "",
             scale=round(estimate.scale, 4) if np.isfinite(estimate.scale) else "",
             level=estimate.level,
+            **agreement,
         )
     return row
 
@@ -92,6 +109,16 @@ def _write_all(out_dir: Path, pair_id: str, files: dict[str, np.ndarray]) -> Non
         raise
 
 
+def failed_qc(cf: np.ndarray, moving: np.ndarray, estimate) -> np.ndarray:
+    """The QC of a pair that was not written: the pair as given, and below it the refused estimate when
+    there was an invertible one (so "check the pair in qc/" can be done)."""
+    panels = [("as given (not registered)", stretch_matrix(cf.shape, moving.shape))]
+    matrix = estimate.matrix
+    if matrix is not None and np.all(np.isfinite(matrix)) and abs(np.linalg.det(matrix[:2, :2])) > 1e-6:
+        panels.append(("refused estimate", matrix))
+    return qc_panels(cf, moving, panels)
+
+
 def register_record(record: PairRecord, out_dir: Path, options: RegistrationOptions, pipeline: PipelineOptions) -> list[dict]:
     """Register one pair (or one CF and an FFA video folder) and write its outputs; returns CSV rows."""
     out_dir = Path(out_dir)
@@ -110,16 +137,23 @@ def register_record(record: PairRecord, out_dir: Path, options: RegistrationOpti
         _remove_outputs(out_dir, record.id)
         return [_row(record.id, model, reason=str(exc))]
 
-    estimate = estimate_transform(cf, reference, "cf", "ffa", options)
-    if estimate.ok:
+    estimate = register_images(cf, reference, "cf", "ffa", options)
+    mask = None
+    for _ in range(2):  # the estimate, then (when it leaves too little overlap) the pair as given
+        if estimate.status not in USABLE:
+            break
         mask = valid_mask(cf, reference, estimate.matrix)
-        cf_fov = max(1, int(fov_mask(cf).sum()))
-        overlap = mask.sum() / cf_fov
-        if overlap < pipeline.min_overlap:
-            estimate.ok = False
-            estimate.reason = f"overlap {overlap:.2f} of the CF field of view < --min-overlap {pipeline.min_overlap}"
-    if not estimate.ok:
+        overlap = mask.sum() / max(1, int(fov_mask(cf).sum()))
+        if overlap >= pipeline.min_overlap:
+            break
+        estimate.ok, estimate.status = False, "failed"
+        estimate.reason = f"overlap {overlap:.2f} of the CF field of view < --min-overlap {pipeline.min_overlap}" + (
+            f" ({estimate.reason})" if estimate.reason else "")
+        if estimate.level != "identity":
+            estimate = keep_as_given(cf, reference, estimate, options)
+    if estimate.status not in USABLE:
         _remove_outputs(out_dir, record.id)
+        _write_all(out_dir, record.id, {f"qc/{record.id}.png": failed_qc(cf, reference, estimate)})
         return [_row(record.id, model, estimate, "failed", estimate.reason)]
 
     warped = warp_into(reference, estimate.matrix, cf.shape)
@@ -129,13 +163,13 @@ def register_record(record: PairRecord, out_dir: Path, options: RegistrationOpti
         f"mask/{record.id}.png": mask * 255,
         f"qc/{record.id}.png": qc_image(cf, warped, mask),
     }
-    rows = [_row(record.id, model, estimate, "ok", "")]
+    rows = [_row(record.id, model, estimate, estimate.status, estimate.reason if estimate.status == "identity" else "")]
     if video:
         for index, frame_path in enumerate(frames):
             frame_id = f"{record.id}/{frame_path.stem}"
             if index == pipeline.reference_frame:
                 files[f"video/{frame_id}.png"] = warped
-                rows.append(_row(frame_id, model, estimate, "ok", "reference frame"))
+                rows.append(_row(frame_id, model, estimate, estimate.status, "reference frame"))
                 continue
             frame = read_grey(frame_path, channel=pipeline.ffa_channel, where="FFA_DIR")
             to_reference = estimate_transform(reference, frame, "ffa", "ffa", options)
@@ -225,9 +259,10 @@ def register_pairs(
         {
             "id": row["id"], "cf": f"cf/{row['id']}.png", "ffa": f"ffa/{row['id']}.png", "mask": f"mask/{row['id']}.png",
             "category": by_id[row["id"]].category, "group": by_id[row["id"]].group, "split": by_id[row["id"]].split,
+            "status": row["status"],
         }
-        for row in rows if row["status"] == "ok" and row["id"] in by_id
+        for row in rows if row["status"] in USABLE and row["id"] in by_id
     ]
-    write_csv(out_dir / "pairs.csv", manifest_rows, ["id", "cf", "ffa", "mask", "category", "group", "split"])
+    write_csv(out_dir / "pairs.csv", manifest_rows, ["id", "cf", "ffa", "mask", "category", "group", "split", "status"])
     write_json(out_dir / "registration_options.json", {**asdict(options), **asdict(pipeline)}, sort_keys=False)
     return rows

@@ -13,21 +13,30 @@ the CSV's folder or ``root``), or ``class_folders``: ``root/<class>/*.png`` (the
 ../shared/data/ffa_frames/origin_data/01.phase_identification/{arterial_phase,venous_phase,non_ffa}).
 
 ``ImageMaskFolders`` (segmentation): an image folder, a mask folder and a name rule. Presets for the
-public vessel sets (point ``root`` at the unpacked download):
+public vessel sets (point ``root`` at the unpacked download), each with its train/test split
+(``split: official``, the default: the study trains on the train part and scores on the test part;
+``split: all`` pools every image and splits by ``test_fraction``):
 
-=========  =======================  =========================  ======================================
-preset     images                   masks (first observer)     name rule
-=========  =======================  =========================  ======================================
-drive      training/images/*.tif    training/1st_manual/*.gif  21_training.tif -> 21_manual1.gif
-           (or test/images)         (test/1st_manual)          (split=test: 01_test.tif -> 01_manual1.gif)
-chase_db1  *.jpg (one folder)       same folder, *_1stHO.png   Image_01L.jpg -> Image_01L_1stHO.png
-stare      stare-images/*.ppm       labels-ah/*.ah.ppm         im0001.ppm -> im0001.ah.ppm (gunzip first)
-hrf        images/*.jpg|JPG         manual1/*.tif              01_dr.JPG -> 01_dr.tif
-=========  =======================  =========================  ======================================
+=========  =======================  =========================  ==============================  ==========================
+preset     images                   masks (first observer)     name rule                       official test part
+=========  =======================  =========================  ==============================  ==========================
+drive      {training,test}/images   {training,test}/1st_manual  21_training.tif -> 21_manual1.gif  the test/ folder (20 of 40)
+chase_db1  *.jpg (one folder)       same folder, *_1stHO.png   Image_01L.jpg -> Image_01L_1stHO.png  Image_11L-14R (8 of 28) [1]
+stare      stare-images/*.ppm       labels-ah/*.ah.ppm         im0001.ppm -> im0001.ah.ppm     the last 10 of the 20 labelled [1]
+hrf        images/*.jpg|JPG         manual1/*.tif              01_dr.JPG -> 01_dr.tif          06-15 of each category (30 of 45) [1]
+folders    {train,test}/images      {train,test}/masks         a mask with the image's stem    the test/ folder
+=========  =======================  =========================  ==============================  ==========================
 
-``ImageMaskFolders(images=..., masks=..., mask_name="{stem}.png")`` covers any other layout;
-``mask_name`` may use ``{stem}`` (the image name without suffix) and ``{id}`` (the first group of
-``id_regex`` on the stem).  Masks: ``binary`` (any non-zero pixel is foreground) or ``index`` (pixel
+[1] CHASE_DB1, STARE and HRF ship no split; these are the conventions of the vessel-segmentation
+literature (CHASE: first 20 train, last 8 test; STARE: first 10 / last 10 labelled images; HRF: the
+first 5 of each category train), named here so a table says which it used. ``split: training`` or
+``test`` reads one DRIVE (or ``folders``) folder only, split by ``test_fraction``.
+
+``ImageMaskFolders(images=..., masks=..., mask_name="{stem}.png")`` covers any other layout (with
+``{split}`` in ``images``/``masks`` and ``split_folders: {train: ..., test: ...}`` it has an official
+split too); ``mask_name`` may use ``{stem}`` (the image name without suffix) and ``{id}`` (the first
+group of ``id_regex`` on the stem), and ``*`` (``{stem}.*``: any suffix, exactly one file). Field-of-view
+masks (``fov``): ``preset`` (the preset's own, DRIVE and HRF), null (score every pixel) or a folder.  Masks: ``binary`` (any non-zero pixel is foreground) or ``index`` (pixel
 values / palette indices are class numbers, for K-class heads; e.g. the VOC-style lesion masks of
 ../shared/data/ffa_frames/origin_data/03.area_segmentation).
 
@@ -67,6 +76,7 @@ class DownstreamSet:
     masks: torch.Tensor | None = None           # N x S x S int64 (segmentation)
     fov: torch.Tensor | None = None             # N x S x S bool (where masks are scored), optional
     paired: torch.Tensor | None = None          # N x C x S x S in [-1, 1] (retrieval partners, FFA)
+    parts: list[str] | None = None              # per item "train" | "test": the data set's own split (official)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -75,7 +85,12 @@ class DownstreamSet:
         index = torch.as_tensor(list(index), dtype=torch.long)
         pick = lambda t: None if t is None else t[index]  # noqa: E731
         return DownstreamSet(pick(self.images), [self.ids[i] for i in index.tolist()], pick(self.labels), self.classes,
-                             pick(self.masks), pick(self.fov), pick(self.paired))
+                             pick(self.masks), pick(self.fov), pick(self.paired),
+                             None if self.parts is None else [self.parts[i] for i in index.tolist()])
+
+    def in_part(self, name: str) -> list[int]:
+        """Indices of the items of the data set's own ``name`` part (train | test); [] without parts."""
+        return [i for i, p in enumerate(self.parts or []) if p == name]
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -187,11 +202,18 @@ class LabelledImages:
 # ----------------------------------------------------------------------------------------- segmentation
 PRESETS = {
     "drive": {"images": "{split}/images", "masks": "{split}/1st_manual", "id_regex": r"^(\d+)_", "mask_name": "{id}_manual1.gif",
-              "fov": "{split}/mask", "fov_name": "{stem}_mask.gif", "split": "training"},
-    "chase_db1": {"images": ".", "masks": ".", "image_regex": r"^Image_\d+[LR]$", "mask_name": "{stem}_1stHO.png"},
-    "stare": {"images": "stare-images", "masks": "labels-ah", "mask_name": "{stem}.ah.ppm"},
-    "hrf": {"images": "images", "masks": "manual1", "mask_name": "{stem}.tif", "fov": "mask", "fov_name": "{stem}_mask.tif"},
+              "fov": "{split}/mask", "fov_name": "{stem}_mask.gif", "split_folders": {"train": "training", "test": "test"}},
+    "chase_db1": {"images": ".", "masks": ".", "image_regex": r"^Image_\d+[LR]$", "mask_name": "{stem}_1stHO.png",
+                  "test_regex": r"^Image_1[1-4][LR]$"},
+    "stare": {"images": "stare-images", "masks": "labels-ah", "mask_name": "{stem}.ah.ppm",
+              "test_regex": r"^im0(162|163|235|236|239|240|255|291|319|324)$"},
+    "hrf": {"images": "images", "masks": "manual1", "mask_name": "{stem}.tif", "fov": "mask", "fov_name": "{stem}_mask.tif",
+            "test_regex": r"^(0[6-9]|1[0-5])_(dr|g|h)$"},
+    "folders": {"images": "{split}/images", "masks": "{split}/masks", "mask_name": "{stem}.*",
+                "split_folders": {"train": "train", "test": "test"}},
 }
+SPLIT_MODES = ("official", "all")  # or a folder name that fills {split} (e.g. DRIVE's training | test)
+PRESET_FOV = "preset"
 
 
 class ImageMaskFolders:
@@ -199,15 +221,22 @@ class ImageMaskFolders:
 
     Args:
         root: the data set's top folder (presets) or the base of ``images``/``masks``.
-        preset: drive | chase_db1 | stare | hrf | null (then ``images``, ``masks``, ``mask_name`` are needed).
-        split: DRIVE's training | test folder.
+        preset: drive | chase_db1 | stare | hrf | folders | null (then ``images``, ``masks``, ``mask_name``
+            are needed).
+        split: official (default; null means the same): the data set's own train and test parts, read
+            from their folders (DRIVE ``training``/``test``, ``folders`` ``train``/``test``, or
+            ``split_folders``) or by ``test_regex`` on the image stem (CHASE_DB1, STARE, HRF); a layout
+            without a split then has no parts (the study splits by ``test_fraction``). all: every image,
+            no parts. Any other value fills ``{split}`` in the folders (one folder, e.g. DRIVE's test).
         mask_mode: binary (mask > 0) | index (values are class numbers).
-        fov: optional folder of field-of-view masks (``fov_name``); outside them pixels are not scored.
+        fov: preset (default: the preset's field-of-view masks, DRIVE and HRF) | null (every pixel is
+            scored) | a folder (``fov_name``); outside the masks pixels are not scored.
     """
 
     def __init__(self, root: str | None = None, preset: str | None = None, images: str | None = None, masks: str | None = None,
                  mask_name: str | None = None, id_regex: str | None = None, image_regex: str | None = None,
-                 fov: str | None = None, fov_name: str | None = None, split: str | None = None,
+                 fov: str | None = PRESET_FOV, fov_name: str | None = None, split: str | None = "official",
+                 split_folders: dict | None = None, test_regex: str | None = None,
                  mask_mode: str = "binary", modality: str = "cf", image_size: int = 64, allow_grey_cf: bool = False):
         settings = {}
         if preset:
@@ -215,23 +244,45 @@ class ImageMaskFolders:
                 raise ConfigError(f"downstream.data.preset must be one of {'|'.join(PRESETS)} or null, got {preset!r}")
             settings = dict(PRESETS[preset])
         given = {"images": images, "masks": masks, "mask_name": mask_name, "id_regex": id_regex, "image_regex": image_regex,
-                 "fov": fov, "fov_name": fov_name, "split": split}
+                 "fov_name": fov_name, "split_folders": split_folders, "test_regex": test_regex}
         settings.update({k: v for k, v in given.items() if v is not None})
+        if fov != PRESET_FOV:  # null: no field-of-view masks, even where the preset has them
+            settings["fov"] = fov
         for key in ("images", "masks", "mask_name"):
             if not settings.get(key):
                 raise ConfigError(f"downstream.data.{key} is not set; give it or a preset ({'|'.join(PRESETS)})")
         if mask_mode not in ("binary", "index"):
             raise ConfigError(f"downstream.data.mask_mode must be binary or index, got {mask_mode!r}")
-        base = Path(root) if root else Path(".")
-        fill = lambda s: s.format(split=settings.get("split") or "")  # noqa: E731
-        self.images = base / fill(settings["images"])
-        self.masks = base / fill(settings["masks"])
-        self.fov = base / fill(settings["fov"]) if settings.get("fov") else None
+        self.split = "official" if split is None else str(split)
+        folders = dict(settings.get("split_folders") or {})
+        templated = any("{split}" in str(settings.get(k) or "") for k in ("images", "masks", "fov"))
+        if templated and self.split in SPLIT_MODES and not folders:
+            raise ConfigError(
+                "downstream.data.images/masks hold {split}: give downstream.data.split_folders={train: ..., test: ...} "
+                "or name one folder with downstream.data.split=<folder>"
+            )
+        # (part, folder that fills {split}) to read: part None = no official part
+        if self.split == "official" and templated:
+            self.folders = [("train", folders["train"]), ("test", folders["test"])]
+        elif self.split == "all" and templated:
+            self.folders = [(None, folders["train"]), (None, folders["test"])]
+        else:
+            self.folders = [(None, "" if self.split in SPLIT_MODES else self.split)]
+        self.test_regex = re.compile(settings["test_regex"]) if settings.get("test_regex") and self.split == "official" and not templated else None
+        self.base = Path(root) if root else Path(".")
+        self.settings = settings
         self.mask_name, self.fov_name = settings["mask_name"], settings.get("fov_name")
         self.id_regex = re.compile(settings["id_regex"]) if settings.get("id_regex") else None
         self.image_regex = re.compile(settings["image_regex"]) if settings.get("image_regex") else None
         self.mask_mode, self.modality = mask_mode, modality
         self.image_size, self.allow_grey_cf = _check_size(image_size), allow_grey_cf
+        first = self.folders[0][1]
+        self.images, self.masks = self._folder("images", first), self._folder("masks", first)  # (one-folder layouts)
+        self.fov = self._folder("fov", first)
+
+    def _folder(self, key: str, split: str) -> Path | None:
+        value = self.settings.get(key)
+        return self.base / str(value).format(split=split) if value else None
 
     def _name(self, rule: str, image: Path) -> str:
         ident = image.stem
@@ -242,28 +293,65 @@ class ImageMaskFolders:
             ident = match.group(1)
         return rule.format(stem=image.stem, id=ident)
 
-    def pairs(self) -> list[tuple[Path, Path, Path | None]]:
-        if not self.images.is_dir():
-            raise DataError(f"image folder {self.images} not found; set downstream.data.root (and preset or images=) to the unpacked data set")
-        images = [p for p in image_files(self.images.iterdir(), self.images, SUFFIXES)
+    def _partner(self, folder: Path, rule: str, image: Path) -> Path:
+        """The file of ``folder`` that ``rule`` names for ``image`` (a ``*`` in the rule: exactly one match)."""
+        name = self._name(rule, image)
+        if "*" not in name:
+            return folder / name
+        found = sorted(p for p in folder.glob(name) if p.suffix.lower() in SUFFIXES) if folder.is_dir() else []
+        if len(found) > 1:
+            raise DataError(f"{len(found)} files in {folder} match {name!r} for {image}: {[p.name for p in found[:4]]}; keep one")
+        return found[0] if found else folder / name
+
+    def _folder_pairs(self, split: str) -> list[tuple[Path, Path, Path | None]]:
+        images_dir, masks_dir, fov_dir = self._folder("images", split), self._folder("masks", split), self._folder("fov", split)
+        if not images_dir.is_dir():
+            fix = (" (split: official reads the data set's train and test folders; set downstream.data.split=<one folder> "
+                   "or all to read what exists)") if self.split == "official" and split else ""
+            raise DataError(f"image folder {images_dir} not found; set downstream.data.root (and preset or images=) to the unpacked data set{fix}")
+        images = [p for p in image_files(images_dir.iterdir(), images_dir, SUFFIXES)
                   if p.is_file() and (self.image_regex.search(p.stem) if self.image_regex else True)]
-        if self.image_regex is None and self.images == self.masks:
+        if self.image_regex is None and images_dir == masks_dir:
             raise ConfigError("images and masks share a folder: set downstream.data.image_regex so masks are not read as images")
         if not images:
-            raise DataError(f"no images ({', '.join(SUFFIXES)}) in {self.images}")
+            raise DataError(f"no images ({', '.join(SUFFIXES)}) in {images_dir}")
         found = []
         for image in images:
-            mask = self.masks / self._name(self.mask_name, image)
+            mask = self._partner(masks_dir, self.mask_name, image)
             if not mask.is_file():
                 raise DataError(
                     f"no mask for {image}: expected {mask} (downstream.data.mask_name={self.mask_name!r}). "
                     "Check the masks folder and the name rule, or remove the image."
                 )
-            fov = self.fov / self._name(self.fov_name, image) if self.fov is not None and self.fov_name else None
+            fov = self._partner(fov_dir, self.fov_name, image) if fov_dir is not None and self.fov_name else None
             if fov is not None and not fov.is_file():
-                raise DataError(f"no field-of-view mask for {image}: expected {fov}; unset downstream.data.fov to score every pixel")
+                raise DataError(
+                    f"no field-of-view mask for {image}: expected {fov}; set downstream.data.fov=null to score every pixel"
+                )
             found.append((image, mask, fov))
         return found
+
+    def labelled_pairs(self) -> list[tuple[Path, Path, Path | None, str | None]]:
+        """(image, mask, fov or None, part or None) of every image, in folder then name order."""
+        found = []
+        for part, split in self.folders:
+            for image, mask, fov in self._folder_pairs(split):
+                label = part
+                if self.test_regex is not None:
+                    label = "test" if self.test_regex.search(image.stem) else "train"
+                found.append((image, mask, fov, label))
+        labels = [p[3] for p in found]
+        if self.split == "official" and any(labels) and not ({"train", "test"} <= set(labels)):
+            missing = "test" if "test" not in labels else "train"
+            raise DataError(
+                f"the official split of {self.base} found no {missing} images ({len(found)} images read; "
+                f"test rule: {self.test_regex.pattern if self.test_regex else dict(self.folders)}); set downstream.data.split=all "
+                "to split every image by downstream.test_fraction instead"
+            )
+        return found
+
+    def pairs(self) -> list[tuple[Path, Path, Path | None]]:
+        return [p[:3] for p in self.labelled_pairs()]
 
     def _mask(self, path: Path) -> np.ndarray:
         from fundus2ffa.data.io import _open  # the reader's errors (missing / corrupt file) for masks too
@@ -273,16 +361,18 @@ class ImageMaskFolders:
         return (array > 0).astype(np.uint8) if self.mask_mode == "binary" else array.astype(np.uint8)
 
     def load(self) -> DownstreamSet:
-        pairs = self.pairs()
+        pairs = self.labelled_pairs()
         images, masks, fovs = [], [], []
-        for image, mask, fov in pairs:
+        for image, mask, fov, _ in pairs:
             tensor = read_image(image, self.modality, self.image_size, self.allow_grey_cf)
             m = self._mask(mask)
             masks.append(torch.from_numpy(resize(m, self.image_size, nearest=True).astype(np.int64)))
             fovs.append(torch.from_numpy(resize(self._mask(fov), self.image_size, nearest=True) > 0) if fov else
                         torch.ones(self.image_size, self.image_size, dtype=torch.bool))
             images.append(tensor)
-        return DownstreamSet(torch.stack(images), [str(p[0]) for p in pairs], masks=torch.stack(masks), fov=torch.stack(fovs))
+        parts = [p[3] for p in pairs]
+        return DownstreamSet(torch.stack(images), [str(p[0]) for p in pairs], masks=torch.stack(masks), fov=torch.stack(fovs),
+                             parts=parts if any(parts) else None)
 
 
 # ----------------------------------------------------------------------------------------- retrieval

@@ -1,5 +1,6 @@
-"""The few-shot table: rows pretrained / random / ImageNet, columns k, cells mean +- standard deviation
-over seeds (n runs), one table per (study, mode, metric).
+"""The few-shot table: rows pretrained / random / ImageNet, then the trivial baseline (``baseline: ...``,
+transfer/baselines.py), columns k, cells mean +- standard deviation over seeds (n runs), one table per
+(study, mode, metric).
 
     python -m fundus2ffa.transfer.report outputs/transfer/runs/<time> [more run dirs or results.csv] [--out table.md]
 """
@@ -15,7 +16,7 @@ from fundus2ffa.transfer.fewshot import summarise
 from fundus2ffa.writers import write_text
 
 INIT_ORDER = ("pretrained", "random", "imagenet")
-NOT_METRICS = {"study", "task", "init", "mode", "k", "seed", "n_train", "n_test", "num_queries"}
+NOT_METRICS = {"study", "task", "init", "mode", "k", "seed", "n_train", "n_test", "num_queries", "tophat_px", "threshold", "train_dice"}
 PRIMARY = {"classification": ("balanced_accuracy", "auroc"), "segmentation": ("dice",),
            "retrieval": ("recall@1", "recall@5", "recall@10", "median_rank")}
 
@@ -47,7 +48,8 @@ def tables(rows: list[dict]) -> str:
     for (study, task, mode), members in groups.items():
         metrics = [m for m in PRIMARY.get(task, ()) if m in members[0]] or [m for m in members[0] if m not in NOT_METRICS]
         ks = sorted({r["k"] for r in members}, key=_k_key)
-        inits = [i for i in INIT_ORDER if any(r["init"] == i for r in members)]
+        found = list(dict.fromkeys(r["init"] for r in members))
+        inits = [i for i in INIT_ORDER if i in found] + [i for i in found if i not in INIT_ORDER]  # baselines last
         n_test = sorted({r.get("n_test", "") for r in members})
         for metric in metrics:
             parts.append(f"### {study}: {task}, {mode}, {metric} (test n = {'/'.join(n_test)}; mean ± sd over seeds, n runs)\n")

@@ -90,3 +90,51 @@ def test_baselines_are_fitted_on_train_and_scored_on_test(tmp_path):
         assert {"psnr", "ssim", "vessel_dice", "leakage_dice"} <= set(scores[name])
     # the synthetic CF predicts its FFA better than a constant does
     assert scores["linear"]["psnr"] > scores["constant"]["psnr"]
+
+
+def _synthetic_datamodule(tmp_path, size=128, pairs=8):
+    from hydra.utils import instantiate
+
+    cfg = compose_run(["debug=smoke", f"data.reader.num_pairs={pairs}", f"data.image_size={size}"], tmp_path)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    return datamodule
+
+
+def test_blur_baseline_is_the_linear_map_blurred_to_its_best_training_psnr(tmp_path):
+    """Issue 22: the blur baseline's sigma is the one of BLUR_SIGMAS with the best mean training PSNR
+    (checked here against every sigma), and blurring removes detail the linear map has."""
+    from fundus2ffa.metrics.baselines import BLUR_SIGMAS, _train_dataset
+
+    datamodule = _synthetic_datamodule(tmp_path, size=64, pairs=6)
+    fitted = fit_baselines(datamodule)
+    items = [_train_dataset(datamodule)[i] for i in range(len(datamodule.datasets["train"]))]
+
+    def train_psnr(sigma):
+        trial = {**fitted, "blur_sigma": sigma / 256}
+        return np.mean([image_quality(predict_baseline("blur", trial, it["cf"][None]), it["ffa"][None])["psnr"].item() for it in items])
+
+    psnrs = {sigma: train_psnr(sigma) for sigma in BLUR_SIGMAS}
+    assert fitted["blur_sigma"] * 256 == max(psnrs, key=psnrs.get)
+    cf = items[0]["cf"][None]
+    linear = predict_baseline("linear", fitted, cf)
+    assert torch.equal(predict_baseline("blur", {**fitted, "blur_sigma": 0.0}, cf), linear)
+    blurred = predict_baseline("blur", {**fitted, "blur_sigma": 16 / 256}, cf)  # 4 px at 64 px
+    detail = lambda x: (x[..., 1:, :] - x[..., :-1, :]).abs().mean().item()  # noqa: E731
+    assert blurred.shape == linear.shape and detail(blurred) < 0.5 * detail(linear)
+
+
+def test_structure_baseline_renders_the_cf_vessels_bright_and_finds_more_vessel_tree(tmp_path):
+    """Issue 22: the CF's black top-hat rendered as bright vessels on a dark ground scores a higher vessel
+    Dice than the constant and linear predictors on the synthetic retina, and its vessels are bright."""
+    from fundus2ffa.metrics.baselines import tophat
+
+    datamodule = _synthetic_datamodule(tmp_path)
+    scores = score_baselines(datamodule, {"quantize": True})
+    assert scores["structure"]["vessel_dice"] > max(scores["linear"]["vessel_dice"], scores["constant"]["vessel_dice"])
+    assert scores["fit"]["structure_slope_offset"][0] > 0 and scores["fit"]["structure_tophat_px"] >= 3
+    item = datamodule.datasets["test"][0]
+    fitted = fit_baselines(datamodule)
+    rendered = predict_baseline("structure", fitted, item["cf"][None])[0, 0]
+    vessels = tophat(item["cf"][None], fitted["structure"]["diameter"])[0, 0] > 0.1
+    assert rendered[vessels].mean() > rendered[~vessels].mean() + 0.1

@@ -62,6 +62,7 @@ class Reader:
     """
 
     noun = "video"  # how errors name one record
+    synthetic = False  # drawn by the synthetic retina (not real data: no realism metrics by default, run.py)
     resize_key = "resize_to_cf"  # the config key that allows resampling
     resize_interpolation = cv2.INTER_LINEAR
 

@@ -35,6 +35,7 @@ from fundus2ffa.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 MANIFEST_REQUIRED = ("cf", "ffa")
 MANIFEST_OPTIONAL = ("id", "category", "group", "split", "mask")
+MANIFEST_INFORMATIONAL = ("status",)  # read and ignored: python -m fundus2ffa.register's ok | identity
 
 
 class PairedFolder(PairReader):
@@ -125,7 +126,7 @@ class PairedFolder(PairReader):
             reader = csv.DictReader(handle)
             columns = [c.strip() for c in reader.fieldnames or []]
             allowed = MANIFEST_REQUIRED + MANIFEST_OPTIONAL
-            unknown = [c for c in columns if c not in allowed]
+            unknown = [c for c in columns if c not in allowed + MANIFEST_INFORMATIONAL]
             if unknown:
                 raise DataError(
                     f"pair manifest {manifest} has unknown columns {unknown}; allowed columns are "

@@ -37,6 +37,7 @@ class SyntheticPairs(Reader):
     """
 
     noun = "pair"
+    synthetic = True  # not real data: no realism metrics by default (run.py)
 
     def __init__(
         self,
@@ -132,6 +133,8 @@ class SyntheticVideos(Reader):
         frames_per_phase, phases_drop, phase_merge, eval_frames, pad_to: see :class:`~fundus2ffa.data.readers.base.Reader`
             (sampling, after the export's phase codes are filtered and merged).
     """
+
+    synthetic = True
 
     def __init__(
         self,
