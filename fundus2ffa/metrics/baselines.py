@@ -35,10 +35,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from fundus2ffa.data.dataset import FFADataset
-from fundus2ffa.metrics.convert import to_uint8
+from fundus2ffa.metrics.convert import to_uint8, to_unit
 from fundus2ffa.metrics.evaluation import evaluation_scores
-from fundus2ffa.metrics.image import MetricTable, image_quality
-from fundus2ffa.metrics.structure import structure_agreement
+from fundus2ffa.metrics.image import MetricTable
+from fundus2ffa.metrics.structure import dice as structure_dice
+from fundus2ffa.metrics.structure import vessel_map
 
 BASELINES = ("constant", "linear", "blur", "structure")
 BLUR_SIGMAS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # px at a 256 px image; scaled with the image's shorter side
@@ -97,6 +98,14 @@ def _batch(item: dict) -> dict:
     return {k: v[None] for k, v in item.items() if isinstance(v, torch.Tensor)}
 
 
+def _psnr(fake: torch.Tensor, real: torch.Tensor, valid: torch.Tensor | None) -> float:
+    """PSNR as metrics/image.py scores it (8-bit [0, 1] images, inside ``valid``), without its SSIM."""
+    err = (to_unit(fake, quantize=True) - to_unit(real, quantize=True)) ** 2
+    weight = torch.ones_like(err) if valid is None else valid.float().expand_as(err)
+    mse = float((err * weight).sum() / weight.sum().clamp_min(1.0))
+    return 10.0 * float(np.log10(1.0 / max(mse, 1e-10)))
+
+
 def _fit_blur(fitted: dict, items: list[dict]) -> float:
     """The sigma (fraction of the shorter side) of :data:`BLUR_SIGMAS` with the best mean training PSNR."""
     best, best_psnr = 0.0, -float("inf")
@@ -105,7 +114,7 @@ def _fit_blur(fitted: dict, items: list[dict]) -> float:
         for item in items:
             batch = _batch(item)
             fake = predict_baseline("blur", {**fitted, "blur_sigma": sigma / 256}, batch["cf"])
-            scores.append(float(image_quality(fake, batch["ffa"], batch.get("fov"), valid=batch.get("valid"))["psnr"][0]))
+            scores.append(_psnr(fake, batch["ffa"], batch.get("valid")))
         if np.mean(scores) > best_psnr:
             best, best_psnr = sigma / 256, float(np.mean(scores))
     return best
@@ -130,9 +139,11 @@ def _fit_structure(items: list[dict]) -> dict:
         dice = []
         for item in items:
             batch = _batch(item)
-            hat = tophat(batch["cf"], fraction) * 2 - 1
             region = batch.get("valid") if batch.get("fov") is None else batch["fov"] * batch.get("valid", 1)
-            dice.append(float(structure_agreement(hat, batch["ffa"], region)["vessel_dice"][0]))
+            inside = None if region is None else region[0, 0].numpy() > 0
+            hat = vessel_map(to_uint8(tophat(batch["cf"], fraction) * 2 - 1)[0, 0].numpy(), inside)
+            real = vessel_map(to_uint8(batch["ffa"][:, :1])[0, 0].numpy(), inside)
+            dice.append(structure_dice(hat, real, inside))  # the vessel Dice of metrics/structure.py
         if np.mean(dice) > best["train_vessel_dice"]:
             best = {"diameter": fraction, "train_vessel_dice": float(np.mean(dice))}
     xs, ys = [], []
