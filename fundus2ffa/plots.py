@@ -19,10 +19,11 @@ CHARTS = (
     ("loss_g_total", "G loss (weighted total)", "loss", lambda k: k == "train/g_total"),
     ("loss_g_terms", "G loss terms (unweighted)", "loss", lambda k: k.startswith("train/g_") and k != "train/g_total"),
     ("loss_d", "D loss (total and terms)", "loss", lambda k: k.startswith("train/d_")),
-    ("val_psnr", "validation PSNR", "dB", lambda k: k.startswith("val/psnr")),
-    ("val_ssim_dice", "validation SSIM and Dice", "", lambda k: k.startswith("val/") and not k.startswith("val/psnr")
+    ("val_psnr", "validation PSNR", "dB", lambda k: k.startswith("val/psnr") and k.count("/") == 1),
+    ("val_ssim_dice", "validation SSIM and Dice", "", lambda k: k.startswith("val/") and k.count("/") == 1
      and k.split("/", 1)[1].split("_")[0] in ("ssim", "vessel", "leakage")),
 )
+# per-category metrics (val/psnr/abnormal) stay in history.csv: the charts show the overall ones
 
 
 def read_history(path: str | Path) -> list[dict]:

@@ -151,7 +151,7 @@ body { font-family: sans-serif; margin: 1.5em; } table { border-collapse: collap
 td, th { border: 1px solid #ccc; padding: 4px 6px; text-align: center; }
 th[data-col] { cursor: pointer; background: #eef; } th[data-dir="asc"]::after { content: " \\25B2"; }
 th[data-dir="desc"]::after { content: " \\25BC"; }
-#per-image img, #per-image video { max-width: 160px; max-height: 160px; min-width: 64px; }
+#per-image img, #per-image video { max-width: 128px; max-height: 128px; min-width: 64px; }
 #per-image td:first-child, #per-image th:first-child { position: sticky; left: 0; background: #fff; z-index: 1; }
 #per-image th:first-child { background: #eef; }
 .scroll { overflow-x: auto; } .curves img { margin: 0 8px 8px 0; border: 1px solid #ddd; }

@@ -162,7 +162,8 @@ class EpochLog(L.Callback):
                 continue
             inner = ", ".join(f"{name} {_fmt(value)}" for name, value in terms.items())
             parts.append(f"{side.upper()} {_fmt(total) if total is not None else ''}" + (f" ({inner})" if inner else ""))
-        val = [f"{k.split('/', 1)[1]} {_fmt(v)}" for k, v in row.items() if k.startswith("val/")]
+        # overall validation metrics (per-category ones, val/psnr/abnormal, are in history.csv)
+        val = [f"{k.split('/', 1)[1]} {_fmt(v)}" for k, v in row.items() if k.startswith("val/") and k.count("/") == 1]
         if val:
             parts.append("val " + ", ".join(val))
         lrs = [f"{k[3:]} {v:.3g}" for k, v in row.items() if k.startswith("lr-")]
