@@ -20,7 +20,8 @@ import torch
 from PIL import Image
 
 from conftest import REPO, TRANSFER_GLOBAL, compose_run, save_generator_checkpoint, tiny_checkpoint
-from fundus2ffa.data.io import MAX_PIXELS, image_size, list_images, read_cf, write_png
+from fundus2ffa.data.io import MAX_PIXELS, image_size, list_images, read_cf
+from fundus2ffa.writers import write_png
 from fundus2ffa.errors import ConfigError, DataError
 from fundus2ffa.run import run
 
