@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, compose_run
+from conftest import FIXTURES, REPO, compose_run
 from fundus2ffa.config import check_config
 from fundus2ffa.run import run
 
@@ -58,6 +58,7 @@ TINY = {  # per data config: smoke-sized data
     "isfahan_fundus2angio": [],  # the README's own smoke sizes
     "synthetic_video": ["data.reader.num_eyes=6", "data.image_size=32"],
     "fundus2video_csv": ["data.image_size=32"],
+    "uwf_phases": ["data.image_size=64", "generator.num_downs=6"],
 }
 
 
@@ -117,6 +118,7 @@ def shorten(command: str, fx: dict, ckpts: dict) -> tuple[list[list[str]], bool]
         "/data/f2v/frames.csv": str(fx["csv"]), "/weights/vgg19-dcbb9e9d.pth": "random",
         "/my/cf_images": str(fx["cf"]), "/my/cf": str(fx["cf"]), "<any>": None,
         "OUT_DIR": str(fx["registered"]),
+        "../shared/data": str(FIXTURES),  # the shipped downscaled copies of the shared real data (same layout)
     }
     out = []
     for token in tokens:

@@ -42,7 +42,7 @@ from fundus2ffa.metrics.structure import dice as structure_dice
 from fundus2ffa.metrics.structure import vessel_map
 
 BASELINES = ("constant", "linear", "blur", "structure")
-BLUR_SIGMAS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # px at a 256 px image; scaled with the image's shorter side
+BLUR_SIGMAS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # px at a 256 px image; scaled with the shorter side
 STRUCTURE_DIAMETERS = (1 / 64, 1 / 32, 1 / 16)  # black top-hat disc, fraction of the shorter side (odd, >= 3 px)
 
 

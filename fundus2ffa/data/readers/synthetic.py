@@ -31,6 +31,9 @@ class SyntheticPairs(Reader):
         abnormal_fraction: share of eyes with lesions, spread evenly over the record indices so every
             prefix of the records has about that share (category "abnormal", else "normal").
         cache: keep drawn pairs in memory (drawing a 256 px eye takes a few tens of milliseconds).
+        geometry: fundus (default: the 45-degree synthetic fundus photograph, square) | uwf (its
+            ultra-widefield view, fundus2ffa.data.synthetic.uwf: an SLO pseudo-colour "CF" of
+            ``image_size`` x 1.25 ``image_size`` with eyelids, eyelashes and domain-randomised style).
 
     The masks describe the chosen frame: ``leakage`` (and the leakage part of ``lesion``) is the leakage
     visible in that frame, empty in arterial frames.
@@ -47,6 +50,7 @@ class SyntheticPairs(Reader):
         frame: str = "late",
         abnormal_fraction: float = 0.5,
         cache: bool = True,
+        geometry: str = "fundus",
     ):
         super().__init__(cache=cache)
         if frame not in PHASES:
@@ -61,6 +65,9 @@ class SyntheticPairs(Reader):
             raise ConfigError(f"data.reader.seed must be non-negative, got {seed}")
         self.num_pairs, self.image_size, self.seed = int(num_pairs), int(image_size), int(seed)
         self.frame, self.abnormal_fraction = frame, float(abnormal_fraction)
+        if geometry not in ("fundus", "uwf"):
+            raise ConfigError(f"data.reader.geometry must be fundus or uwf, got {geometry!r}")
+        self.geometry = geometry
         self._cached: dict[str, Sample] = {}
 
     def _is_abnormal(self, index: int) -> bool:
@@ -93,7 +100,10 @@ class SyntheticPairs(Reader):
         if record.id in self._cached:
             return self._cached[record.id]
         index = self._index(record)
-        eye = synthesize_eye(
+        draw = synthesize_eye
+        if self.geometry == "uwf":
+            from fundus2ffa.data.synthetic.uwf import synthesize_uwf_eye as draw
+        eye = draw(
             eye_seed(self.seed, index),
             size=self.image_size,
             times=[DEFAULT_TIMES[PHASES.index(self.frame)]],

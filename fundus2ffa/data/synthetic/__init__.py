@@ -1,6 +1,8 @@
 """The procedural synthetic retina: paired CF/FFA eyes with FFA over time and ground-truth masks.
 
-:func:`synthesize_eye` draws one eye (:class:`SyntheticEye`); :func:`export_video_csv` writes synthetic
+:func:`synthesize_eye` draws one eye (:class:`SyntheticEye`); :func:`synthesize_uwf_eye` its
+ultra-widefield view (SLO pseudo-colour, eyelids and lashes, domain-randomised style; uwf.py);
+:func:`export_video_csv` writes synthetic
 FFA videos in the Fundus2Video CSV layout (reference_spec section 4.2). The still-image reader is
 :class:`fundus2ffa.data.readers.synthetic.SyntheticPairs`.
 """
