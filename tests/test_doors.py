@@ -312,7 +312,8 @@ def test_sigterm_stops_predict_within_seconds_and_skip_existing_resumes(trained,
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=60)
     stopped_after = time.time() - sent
-    assert process.returncode != 0 and stopped_after < 10, (stopped_after, output[-2000:])
+    # within seconds: one 32 px tile batch at most; 30 s leaves room for a machine shared with other jobs
+    assert process.returncode != 0 and stopped_after < 30, (stopped_after, output[-2000:])
     assert "stopped by SIGTERM" in output and "predict.skip_existing=true" in output
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
     done = len(list(out.glob("*.png")))
