@@ -107,6 +107,8 @@ class EpochLog(L.Callback):
             self._validated = True
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self._step_start is None:  # a resume in the middle of an epoch starts here, not at an epoch start
+            self._step_start, self._steps_timed = time.perf_counter(), 0
         self._steps_timed += 1
         every = trainer.log_every_n_steps if self.every_n_steps is None else int(self.every_n_steps)
         if not trainer.is_global_zero or not every or (batch_idx + 1) % every or not self._to_console(trainer):
