@@ -136,6 +136,9 @@ def check_config(cfg: DictConfig) -> None:
     ckpt = cfg.get("ckpt_path")
     if ckpt and not Path(ckpt).is_file():
         raise ConfigError(f"ckpt_path={ckpt} does not exist; point it to a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt)")
+    init = cfg.get("init_from")
+    if init and cfg.task == "train" and not Path(str(init)).is_file():
+        raise ConfigError(f"init_from={init} does not exist; point it to the .ckpt file to fine-tune from (e.g. <run dir>/checkpoints/last.ckpt)")
     if cfg.get("eval_ckpt") not in ("last", "best"):
         raise ConfigError(f"eval_ckpt must be last or best, got {cfg.get('eval_ckpt')!r}")
     _check_positive_int(cfg, "data.image_size")

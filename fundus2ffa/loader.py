@@ -261,3 +261,39 @@ def check_weights_fit(path: str | Path, model, model_config: DictConfig) -> None
         )
     if differences:
         log.warning("resuming from %s with model settings that differ from the checkpoint's: %s", path, shown)
+
+
+def init_weights(path: str | Path, model) -> dict:
+    """Fine-tuning (``init_from``): copy into ``model`` every network tensor of the checkpoint at ``path``
+    whose name and shape fit, read with weights_only and the allow-list like every other door. The
+    optimizer state, schedule and step are not taken (that is resuming: ``ckpt_path``). The generator must
+    fit whole, or nothing is loaded (ConfigError naming the first tensor that does not); the other trained
+    networks (the discriminator) are taken where they fit and named where they do not; the loss terms'
+    fixed networks are this run's (``pretrained.*``). An EMA copy
+    of the generator that the checkpoint lacks starts from the loaded generator. Returns
+    ``{"loaded": n, "skipped": [names], "source": path}``."""
+    stored = read(path, mmap=False)
+    theirs = stored.checkpoint.get("state_dict") or {}
+    mine = model.state_dict()
+    # the loss terms' fixed nets (VGG19, LPIPS) come from ``pretrained.*`` of this run, never from the file
+    fits = {k: v for k, v in theirs.items()
+            if k in mine and not k.startswith("losses.") and tuple(v.shape) == tuple(mine[k].shape)}
+    generator = [k for k in mine if k.startswith("generator.")]
+    missing = [k for k in generator if k not in fits]
+    if not fits or missing:
+        first = missing[0] if missing else next(iter(mine), "-")
+        why = "absent" if first not in theirs else f"shape {tuple(theirs[first].shape)} vs {tuple(mine[first].shape)}"
+        raise ConfigError(
+            f"init_from={path}: its weights do not fit this model's generator ({len(missing) or len(mine)} tensors, e.g. "
+            f"{first}: {why}); fine-tune with the generator settings it was trained with"
+        )
+    ema_fresh = [k for k in mine if k.startswith("ema.") and k not in fits]
+    model.load_state_dict(fits, strict=False)
+    ema = getattr(model, "ema", None)
+    if ema is not None and ema_fresh:
+        for name, twin in ema.items():
+            twin.load_state_dict(getattr(model, name).state_dict())
+    skipped = [k for k in mine if k not in fits and not k.startswith(("ema.", "losses."))]
+    if skipped:
+        log.warning("init_from=%s: %d tensors do not fit and start fresh, e.g. %s", path, len(skipped), ", ".join(skipped[:3]))
+    return {"loaded": len(fits), "skipped": skipped, "source": str(Path(path).resolve())}

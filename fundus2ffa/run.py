@@ -181,9 +181,10 @@ def evaluate(cfg: DictConfig, trainer, model, datamodule, ckpt_path: str | None,
                 "validation used the TEST split (data.val_from=test): checkpoint selection, early stopping and "
                 "sweep objectives saw test metrics, so the test metrics are not an independent result"
             )
-        resumed_from = (getattr(model, "fundus2ffa_record", None) or {}).get("resumed_from")
-        if resumed_from:
-            payload["resumed_from"] = resumed_from
+        record = getattr(model, "fundus2ffa_record", None) or {}
+        for key in ("resumed_from", "initialised_from"):
+            if record.get(key):
+                payload[key] = record[key]
         write_json(out / "metrics.json", payload)
         write_csv(out / "test_per_image.csv", getattr(model, "eval_rows", {}).get("test", []))
     return results
@@ -269,6 +270,11 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     if cfg.task == "train" and cfg.get("ckpt_path"):
         loader.check_weights_fit(cfg.ckpt_path, model, cfg.model)
         record["resumed_from"] = str(Path(cfg.ckpt_path).resolve())
+        if cfg.get("init_from"):
+            log.info("init_from=%s is not applied: resuming from %s, which holds the weights", cfg.init_from, cfg.ckpt_path)
+    elif cfg.task == "train" and cfg.get("init_from"):
+        record["initialised_from"] = loader.init_weights(cfg.init_from, model)["source"]
+        log.info("fine-tuning: the networks start from %s (a fresh optimizer, schedule and step)", cfg.init_from)
     model.fundus2ffa_record = record
     callbacks = build_callbacks(cfg, val_source)
     realism = realism_setup(cfg, datamodule, callbacks)  # before training: missing weights fail (enabled: true) now

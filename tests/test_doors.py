@@ -108,11 +108,13 @@ def doors(ckpt: Path, tmp: Path) -> dict:
         "demo": app,
         "export": export,
         "transfer": transfer,
+        "fine-tune": lambda: run(compose_run(["debug=smoke", "data.reader.num_pairs=8", *TRAINED_WITH, f"init_from={ckpt}"],
+                                             tmp / "finetune")),
     }
 
 
 def test_crafted_stored_targets_run_nothing_through_any_door(trained, tmp_path):
-    """The matrix door x stored place x payload: refused, naming the key and the target; nothing runs."""
+    """The matrix door (fine-tuning's init_from too) x stored place x payload: refused, naming the key and the target; nothing runs."""
     marker = tmp_path / "PWNED"
     matrix = []
     try:
@@ -128,7 +130,7 @@ def test_crafted_stored_targets_run_nothing_through_any_door(trained, tmp_path):
                     matrix.append((door, place, payload))
     finally:
         HydraConfig.instance().cfg = None
-    assert len(matrix) == len(PLACES) * len(PAYLOADS) * 6
+    assert len(matrix) == len(PLACES) * len(PAYLOADS) * 7
     assert not (tmp_path / "pred").exists() and not (tmp_path / "g.pt").exists()
 
 
@@ -218,6 +220,27 @@ def test_resume_takes_the_run_config_from_the_checkpoint(tmp_path):
         sorted(p.name for p in (tmp_path / "first" / "checkpoints").iterdir() if p.suffix == ".ckpt")
     refused = cli(f"ckpt_path={last}", "model=cyclegan", f"hydra.run.dir={tmp_path / 'third'}", timeout=600)
     assert refused.returncode != 0 and "contradict" in refused.stderr + refused.stdout
+
+
+def test_fine_tuning_starts_from_the_checkpoints_networks(trained, tmp_path):
+    """``init_from=<ckpt>``: the networks start from the file's weights (at lr 0 they end there too), with a
+    fresh optimizer and step; metrics.json names the source. A generator that does not fit is refused by name."""
+    stored = torch.load(trained, map_location="cpu", weights_only=True)["state_dict"]
+    try:
+        run(compose_run([*BASE, "trainer.max_epochs=1", "logger=csv", f"init_from={trained}", "seed=7",
+                         "model.optimizer_g.lr=0", "model.optimizer_d.lr=0"], tmp_path / "tuned"))
+        tuned = torch.load(tmp_path / "tuned" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        metrics = json.loads((tmp_path / "tuned" / "metrics.json").read_text())
+        assert metrics["initialised_from"] == str(trained.resolve())
+        assert tuned["global_step"] == 4  # 2 batches x (G, D): counted from 0, not from the source's step
+        weights = [k for k in stored if k.startswith(("generator.", "discriminator.")) and k.endswith("weight")]
+        assert weights and all(torch.equal(tuned["state_dict"][k], stored[k]) for k in weights)
+        with pytest.raises(ConfigError, match=r"init_from=.*do not fit this model's generator.*generator\."):
+            run(compose_run([*BASE, "generator.ngf=8", f"init_from={trained}"], tmp_path / "misfit"))
+        with pytest.raises(ConfigError, match=r"init_from=.*does not exist"):
+            run(compose_run([*BASE, f"init_from={tmp_path / 'none.ckpt'}"], tmp_path / "absent"))
+    finally:
+        HydraConfig.instance().cfg = None
 
 
 # ------------------------------------------------------------------------------ one translator

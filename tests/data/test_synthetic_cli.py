@@ -34,3 +34,20 @@ def test_isfahan_and_video_csv_layouts_are_read_by_their_readers(tmp_path):
     assert main(["export", "--layout", "video_csv", str(tmp_path / "f2v"), "--count", "2", "--size", "32"]) == 0
     header = (tmp_path / "f2v" / "data.csv").read_text().splitlines()[0]
     assert header.startswith("pid_eye,orgid,Phase,level_1,fa_rigid,co_rigid")
+
+
+def test_uwf_venous_export_is_the_readers_drawing(tmp_path):
+    """``--geometry uwf --frame venous``: the in-memory reader's pairs on disk (what a synthetic-to-real
+    pretraining trains on with data=paired_folder, like the real eyes)."""
+    from fundus2ffa.data.readers.synthetic import SyntheticPairs
+
+    out = tmp_path / "uwf"
+    assert main(["export", "--layout", "paired_folder", str(out), "--count", "2", "--size", "32", "--geometry", "uwf",
+                 "--frame", "venous", "--seed", "3"]) == 0
+    reader = SyntheticPairs(num_pairs=2, image_size=32, seed=3, frame="venous", geometry="uwf", cache=False)
+    for i, record in enumerate(reader.records()):
+        sample = reader.load(record)
+        np.testing.assert_array_equal(np.asarray(Image.open(out / "cf" / f"eye{i:03d}.png")), sample.cf)
+        np.testing.assert_array_equal(np.asarray(Image.open(out / "ffa" / f"eye{i:03d}.png")), sample.frames[0])
+    assert sample.cf.shape == (32, 40, 3)
+    assert main(["export", "--layout", "isfahan", str(tmp_path / "isf"), "--geometry", "uwf"]) == 2

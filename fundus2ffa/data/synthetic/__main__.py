@@ -3,6 +3,7 @@
     python -m fundus2ffa.data.synthetic export --layout isfahan OUT         # data=isfahan* data.reader.root=OUT
     python -m fundus2ffa.data.synthetic export --layout video_csv OUT       # data=fundus2video_csv data.reader.csv=OUT/data.csv
     python -m fundus2ffa.data.synthetic export --layout paired_folder OUT   # data=paired_folder data.reader.root=OUT
+    python -m fundus2ffa.data.synthetic export --layout paired_folder --geometry uwf --frame venous --count 200 OUT
 
 Layouts: ``isfahan`` (Isfahan MISP's folders and naming quirks, :func:`export_isfahan`, with an identity
 alignment file), ``video_csv`` (Fundus2Video's CSV of FA frames, :func:`export_video_csv`) and
@@ -33,8 +34,22 @@ def _pairs(count: int, height: int, width: int, seed: int):
     return [(eye.cf, eye.late, eye.category) for eye in eyes]
 
 
-def export(layout: str, out: Path, count: int, size: int, width: int | None, seed: int, frames_per_phase: int = 2) -> Path:
-    """Write ``count`` synthetic eyes (or videos) in ``layout`` under ``out``; returns ``out``."""
+def _reader_pairs(count: int, size: int, seed: int, geometry: str, frame: str):
+    """The eyes of ``data=synthetic`` with this geometry and frame (the reader's own drawing, so an export
+    trains like the in-memory data): (CF, FFA, category) for eyes 0 .. count-1."""
+    from fundus2ffa.data.readers.synthetic import SyntheticPairs
+
+    reader = SyntheticPairs(num_pairs=count, image_size=size, seed=seed, frame=frame, geometry=geometry, cache=False)
+    for record in reader.records():
+        sample = reader.load(record)
+        yield sample.cf, sample.frames[0], sample.category
+
+
+def export(layout: str, out: Path, count: int, size: int, width: int | None, seed: int, frames_per_phase: int = 2,
+           geometry: str = "fundus", frame: str = "late") -> Path:
+    """Write ``count`` synthetic eyes (or videos) in ``layout`` under ``out``; returns ``out``. ``geometry``
+    and ``frame`` (paired_folder only, other than fundus / late): the reader's ``data.reader.geometry``
+    (uwf: the ultra-widefield SLO view, ``size`` x 1.25 ``size``) and FFA phase (arterial | venous | late)."""
     out = Path(out)
     if layout not in LAYOUTS:
         raise ConfigError(f"--layout must be one of {'|'.join(LAYOUTS)}, got {layout!r}")
@@ -43,6 +58,8 @@ def export(layout: str, out: Path, count: int, size: int, width: int | None, see
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} exists and is not an empty folder; choose a new OUT folder (nothing is overwritten)")
     width = width or size
+    if (geometry, frame) != ("fundus", "late") and (layout != "paired_folder" or width != size):
+        raise ConfigError("--geometry and --frame apply to --layout paired_folder without --width")
     if layout == "video_csv":
         from fundus2ffa.data.synthetic.export import export_video_csv
 
@@ -56,7 +73,9 @@ def export(layout: str, out: Path, count: int, size: int, width: int | None, see
     else:
         from fundus2ffa.writers import write_png
 
-        for i, (cf, ffa, _) in enumerate(_pairs(count, size, width, seed)):
+        pairs = _pairs(count, size, width, seed) if (geometry, frame) == ("fundus", "late") else \
+            _reader_pairs(count, size, seed, geometry, frame)
+        for i, (cf, ffa, _) in enumerate(pairs):
             write_png(out / "cf" / f"eye{i:03d}.png", cf)
             write_png(out / "ffa" / f"eye{i:03d}.png", ffa)
     return out
@@ -74,12 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     cmd.add_argument("--width", type=int, default=None, help="width in px (isfahan default 360: Isfahan's 4:5; else = size)")
     cmd.add_argument("--frames-per-phase", type=int, default=2, help="video_csv: frames per phase (arterial, venous, late)")
     cmd.add_argument("--seed", type=int, default=0)
+    cmd.add_argument("--geometry", choices=("fundus", "uwf"), default="fundus",
+                     help="paired_folder: uwf draws the ultra-widefield SLO view (randomised style; width 1.25 x size)")
+    cmd.add_argument("--frame", choices=("arterial", "venous", "late"), default="late", help="paired_folder: the FFA phase")
     args = parser.parse_args(argv)
     count = args.count or (6 if args.layout == "video_csv" else 8)
     size = args.size or (288 if args.layout == "isfahan" else 256)
     width = args.width or (360 if args.layout == "isfahan" and args.size is None else None)
     try:
-        out = export(args.layout, args.out, count, size, width, args.seed, args.frames_per_phase)
+        out = export(args.layout, args.out, count, size, width, args.seed, args.frames_per_phase, args.geometry, args.frame)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
