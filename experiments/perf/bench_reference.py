@@ -12,8 +12,10 @@ thread (OMP/MKL_NUM_THREADS=1), in the same order: compare ratios from one run o
 never times from different runs. Reported per variant: median seconds per iteration (wall and CPU),
 peak resident memory (MB) and GFLOP per iteration; then the ratios ours / reference (pix2pixHD) or
 levers / plain (Fundus2Video). The levers: ``model.step_in_backward=true`` (G's Adam step inside
-backward, gradients freed at once) and ``model.d_real_once=true`` (pix2pixHD's one D pass on the real
-pair); both leave the maths unchanged (tests/models/test_step_in_backward.py).
+backward, gradients freed at once), ``model.d_real_once=true`` (pix2pixHD's one D pass on the real
+pair) and, as its own row, ``generator.block_conv=gemm`` (the residual blocks' 3 x 3 convolutions as one
+matrix product each, nets/blocks/gemm_conv.py); all leave the maths unchanged
+(tests/models/test_step_in_backward.py).
 """
 
 import argparse
@@ -30,8 +32,9 @@ PIX2PIXHD = ["model=pix2pixhd", "data.image_size=256", "pretrained.vgg19=random"
              "data.reader.num_pairs=16"]
 FUNDUS2VIDEO = ["model=fundus2video", "data=synthetic_video", "data.image_size=256", "pretrained.vgg19=random",
                 "data.reader.num_eyes=8", "data.batch_size=1"]
-PLAIN = ["model.step_in_backward=false", "model.d_real_once=false"]
-LEVERS = ["model.step_in_backward=true", "model.d_real_once=true"]
+PLAIN = ["model.step_in_backward=false", "model.d_real_once=false", "generator.block_conv=native"]
+LEVERS = ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=native"]
+GEMM = ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=gemm"]
 
 
 def run_reference(perf: Path, args) -> dict:
@@ -78,10 +81,12 @@ def main(argv=None) -> int:
         print(f"no reference benchmark at {perf} (../shared/perf beside the checkout): nothing to compare; give --perf-dir")
         return 0
     if args.family == "pix2pixhd":
-        variants = {"reference": None, "ours plain": PIX2PIXHD + PLAIN, "ours levers": PIX2PIXHD + LEVERS}
+        variants = {"reference": None, "ours plain": PIX2PIXHD + PLAIN, "ours levers": PIX2PIXHD + LEVERS,
+                    "ours levers + gemm blocks": PIX2PIXHD + GEMM}
         baseline = "reference"
-    else:
-        variants = {"plain": FUNDUS2VIDEO + PLAIN[:1], "levers": FUNDUS2VIDEO + LEVERS[:1]}
+    else:  # its model has no d_real_once (the window's discriminator passes differ)
+        variants = {"plain": FUNDUS2VIDEO + PLAIN[::2], "levers": FUNDUS2VIDEO + LEVERS[::2],
+                    "levers + gemm blocks": FUNDUS2VIDEO + GEMM[::2]}
         baseline = "plain"
     results = {name: [] for name in variants}
     for round_ in range(1, args.rounds + 1):

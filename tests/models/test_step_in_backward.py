@@ -1,5 +1,6 @@
 """Training levers that must leave the maths unchanged (issue 24): the generator's Adam step inside
-backward, and the discriminator run once on the real pair. Each is compared with the plain path."""
+backward, the discriminator run once on the real pair, and the residual blocks' convolutions as one
+matrix product. Each is compared with the plain path."""
 
 import pytest
 import torch
@@ -86,7 +87,7 @@ def test_pix2pixhd_levers_leave_losses_and_weights_unchanged_in_a_real_fit(tmp_p
         weights[self._name] = {k: v.detach().clone() for k, v in self.state_dict().items()}
 
     runs = {"plain": ["model.step_in_backward=false", "model.d_real_once=false"],
-            "levers": ["model.step_in_backward=true", "model.d_real_once=true"]}
+            "levers": ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=gemm"]}
     results = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(PairedGAN, "on_train_end", keep)
@@ -122,3 +123,29 @@ def test_checkpointed_residual_blocks_give_the_same_outputs_and_gradients(kind):
     torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-6, atol=1e-7)
     for a, b in zip(grads[0][1], grads[1][1]):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
+
+
+def test_gemm_convolution_equals_conv2d_outputs_and_gradients():
+    """nets/blocks/gemm_conv.py against nn.Conv2d: output, input / weight / bias gradients (1e-5), the same
+    state-dict keys, and a bf16 autocast forward and backward that runs."""
+    from fundus2ffa.nets.blocks.gemm_conv import GemmConv2d
+
+    torch.manual_seed(0)
+    native, gemm = nn.Conv2d(16, 24, 3), GemmConv2d(16, 24, 3)
+    gemm.load_state_dict(native.state_dict())
+    assert list(gemm.state_dict()) == list(native.state_dict())
+    x = torch.randn(2, 16, 10, 12, requires_grad=True)
+    g = torch.randn(2, 24, 8, 10)
+    results = []
+    for net in (native, gemm):
+        x.grad = None
+        net.zero_grad()
+        out = net(x)
+        out.backward(g)
+        results.append([out.detach(), x.grad.clone(), net.weight.grad.clone(), net.bias.grad.clone()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = gemm(x)
+    out.float().square().mean().backward()
+    assert out.dtype == torch.bfloat16 and x.grad.dtype == torch.float32 and gemm.weight.grad.dtype == torch.float32
