@@ -75,6 +75,9 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--perf-dir", type=Path, default=REPO.parent / "shared" / "perf")
+    parser.add_argument("--variants", nargs="+", help="run only these rows (names as printed; the baseline row is always run)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="add the levers + gemm row under trainer.precision=bf16-mixed (its own row: not the fp32 ratio)")
     args = parser.parse_args(argv)
     perf = args.perf_dir
     if not (perf / "ours_bench.py").is_file():
@@ -88,6 +91,14 @@ def main(argv=None) -> int:
         variants = {"plain": FUNDUS2VIDEO + PLAIN[::2], "levers": FUNDUS2VIDEO + LEVERS[::2],
                     "levers + gemm blocks": FUNDUS2VIDEO + GEMM[::2]}
         baseline = "plain"
+    if args.bf16:
+        name = next(reversed(variants))
+        variants[f"{name}, bf16-mixed"] = variants[name] + ["trainer.precision=bf16-mixed"]
+    if args.variants:
+        unknown = [v for v in args.variants if v not in variants]
+        if unknown:
+            raise SystemExit(f"--variants: unknown {unknown}; the rows are {list(variants)}")
+        variants = {k: v for k, v in variants.items() if k == baseline or k in args.variants}
     results = {name: [] for name in variants}
     for round_ in range(1, args.rounds + 1):
         for name, overrides in variants.items():
