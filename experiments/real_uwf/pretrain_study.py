@@ -21,7 +21,8 @@ Both arms therefore take the same number of iterations of the same network at th
 CPU budget up to data loading (each run's CPU seconds are in the table). Test: the three real test eyes
 whole (aspect kept), PSNR/SSIM inside the field of view, vessel and leakage Dice, FID/KID against the 20
 real venous-phase FFA frames of ../shared/data and against the training targets (fundus2ffa/metrics/realism.py),
-beside the baselines of the same run (constant, linear, blur, structure). ``--resume`` continues every run
+beside the baselines of the same run (constant, linear, blur, structure); ``samples_pretrain_seed<first>.png``
+shows the test eyes (SLO | real FA | scratch | pretrained). ``--resume`` continues every run
 from its ``last.ckpt`` (the runs can be spread over sittings); a finished run is only re-read.
 """
 
@@ -37,7 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from study import train_and_test, write_manifest  # noqa: E402
+from study import figure, train_and_test, write_manifest  # noqa: E402
 
 from fundus2ffa.registration.bench import shared_data  # noqa: E402
 
@@ -190,6 +191,12 @@ def main(argv=None) -> None:
             f"pretrained {args.pretrain_steps} synthetic ({args.synthetic_eyes} eyes) + {args.finetune_steps} real; "
             f"seeds {' '.join(map(str, args.seeds))}.\n\n{table(per_seed)}\n")
     (args.out / "results_pretrain.md").write_text(text)
+    first = args.seeds[0]
+    runs = {"scratch": args.out / f"scratch_seed{first}_{args.pretrain_steps + args.finetune_steps}steps",
+            "pretrained": args.out / f"finetune_seed{first}_{args.pretrain_steps}+{args.finetune_steps}steps"}
+    runs = {arm: path for arm, path in runs.items() if (path / "results" / "images").is_dir()}
+    if runs:  # SLO | real FA | scratch | pretrained, one test eye a row
+        figure(runs, args.out / f"samples_pretrain_seed{first}.png")
     print(text)
 
 
