@@ -268,11 +268,16 @@ class RunCheckpoint(ModelCheckpoint):
                     continue
             except OSError:
                 continue
-            checkpoint = ckpt_io.load_checkpoint(path, mmap=True)
             drop = self._drop_modules(trainer.lightning_module) if trainer.lightning_module is not None else ()
-            self._guarded(trainer, str(path), lambda: ckpt_io.atomic_save(ckpt_io.light_copy(checkpoint, drop, str(last)), path))
-            del checkpoint
+            self._guarded(trainer, str(path), lambda: self._rewrite_light(path, drop, last))
             self._full_links.discard(path)
+
+    @staticmethod
+    def _rewrite_light(path: Path, drop, last: Path) -> None:
+        """``path`` rewritten as a light copy of itself (the file it linked to is ``last``); the mapped
+        checkpoint lives only in this call."""
+        checkpoint = ckpt_io.load_checkpoint(path, mmap=True)
+        ckpt_io.atomic_save(ckpt_io.light_copy(checkpoint, drop, str(last)), path)
 
     def _no_space(self, trainer: L.Trainer, target: Path, exc: BaseException) -> BaseException:
         """``exc`` (a failed save) as a CheckpointError naming the folder and the bytes needed, when the disk
