@@ -349,6 +349,11 @@ class _Grid:
         self.unit = side / 2.0
         self.axis = ((np.arange(side, dtype=np.float32) + 0.5) - self.unit) / self.unit  # normalised centres
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns) of the canvases drawn on this grid."""
+        return self.side, self.side
+
     def to_fixed(self, points: np.ndarray) -> np.ndarray:
         """Normalised points -> OpenCV fixed-point pixel coordinates (int32, :data:`_SHIFT` bits)."""
         pixels = np.asarray(points, np.float64) * self.unit + self.unit - 0.5
@@ -376,7 +381,7 @@ def _draw_vessels(grid: _Grid, vessels: list[_Vessel], kind: str, core: bool = F
     core (45 % of the width) of vessels at least 2.5 px wide, to leave their edges for laminar flow;
     thinner vessels are drawn whole (no laminar edges).
     """
-    canvas = np.zeros((grid.side, grid.side), np.uint8)
+    canvas = np.zeros(grid.shape, np.uint8)
     runs: dict[tuple[int, int], list[np.ndarray]] = {}
     for vessel in vessels:
         if vessel.kind != kind:
@@ -400,7 +405,7 @@ def _draw_vessels(grid: _Grid, vessels: list[_Vessel], kind: str, core: bool = F
 
 
 def _draw_blobs(grid: _Grid, circles: list[tuple[float, float, float]]) -> np.ndarray:
-    canvas = np.zeros((grid.side, grid.side), np.uint8)
+    canvas = np.zeros(grid.shape, np.uint8)
     for x, y, radius in circles:
         center = tuple(int(v) for v in grid.to_fixed([x, y]))
         cv2.circle(canvas, center, grid.length(radius), 255, -1, cv2.LINE_AA, _SHIFT)
@@ -408,7 +413,7 @@ def _draw_blobs(grid: _Grid, circles: list[tuple[float, float, float]]) -> np.nd
 
 
 def _draw_haemorrhages(grid: _Grid, blots: list[list[tuple]]) -> np.ndarray:
-    canvas = np.zeros((grid.side, grid.side), np.uint8)
+    canvas = np.zeros(grid.shape, np.uint8)
     for blot in blots:
         for x, y, major, minor, angle in blot:
             center = tuple(int(v) for v in grid.to_fixed([x, y]))
@@ -617,16 +622,28 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(image, 0.0, 255.0, out=image).astype(np.uint8)
 
 
-def _render_ffa(layout, seed, grid, time_s, fov, radius_sq, macula, fovea, disc, cup, pigment, ffa_texture,
-                artery, vein, vein_edge, microaneurysm, haemorrhage, exudate, leakage) -> np.ndarray:
-    """One angiogram frame: choroidal flush, disc, filling vessels, lesions, leakage, then blocking.
+@dataclass(frozen=True)
+class _FFATimeCourse:
+    """The grey levels and weights of an angiogram frame at one time (:func:`_ffa_time_course`)."""
 
-    Time courses (t in seconds): choroidal flush from ~10 s, fading by about a quarter late; arteries fill at
-    ~12 s, veins at ~24 s (laminar flow along their edges before); filled vessels fade towards the
-    background with a 150 s time constant after 40 s; unfilled blood is darker than the flush behind
-    it; disc staining and leakage grow over minutes; haemorrhages block, exudates slightly.
+    flush: float  # choroidal flush: the background level
+    washout: float  # 1 while vessels are filled, falling to 0 as the dye recirculates
+    arterial_fill: float  # 0 .. 1
+    artery: float  # grey level of the arteries (unfilled: darker than the flush; filled: bright)
+    vein: float  # grey level of the veins
+    laminar: float  # weight of the laminar flow along the veins' walls (drawn at the arteries' level)
+    staining: float  # 0 .. 1, how far late staining (disc, scars) has developed
+
+
+def _ffa_time_course(flush_level: float, time_s: float) -> _FFATimeCourse:
+    """The angiographic time course at ``time_s`` seconds after injection, for an eye of ``flush_level``.
+
+    Choroidal flush from ~10 s, fading by about a quarter late; arteries fill at ~12 s, veins at ~24 s
+    (laminar flow along their edges before); filled vessels fade towards the background with a 150 s
+    time constant after 40 s; unfilled blood is darker than the flush behind it; staining grows over
+    minutes.
     """
-    flush = layout.flush_level * _sigmoid(time_s, 10.0, 2.0) * (0.7 + 0.3 * exp(-max(time_s - 30.0, 0.0) / 200.0))
+    flush = flush_level * _sigmoid(time_s, 10.0, 2.0) * (0.7 + 0.3 * exp(-max(time_s - 30.0, 0.0) / 200.0))
     washout = exp(-max(time_s - 40.0, 0.0) / 150.0)
     filled_level = flush + (215.0 - flush) * washout
 
@@ -635,16 +652,34 @@ def _render_ffa(layout, seed, grid, time_s, fov, radius_sq, macula, fovea, disc,
 
     arterial_fill = _sigmoid(time_s, 12.0, 1.5)
     venous_fill = _sigmoid(time_s, 24.0, 3.0)
-    laminar = _sigmoid(time_s, 16.0, 1.5) * (1.0 - venous_fill)
-    staining = 1.0 - exp(-max(time_s, 0.0) / 200.0)
-    disc_level = arterial_fill * (125.0 + 70.0 * staining)
+    return _FFATimeCourse(
+        flush=flush,
+        washout=washout,
+        arterial_fill=arterial_fill,
+        artery=vessel_level(arterial_fill),
+        vein=vessel_level(venous_fill),
+        laminar=_sigmoid(time_s, 16.0, 1.5) * (1.0 - venous_fill),
+        staining=1.0 - exp(-max(time_s, 0.0) / 200.0),
+    )
+
+
+def _render_ffa(layout, seed, grid, time_s, fov, radius_sq, macula, fovea, disc, cup, pigment, ffa_texture,
+                artery, vein, vein_edge, microaneurysm, haemorrhage, exudate, leakage) -> np.ndarray:
+    """One angiogram frame: choroidal flush, disc, filling vessels, lesions, leakage, then blocking.
+
+    The flush and vessel levels follow :func:`_ffa_time_course`; disc staining and leakage grow over
+    minutes; haemorrhages block, exudates slightly.
+    """
+    course = _ffa_time_course(layout.flush_level, time_s)
+    flush, staining = course.flush, course.staining
+    disc_level = course.arterial_fill * (125.0 + 70.0 * staining)
 
     ffa = flush * (1.0 - 0.5 * macula - 0.25 * fovea) * (1.0 - 0.06 * pigment + 0.03 * ffa_texture)
     _blend(ffa, disc_level * (1.0 + 0.15 * staining * cup), disc)
-    _blend(ffa, vessel_level(venous_fill), vein)
-    _blend(ffa, vessel_level(arterial_fill), laminar * vein_edge)
-    _blend(ffa, vessel_level(arterial_fill), artery)
-    _blend(ffa, 205.0 * _sigmoid(time_s, 13.0, 2.0) * (0.75 + 0.25 * washout), microaneurysm)
+    _blend(ffa, course.vein, vein)
+    _blend(ffa, course.artery, course.laminar * vein_edge)
+    _blend(ffa, course.artery, artery)
+    _blend(ffa, 205.0 * _sigmoid(time_s, 13.0, 2.0) * (0.75 + 0.25 * course.washout), microaneurysm)
     ffa = (ffa + leakage) * (1.0 - 0.85 * haemorrhage) * (1.0 - 0.12 * exudate)
     ffa *= 1.0 - 0.25 * radius_sq * radius_sq
     ffa += _noise(ffa.shape, 2.5, seed, grid.side, 2, int(round(time_s * 1000)))
