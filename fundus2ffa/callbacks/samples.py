@@ -12,6 +12,7 @@ import cv2
 import lightning as L
 import numpy as np
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
 
 from fundus2ffa.writers import write_png
@@ -79,7 +80,21 @@ class SampleGrid(L.Callback):
         items = [dataset[i] for i in range(min(self.num_samples, len(dataset)))]
         if "ffa" not in items[0]:  # a video dataset: VideoSamples and TestOutputs show those
             return None
-        return {k: torch.stack([it[k] for it in items]) for k in ("cf", "ffa")}
+        return [{k: it[k] for k in ("cf", "ffa")} for it in items]
+
+    @staticmethod
+    def render(pl_module: L.LightningModule, items: list[dict]) -> np.ndarray:
+        """The titled grid of ``items``: each CF translated at its own size (evaluation images may differ in
+        size, e.g. aspect-kept fields of view), then every row shown at the first image's size."""
+        size = tuple(items[0]["cf"].shape[-2:])
+        rows = {"cf": [], "ffa": [], "fake": []}
+        for item in items:
+            fake = pl_module.translate(item["cf"][None].to(pl_module.device)).float().cpu()
+            for key, image in (("cf", item["cf"][None]), ("ffa", item["ffa"][None]), ("fake", fake)):
+                if tuple(image.shape[-2:]) != size:
+                    image = F.interpolate(image.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+                rows[key].append(image)
+        return titled_grid(*(torch.cat(rows[key]) for key in ("cf", "ffa", "fake")))
 
     @staticmethod
     def fitting(trainer: L.Trainer) -> bool:
@@ -92,11 +107,10 @@ class SampleGrid(L.Callback):
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        batch = self._fixed_batch(trainer)
-        if batch is None:
+        items = self._fixed_batch(trainer)
+        if items is None:
             return
-        fake = pl_module.translate(batch["cf"].to(pl_module.device)).float()
-        image = titled_grid(batch["cf"], batch["ffa"], fake)
+        image = self.render(pl_module, items)
         path = self.dirpath / f"epoch_{trainer.current_epoch:04d}.png"
         write_png(path, image)
         self._log_image(trainer, image)
@@ -105,11 +119,10 @@ class SampleGrid(L.Callback):
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or not hasattr(pl_module, "translate"):
             return
-        batch = self._fixed_batch(trainer, "test")
-        if batch is None or "ffa" not in batch:
+        items = self._fixed_batch(trainer, "test")
+        if items is None:
             return
-        fake = pl_module.translate(batch["cf"].to(pl_module.device)).float()
-        write_png(self.dirpath / "test.png", titled_grid(batch["cf"], batch["ffa"], fake))
+        write_png(self.dirpath / "test.png", self.render(pl_module, items))
 
     def _log_image(self, trainer: L.Trainer, image: np.ndarray) -> None:
         for logger in trainer.loggers:
