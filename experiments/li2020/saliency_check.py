@@ -73,6 +73,7 @@ def make_config(variant: str, seed: int, args, out: Path):
         "data.split.train=0.75",
         "data.split.val=0.0",
         "data.split.test=0.25",
+        "data.val_from=none",  # every training eye trains, as the paper's presets (issue 20 item 5); nothing is selected
         "data.num_workers=0",
         f"generator.ngf={args.width}",
         f"discriminator.ndf={args.width}",
