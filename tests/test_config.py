@@ -58,6 +58,7 @@ def test_every_data_config_has_a_model():
     assert {data for _, data in PAIRS} == set(options("data"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("model", "data"), PAIRS)
 def test_smoke_every_model_on_every_data_of_its_kind(model, data, isfahan_root, paired_folder_root, video_csv, tmp_path):
     cfg = compose_run(

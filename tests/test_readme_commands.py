@@ -59,6 +59,7 @@ TINY = {  # per data config: smoke-sized data
     "synthetic_video": ["data.reader.num_eyes=6", "data.image_size=32"],
     "fundus2video_csv": ["data.image_size=32"],
     "uwf_phases": ["data.image_size=64", "generator.num_downs=6"],
+    "paired_folder": ["data.num_workers=0", "data.image_size=64", "data.train_transform.load_size=72"],
 }
 
 
@@ -117,7 +118,7 @@ def shorten(command: str, fx: dict, ckpts: dict) -> tuple[list[list[str]], bool]
         "/data/isfahan_misp": str(fx["isfahan"]), "/data/isfahan": str(fx["isfahan"]), "<export>": str(fx["isfahan"]),
         "/data/f2v/frames.csv": str(fx["csv"]), "/weights/vgg19-dcbb9e9d.pth": "random",
         "/my/cf_images": str(fx["cf"]), "/my/cf": str(fx["cf"]), "<any>": None,
-        "OUT_DIR": str(fx["registered"]),
+        "OUT_DIR": str(fx["registered"]), "/my/pairs": str(fx["registered"]),
         "../shared/data": str(FIXTURES),  # the shipped downscaled copies of the shared real data (same layout)
     }
     out = []
@@ -125,7 +126,7 @@ def shorten(command: str, fx: dict, ckpts: dict) -> tuple[list[list[str]], bool]
         key, _, value = token.partition("=")
         if value == "<any>":
             continue
-        if key == "ckpt_path":
+        if key in ("ckpt_path", "init_from"):
             experiment = _experiment(tokens)
             value = str(ckpts[experiment or ("video" if any("fundus2video" in t for t in tokens) else "image")])
         for old, new in subs.items():
@@ -185,7 +186,7 @@ def _experiment(job: list[str]) -> str:
 def test_commands_run_in_short_form(fixtures, tmp_path):
     commands = list(dict.fromkeys(c for _, c in readme_commands() if c not in FLAG_COMMANDS))
     # training commands first: their checkpoints are the <run>/checkpoints/last.ckpt of the others
-    uses_ckpt = [c for c in commands if "ckpt_path=" in c]
+    uses_ckpt = [c for c in commands if "ckpt_path=" in c or "init_from=" in c]
     order = [c for c in commands if c not in uses_ckpt] + uses_ckpt
     ckpts: dict = {}
     ran, composed = [], []
@@ -204,7 +205,7 @@ def test_commands_run_in_short_form(fixtures, tmp_path):
             result = run(cfg)
             ran.append(command)
             assert result, command
-            if "ckpt_path=" not in command:
+            if "ckpt_path=" not in command and "init_from=" not in command:
                 key = _experiment(job) or ("video" if "fundus2video" in command else "image")
                 ckpts.setdefault(key, out / "checkpoints" / "last.ckpt")
             if "task=predict" in command:
