@@ -1,6 +1,7 @@
 """Test Dice of the default segmentation recipe along training, beside the top-hat baseline (issue 22).
 
     python experiments/zhang2024_transfer/recipe_curve.py [--size 256] [--ngf 8] [--lr 3e-3] [--steps 200] [--every 50]
+        [--train-eyes 8]
 
 Random initialisation of a U-Net generator with a 1-channel logit head (transfer/backbone.py), trained on
 8 held-out synthetic eyes (SyntheticEyes, seeds 900000-900007) with the recipe of
@@ -35,12 +36,13 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--train-eyes", type=int, default=8, help="training eyes (8 test eyes follow them)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    data = SyntheticEyes(num_eyes=16, image_size=args.size).load()
-    train, test = data.subset(range(8)), data.subset(range(8, 16))
+    data = SyntheticEyes(num_eyes=args.train_eyes + 8, image_size=args.size).load()
+    train, test = data.subset(range(args.train_eyes)), data.subset(range(args.train_eyes, args.train_eyes + 8))
     print("baseline: tophat threshold", tophat_threshold(train, test), flush=True)
     generator = {"_target_": "fundus2ffa.nets.generators.UNetGenerator", "in_channels": 3, "out_channels": 1,
                  "num_downs": max(5, args.size.bit_length() - 1), "ngf": args.ngf}
