@@ -51,7 +51,10 @@ from __future__ import annotations
 
 import logging
 import pickle
+import signal
+import threading
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -256,12 +259,33 @@ def check_resumable(path: str | Path, checkpoint: dict) -> None:
 
 
 # ----------------------------------------------------------------------------------------- writing
+@contextmanager
+def _ctrl_c_deferred():
+    """Ctrl+C (SIGINT) during the block is held until the block ends, then raised as usual. A
+    KeyboardInterrupt in the middle of ``torch.save`` made its zip writer fail with "file write failed",
+    so the save was lost and the error read like a full disk (seen under load: the signal landed in the
+    epoch-end save); deferred, the save completes and the interrupt then writes the final last.ckpt.
+    Only in the main thread (the only one Python delivers signals to)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    received = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if received:
+        raise KeyboardInterrupt
+
+
 def atomic_save(obj: Any, target: str | Path) -> None:
     """``torch.save(obj)`` to ``target`` atomically and durably (fundus2ffa.writers.atomic_write: temporary
-    file beside it, fsync, os.replace); a full disk is a CheckpointError naming the folder."""
+    file beside it, fsync, os.replace); a full disk is a CheckpointError naming the folder. Ctrl+C waits
+    for the save to finish (:func:`_ctrl_c_deferred`)."""
     target = Path(target)
     try:
-        with atomic_write(target, fsync=True, what="the checkpoint") as tmp:
+        with _ctrl_c_deferred(), atomic_write(target, fsync=True, what="the checkpoint") as tmp:
             with open(tmp, "xb") as handle:
                 torch.save(obj, handle)
                 handle.flush()

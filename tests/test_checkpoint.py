@@ -229,3 +229,28 @@ def test_too_little_disk_space_fails_before_training_naming_folder_and_bytes(tmp
     with pytest.raises(CheckpointError, match=rf"disk space for checkpoints in {out / 'checkpoints'}: {needed - 1} bytes free, {needed} bytes needed"):
         run(cfg)
     assert not list(out.rglob("*.ckpt")) and not (out / "metrics.json").exists()
+
+
+class _CtrlCWhilePickled:
+    """Sends this process SIGINT while torch.save pickles it (mid-save), and unpickles as an empty OrderedDict."""
+
+    def __reduce__(self):
+        import collections
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGINT)
+        return collections.OrderedDict, ()
+
+
+def test_ctrl_c_during_a_checkpoint_save_waits_for_the_save(tmp_path):
+    """A KeyboardInterrupt inside torch.save broke its zip writer ("file write failed", read as a full disk);
+    now the save completes, the file loads, and the interrupt is raised after it."""
+    from fundus2ffa.checkpoint import atomic_save
+
+    target = tmp_path / "last.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save({"state_dict": {"w": torch.ones(3)}, "marker": _CtrlCWhilePickled(), "after": torch.arange(4)}, target)
+    loaded = torch.load(target, weights_only=True)
+    assert torch.equal(loaded["after"], torch.arange(4)) and torch.equal(loaded["state_dict"]["w"], torch.ones(3))
+    assert not [p for p in tmp_path.iterdir() if p.name != "last.ckpt"]
