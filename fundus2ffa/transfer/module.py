@@ -12,7 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fundus2ffa.errors import ConfigError
 from fundus2ffa.losses.dice_bce import DiceBCELoss
+
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class Classifier(nn.Module):
@@ -47,18 +50,24 @@ class DownstreamModule(L.LightningModule):
         task: classification | segmentation.
         frozen: sub-modules whose weights stay fixed (and in eval mode).
         lr / weight_decay: AdamW settings.
-        hflip: probability of the joint horizontal flip (images only; 0 for features).
+        hflip / vflip / transpose: probabilities of the joint horizontal flip, vertical flip and transpose
+            (images only; 0 for features; the transpose only where height == width).
+        lr_schedule: constant | cosine (to zero at the trainer's ``max_steps``).
         loss: {bce_weight, dice_weight} of the segmentation loss.
     """
 
     def __init__(self, net: nn.Module, task: str, frozen: list[nn.Module] | None = None, lr: float = 1e-3,
-                 weight_decay: float = 0.0, hflip: float = 0.5, loss: dict | None = None):
+                 weight_decay: float = 0.0, hflip: float = 0.5, loss: dict | None = None, vflip: float = 0.0,
+                 transpose: float = 0.0, lr_schedule: str = "constant"):
         super().__init__()
+        if lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"downstream.train.lr_schedule must be one of {'|'.join(LR_SCHEDULES)}, got {lr_schedule!r}")
         self.net, self.task = net, task
         self.frozen = list(frozen or [])
         for module in self.frozen:
             module.requires_grad_(False)
-        self.lr, self.weight_decay, self.hflip = float(lr), float(weight_decay), float(hflip)
+        self.lr, self.weight_decay, self.lr_schedule = float(lr), float(weight_decay), lr_schedule
+        self.hflip, self.vflip, self.transpose = float(hflip), float(vflip), float(transpose)
         self.seg_loss = DiceBCELoss(**(loss or {}))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -68,14 +77,25 @@ class DownstreamModule(L.LightningModule):
         for module in self.frozen:
             module.eval()
 
-    def _flip(self, batch: list[torch.Tensor]) -> list[torch.Tensor]:
-        if self.hflip <= 0 or batch[0].ndim != 4:
+    @staticmethod
+    def _jointly(batch: list[torch.Tensor], probability: float, op) -> list[torch.Tensor]:
+        """``op`` on each sample's image and maps together with ``probability`` (per sample)."""
+        if probability <= 0:
             return batch
-        flip = torch.rand(batch[0].shape[0], device=batch[0].device) < self.hflip
-        return [torch.where(flip.view(-1, *[1] * (t.ndim - 1)), t.flip(-1), t) if t.ndim >= 3 else t for t in batch]
+        chosen = torch.rand(batch[0].shape[0], device=batch[0].device) < probability
+        return [torch.where(chosen.view(-1, *[1] * (t.ndim - 1)), op(t), t) if t.ndim >= 3 else t for t in batch]
+
+    def _augment(self, batch: list[torch.Tensor]) -> list[torch.Tensor]:
+        if batch[0].ndim != 4:
+            return batch
+        batch = self._jointly(batch, self.hflip, lambda t: t.flip(-1))
+        batch = self._jointly(batch, self.vflip, lambda t: t.flip(-2))
+        if batch[0].shape[-1] == batch[0].shape[-2]:
+            batch = self._jointly(batch, self.transpose, lambda t: t.transpose(-1, -2))
+        return batch
 
     def training_step(self, batch, batch_idx):
-        batch = self._flip(list(batch))
+        batch = self._augment(list(batch))
         x, target = batch[0], batch[1]
         out = self.net(x)
         if self.task == "classification":
@@ -89,4 +109,9 @@ class DownstreamModule(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.net.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        optimiser = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.lr_schedule == "constant":
+            return optimiser
+        steps = max(1, int(self.trainer.max_steps))
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps)
+        return {"optimizer": optimiser, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -130,7 +130,9 @@ def fit_segmenter(net: nn.Module, train: DownstreamSet, mode: str, settings: dic
     L.seed_everything(seed, workers=True, verbose=False)
     frozen = [net.encoder.layers if isinstance(net, GeneratorSegmenter) else net.encoder] if mode == "frozen_encoder" else []
     module = DownstreamModule(net, "segmentation", frozen=frozen, lr=settings["lr"], weight_decay=settings.get("weight_decay", 0.0),
-                              hflip=settings.get("hflip", 0.5), loss=settings.get("loss"))
+                              hflip=settings.get("hflip", 0.5), vflip=settings.get("vflip", 0.0),
+                              transpose=settings.get("transpose", 0.0), lr_schedule=settings.get("lr_schedule", "constant"),
+                              loss=settings.get("loss"))
     trainer = make_trainer(trainer_cfg, settings["steps"])
     valid = train.fov if train.fov is not None else torch.ones_like(train.masks, dtype=torch.bool)
     trainer.fit(module, _loader((train.images, train.masks, valid), settings["batch_size"], seed, settings["steps"]))
