@@ -13,7 +13,6 @@ follows the module across ``.to(device)`` / dtype changes.
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 
 from fundus2ffa.losses.base import LossInputs, LossTerm
 from fundus2ffa.nets.backbones.vgg import load_vgg19
@@ -33,10 +32,6 @@ class PerceptualLoss(LossTerm):
         imagenet_norm: map [-1, 1] to [0, 1] and normalise with ImageNet statistics (default); false
             feeds the raw [-1, 1] tensor as pix2pixHD's code does.
         weights: VGG19 weight source: a file, torchvision, timm or random (see nets/backbones/vgg.py).
-        recompute: keep none of the fake's VGG activations for backward and run the VGG forward on the fake
-            again in backward instead (activation checkpointing; the same loss and gradients). Off by
-            default: memory for time (issue 24: about one more VGG forward, on pix2pixHD at 256 px the
-            largest activations of the iteration sit in VGG's 64-channel full-resolution block).
     """
 
     def __init__(
@@ -47,10 +42,8 @@ class PerceptualLoss(LossTerm):
         distance: str = "mse",
         imagenet_norm: bool = True,
         weights: str | None = None,
-        recompute: bool = False,
     ):
         super().__init__(weight)
-        self.recompute = bool(recompute)
         if distance not in ("mse", "l1"):
             raise ValueError(f"loss.perceptual.distance must be mse or l1, got {distance!r}")
         self.layers = list(layers)
@@ -81,17 +74,11 @@ class PerceptualLoss(LossTerm):
 
     def features_distance(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """The loss between two images (usable outside the LossInputs call shape)."""
+        fake_features = self.backbone(self.prepare(fake))
         with torch.no_grad():
             real_features = self.backbone(self.prepare(real))
-
-        def distance_to_real(image: torch.Tensor) -> torch.Tensor:
-            fake_features = self.backbone(self.prepare(image))
-            terms = [w * self.distance(fake_features[n], real_features[n]) for n, w in zip(self.layers, self.layer_weights)]
-            return torch.stack(terms).sum()
-
-        if self.recompute and torch.is_grad_enabled() and fake.requires_grad:
-            return torch.utils.checkpoint.checkpoint(distance_to_real, fake, use_reentrant=False)
-        return distance_to_real(fake)
+        terms = [w * self.distance(fake_features[n], real_features[n]) for n, w in zip(self.layers, self.layer_weights)]
+        return torch.stack(terms).sum()
 
     def forward(self, inputs: LossInputs) -> torch.Tensor:
         return self.features_distance(inputs.fake, inputs.real)
