@@ -21,6 +21,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from fundus2ffa.metrics.convert import to_uint8
+from fundus2ffa.metrics.full_precision import full_precision
 
 
 def _sqrtm_psd(matrix: torch.Tensor) -> torch.Tensor:
@@ -120,6 +121,7 @@ class _FeatureSetMetric(Metric):
         self.add_state("real_features", default=[], dist_reduce_fx="cat")
         self.add_state("fake_features", default=[], dist_reduce_fx="cat")
 
+    @full_precision
     def update(self, images: torch.Tensor, real: bool) -> None:
         if images.dtype != torch.uint8:
             images = to_uint8(images)

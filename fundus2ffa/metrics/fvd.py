@@ -62,6 +62,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from fundus2ffa.errors import ConfigError
+from fundus2ffa.metrics.full_precision import full_precision
 from fundus2ffa.nets.backbones.i3d import MIN_FRAMES
 
 MODES = ("dataset", "per_video_compat")
@@ -274,6 +275,7 @@ class FrechetVideoDistance(Metric):
         return torch.stack(distances).nanmean()
 
     @torch.no_grad()
+    @full_precision
     def update(self, real: VideoBatch, fake: VideoBatch) -> None:
         """Add a batch of real and fake videos (N x T x C x H x W in [-1, 1], or lists of videos)."""
         real_videos, fake_videos = _as_video_list(real, "real"), _as_video_list(fake, "fake")

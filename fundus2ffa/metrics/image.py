@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from fundus2ffa.metrics.convert import to_unit
+from fundus2ffa.metrics.full_precision import full_precision
 
 MAX_PSNR = 100.0
 
@@ -35,6 +36,7 @@ def _psnr(mse: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+@full_precision
 def image_quality(
     fake: torch.Tensor,
     real: torch.Tensor,

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fundus2ffa.errors import WeightsError
+from fundus2ffa.metrics.full_precision import full_precision
 from fundus2ffa.weights import sha256_of
 
 log = logging.getLogger(__name__)
@@ -170,6 +171,7 @@ class LPIPS(nn.Module):
         return [f / (f.square().sum(1, keepdim=True).sqrt() + 1e-10) for f in feats]
 
     @torch.no_grad()
+    @full_precision
     def forward(self, x: torch.Tensor, y: torch.Tensor, compat: bool = False) -> torch.Tensor:
         if x.shape != y.shape:
             raise ValueError(f"LPIPS needs images of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")

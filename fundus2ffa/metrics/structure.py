@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from fundus2ffa.metrics.convert import to_uint8
+from fundus2ffa.metrics.full_precision import full_precision
 from fundus2ffa.priors.saliency import saliency_map
 from fundus2ffa.priors.vessels import vessel_segmentation
 
@@ -59,6 +60,7 @@ def leakage_maps(images: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
+@full_precision
 def structure_agreement(fake: torch.Tensor, real: torch.Tensor, region: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per-image ``vessel_dice`` and ``leakage_dice`` of N x 1 x H x W tensors in [-1, 1] inside
     ``region`` (N x 1 x H x W, nonzero = evaluated; None: the whole image)."""

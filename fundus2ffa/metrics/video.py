@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
+from fundus2ffa.metrics.full_precision import full_precision
 from fundus2ffa.metrics.image import image_quality
 
 COMPAT_MAX_PSNR = 100.0
@@ -79,6 +80,7 @@ def compat_ssim_frames(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+@full_precision
 def video_quality(fake: torch.Tensor, real: torch.Tensor, fov: torch.Tensor | None = None,
                   compat_mode: bool = False, quantize: bool = True, per_frame: bool = False) -> dict[str, torch.Tensor]:
     """Per-video (N) or per-frame (N x T, ``per_frame``) PSNR and SSIM of N x T x C x H x W videos in [-1, 1].
