@@ -118,8 +118,11 @@ def test_a_fresh_run_in_a_folder_of_checkpoints_is_refused_and_deletes_nothing(t
 def _cli(*args, **kwargs):
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(REPO), **kwargs.pop("env", {})}
+    # Ctrl+C reaches the run whatever this process inherited (a shell's background job ignores SIGINT, and
+    # its children would too: the SIGINT test then trained all 500 epochs and exited 0)
     return subprocess.Popen([sys.executable, "-m", "fundus2ffa.run", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)
 
 
 def test_a_fresh_cli_run_in_an_occupied_run_folder_is_refused_before_writing(tmp_path):
