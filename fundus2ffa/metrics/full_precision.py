@@ -14,7 +14,8 @@ import torch
 
 
 def _float(value):
-    return value.float() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+    """A half-precision tensor (bf16, fp16) as float32; anything else (float64 included) unchanged."""
+    return value.float() if isinstance(value, torch.Tensor) and value.dtype in (torch.bfloat16, torch.float16) else value
 
 
 def _device_type(values) -> str:
@@ -29,7 +30,7 @@ def _device_type(values) -> str:
 
 
 def full_precision(fn):
-    """Decorate a metric: floating tensor arguments become float32 and autocast is off on their device
+    """Decorate a metric: half-precision tensor arguments become float32 and autocast is off on their device
     (the device of the first tensor argument, also inside a list; CPU without one)."""
 
     @functools.wraps(fn)
