@@ -42,7 +42,8 @@ over its seeds at each epoch), and an ``index.html`` showing them all (:mod:`fun
 Test metrics of the trivial baselines that ``fundus2ffa.run`` scores beside every model (metrics.json
 ``baselines``: a constant image at the training FFA mean, a per-pixel linear map of the CF, that map
 blurred to its best training PSNR, and the CF's top-hat vessel map rendered as bright vessels,
-metrics/baselines.py) follow each quality metric as rows ``<metric> (baseline: constant|linear|blur|structure)``;
+metrics/baselines.py; for videos the per-frame constant and linear map, metrics/video_baselines.py) follow each
+quality metric as rows ``<metric> (baseline: constant|linear|blur|structure)``;
 a model cell that does not beat the best baseline is marked ``(!)`` and listed under the table (issue 11).
 The realism metrics (FID/KID against the test, training and frame reference sets, issue 22) are lower
 is better: a model must be below the best baseline, and a row ``<metric> (real test FFA)`` gives the

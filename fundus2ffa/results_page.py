@@ -176,7 +176,11 @@ def fitted_baselines_note(metrics: dict) -> str:
     if isinstance(weights, list) and len(weights) == 4 and all(_number(w) is not None for w in weights):
         w = [float(x) for x in weights]
         parts.append(f"linear baseline FFA = {w[0]:.3g} R {w[1]:+.3g} G {w[2]:+.3g} B {w[3]:+.3g} (all in [-1, 1])")
-    return "Baselines fitted on the training pairs: " + "; ".join(parts) + "." if parts else ""
+    means = fit.get("train_frame_means")  # video baselines (metrics/video_baselines.py)
+    if isinstance(means, list) and means and all(_number(m) is not None for m in means):
+        parts.append("training frame means " + ", ".join(f"{float(m):.3g}" for m in means) + " (in [-1, 1], frame 1 first), "
+                     "the constant baseline's frames; the linear baseline maps the CF once per frame index")
+    return "Baselines fitted on the training data: " + "; ".join(parts) + "." if parts else ""
 
 
 def curve_images(run_dir: Path, results_dir: Path) -> list[tuple[Path, str]]:

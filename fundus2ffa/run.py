@@ -52,13 +52,17 @@ log = logging.getLogger("fundus2ffa")
 def test_baselines(cfg: DictConfig, datamodule, realism=None) -> dict | None:
     """Trivial predictors (constant, linear map, blurred linear map, CF vessel structure) scored on the test
     images like the model (metrics/baselines.py), with FID/KID against ``realism``'s reference sets when
-    given; None for datamodules without paired train/test."""
-    from fundus2ffa.data.datamodule import PairedDataModule
+    given; for videos, the per-frame constant and linear map (metrics/video_baselines.py); None for
+    datamodules without train and test splits."""
+    from fundus2ffa.data.datamodule import DataModule
     from fundus2ffa.metrics.baselines import score_baselines
+    from fundus2ffa.metrics.video_baselines import score_video_baselines
 
-    if not isinstance(datamodule, PairedDataModule) or not {"train", "test"} <= set(datamodule.datasets):
+    if not isinstance(datamodule, DataModule) or not {"train", "test"} <= set(datamodule.datasets):
         return None
     metrics = OmegaConf.to_container(cfg.model.get("metrics") or {}, resolve=True)
+    if datamodule.kind == "video":
+        return score_video_baselines(datamodule, metrics)
     return score_baselines(datamodule, metrics, realism=realism)
 
 

@@ -57,7 +57,7 @@ def _train_pixels(dataset: FFADataset):
         yield cf, ffa
 
 
-def _train_dataset(datamodule) -> FFADataset:
+def training_split_at_eval(datamodule) -> FFADataset:
     """The training pairs under the evaluation transform (the images the model is scored at)."""
     train = datamodule.datasets["train"]
     return FFADataset(
@@ -68,13 +68,13 @@ def _train_dataset(datamodule) -> FFADataset:
 
 def training_targets(datamodule) -> list[torch.Tensor]:
     """The training split's FFA targets (1 x H x W in [-1, 1]) at the evaluation size (a realism reference)."""
-    dataset = _train_dataset(datamodule)
+    dataset = training_split_at_eval(datamodule)
     return [dataset[i]["ffa"][:1] for i in range(len(dataset))]
 
 
 def fit_baselines(datamodule) -> dict:
     """{'mean', 'weights' [w_r, w_g, w_b, c], 'blur_sigma_px', 'structure': {...}} from the training pairs."""
-    dataset = _train_dataset(datamodule)
+    dataset = training_split_at_eval(datamodule)
     gram = torch.zeros(4, 4, dtype=torch.float64)
     moment = torch.zeros(4, dtype=torch.float64)
     total, count = 0.0, 0

@@ -104,11 +104,11 @@ def _synthetic_datamodule(tmp_path, size=128, pairs=8):
 def test_blur_baseline_is_the_linear_map_blurred_to_its_best_training_psnr(tmp_path):
     """Issue 22: the blur baseline's sigma is the one of BLUR_SIGMAS with the best mean training PSNR
     (checked here against every sigma), and blurring removes detail the linear map has."""
-    from fundus2ffa.metrics.baselines import BLUR_SIGMAS, _train_dataset
+    from fundus2ffa.metrics.baselines import BLUR_SIGMAS, training_split_at_eval
 
     datamodule = _synthetic_datamodule(tmp_path, size=64, pairs=6)
     fitted = fit_baselines(datamodule)
-    items = [_train_dataset(datamodule)[i] for i in range(len(datamodule.datasets["train"]))]
+    items = [training_split_at_eval(datamodule)[i] for i in range(len(datamodule.datasets["train"]))]
 
     def train_psnr(sigma):
         trial = {**fitted, "blur_sigma": sigma / 256}
