@@ -56,8 +56,7 @@ def main(argv=None) -> None:
                  "num_downs": max(5, args.size.bit_length() - 1), "ngf": args.ngf}
     net = BackboneSource(None, generator, None).segmenter("random", 1)
     loss, optimiser = DiceBCELoss(), torch.optim.AdamW(net.parameters(), args.lr)
-    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, args.steps) if args.lr_schedule == "cosine"
-                else torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, args.steps) if args.lr_schedule == "cosine" else None
     augment = DownstreamModule(net, "segmentation", hflip=args.hflip, vflip=args.vflip, transpose=args.transpose)._augment
     draw, start = torch.Generator().manual_seed(args.seed), time.time()
 
@@ -75,7 +74,8 @@ def main(argv=None) -> None:
         optimiser.zero_grad()
         total.backward()
         optimiser.step()
-        schedule.step()
+        if schedule is not None:
+            schedule.step()
         if step % args.every == 0:
             print(f"step {step}: loss {total.item():.3f}, test Dice {test_dice():.3f} ({time.time() - start:.0f} s)", flush=True)
 

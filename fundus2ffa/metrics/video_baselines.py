@@ -36,25 +36,22 @@ def _grey(frames: torch.Tensor) -> torch.Tensor:
 def fit_video_baselines(datamodule) -> dict:
     """{'means': [T floats], 'weights': [T x [w_r, w_g, w_b, c]]} from the training videos."""
     dataset = training_split_at_eval(datamodule)
-    grams, moments, totals, counts = [], [], [], []
+    grams, moments = [], []  # per frame index; the design's ones row makes gram[3, 3] the pixel count, moment[3] the sum
     for index in range(len(dataset)):
         item = dataset[index]
         design = torch.cat([item["cf"].reshape(3, -1).double(), torch.ones(1, item["cf"][0].numel(), dtype=torch.float64)])
+        gram = design @ design.T  # the same CF for every frame of the video
         frames = _grey(item["frames"]).flatten(1).double()  # T x P
-        for t, frame in enumerate(frames):
+        for t, moment in enumerate(frames @ design.T):
             if t == len(grams):
                 grams.append(torch.zeros(4, 4, dtype=torch.float64))
                 moments.append(torch.zeros(4, dtype=torch.float64))
-                totals.append(0.0)
-                counts.append(0)
-            grams[t] += design @ design.T
-            moments[t] += design @ frame
-            totals[t] += float(frame.sum())
-            counts[t] += frame.numel()
+            grams[t] += gram
+            moments[t] += moment
     if not grams:
         raise ValueError("no training videos to fit the video baselines on (empty train split)")
     weights = [torch.linalg.lstsq(g, m[:, None]).solution[:, 0].tolist() for g, m in zip(grams, moments)]
-    return {"means": [total / count for total, count in zip(totals, counts)], "weights": weights}
+    return {"means": [float(m[3] / g[3, 3]) for g, m in zip(grams, moments)], "weights": weights}
 
 
 def predict_video_baseline(name: str, fitted: dict, cf: torch.Tensor, num_frames: int) -> torch.Tensor:
