@@ -35,6 +35,7 @@ FUNDUS2VIDEO = ["model=fundus2video", "data=synthetic_video", "data.image_size=2
 PLAIN = ["model.step_in_backward=false", "model.d_real_once=false", "generator.block_conv=native"]
 LEVERS = ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=native"]
 GEMM = ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=gemm"]
+WINOGRAD = ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=winograd"]
 
 
 def run_reference(perf: Path, args) -> dict:
@@ -85,11 +86,13 @@ def main(argv=None) -> int:
         return 0
     if args.family == "pix2pixhd":
         variants = {"reference": None, "ours plain": PIX2PIXHD + PLAIN, "ours levers": PIX2PIXHD + LEVERS,
-                    "ours levers + gemm blocks": PIX2PIXHD + GEMM}
+                    "ours levers + gemm blocks": PIX2PIXHD + GEMM,
+                    "ours levers + winograd blocks": PIX2PIXHD + WINOGRAD}
         baseline = "reference"
     else:  # its model has no d_real_once (the window's discriminator passes differ)
         variants = {"plain": FUNDUS2VIDEO + PLAIN[::2], "levers": FUNDUS2VIDEO + LEVERS[::2],
-                    "levers + gemm blocks": FUNDUS2VIDEO + GEMM[::2]}
+                    "levers + gemm blocks": FUNDUS2VIDEO + GEMM[::2],
+                    "levers + winograd blocks": FUNDUS2VIDEO + WINOGRAD[::2]}
         baseline = "plain"
     if args.bf16:
         name = next(reversed(variants))

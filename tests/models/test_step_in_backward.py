@@ -75,30 +75,65 @@ def _fit(tmp_path, name: str, *levers: str) -> dict:
 
 def test_pix2pixhd_levers_leave_losses_and_weights_unchanged_in_a_real_fit(tmp_path):
     """A real Trainer.fit of pix2pixHD (G then D, LSGAN + feature matching + VGG) with each lever against
-    the plain path: the same G losses at every step and the same weights after three steps (1e-5)."""
+    the plain path: the same G losses at every step, the same weights after three steps and the same
+    generator and discriminator outputs (1e-5).
+
+    Not compared: the biases of convolutions that feed an affine-free InstanceNorm (pix2pixHD keeps them).
+    The norm subtracts them, so their true gradient is zero and what they receive is float rounding,
+    which Adam divides by its own square root into lr-sized steps of random sign: they move by about lr
+    under any change of summation order (Winograd's included) and change no output, which is compared."""
     from fundus2ffa.models import PairedGAN
 
-    weights, installed = {}, {}
+    weights, outputs, installed = {}, {}, {}
     original = PairedGAN.on_train_end
 
     def keep(self):
         installed[self._name] = bool(self._in_backward)
         original(self)
         weights[self._name] = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            fake = self.generator(x)
+            outputs[self._name] = [fake, *[p for scale in self.discriminator(torch.cat([x, fake], 1)) for p in scale]]
 
     runs = {"plain": ["model.step_in_backward=false", "model.d_real_once=false"],
-            "levers": ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=gemm"]}
+            "levers": ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=gemm"],
+            "winograd": ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=winograd"]}
     results = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(PairedGAN, "on_train_end", keep)
         for name, levers in runs.items():
             patch.setattr(PairedGAN, "_name", name, raising=False)
             results[name] = _fit(tmp_path, name, *levers)
-    assert installed == {"plain": False, "levers": True}
+    assert installed == {"plain": False, "levers": True, "winograd": True}
     assert len(results["plain"]["losses"]) == 3
-    assert results["levers"]["losses"] == pytest.approx(results["plain"]["losses"], rel=1e-5)
-    for key, value in weights["plain"].items():
-        torch.testing.assert_close(weights["levers"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+    cancelled = _biases_cancelled_by_norm(PairedGAN)
+    assert "generator.model.1.bias" in cancelled and not any("weight" in key for key in cancelled)
+    for name in ("levers", "winograd"):
+        assert results[name]["losses"] == pytest.approx(results["plain"]["losses"], rel=1e-5)
+        for key, value in weights["plain"].items():
+            if key not in cancelled:
+                torch.testing.assert_close(weights[name][key], value, rtol=1e-5, atol=1e-6, msg=f"{name}: {key}")
+        for a, b in zip(outputs["plain"], outputs[name]):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def _biases_cancelled_by_norm(module_class) -> set[str]:
+    """State-dict keys of the convolution biases that an affine-free InstanceNorm follows directly."""
+    from hydra.utils import instantiate
+
+    cfg = compose_run(PIX2PIXHD)
+    model = instantiate(cfg.model)
+    assert isinstance(model, module_class)
+    keys = set()
+    for prefix, module in model.named_modules():
+        if isinstance(module, nn.Sequential):
+            children = list(module.named_children())
+            for (name, conv), (_, norm) in zip(children, children[1:]):
+                if isinstance(conv, nn.Conv2d | nn.ConvTranspose2d) and conv.bias is not None \
+                        and isinstance(norm, nn.InstanceNorm2d) and not norm.affine:
+                    keys.add(f"{prefix}.{name}.bias")
+    return keys
 
 
 @pytest.mark.parametrize("kind", ["global", "fundus2video"])
@@ -125,19 +160,22 @@ def test_checkpointed_residual_blocks_give_the_same_outputs_and_gradients(kind):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
 
 
-def test_gemm_convolution_equals_conv2d_outputs_and_gradients():
-    """nets/blocks/gemm_conv.py against nn.Conv2d: output, input / weight / bias gradients (1e-5), the same
-    state-dict keys, and a bf16 autocast forward and backward that runs."""
-    from fundus2ffa.nets.blocks.gemm_conv import GemmConv2d
+@pytest.mark.parametrize("kind", ["gemm", "winograd"])
+@pytest.mark.parametrize("size", [(10, 12), (9, 7)])
+def test_block_convolution_equals_conv2d_outputs_and_gradients(kind, size):
+    """nets/blocks/gemm_conv.py and winograd_conv.py against nn.Conv2d: output, input / weight / bias
+    gradients (1e-5) on even and odd maps (Winograd's 2 x 2 tiles then overhang and are cropped), the same
+    state-dict keys, and a bf16 autocast forward and backward that runs and stays near float32's."""
+    from fundus2ffa.nets.blocks.block_conv import BLOCK_CONVS
 
     torch.manual_seed(0)
-    native, gemm = nn.Conv2d(16, 24, 3), GemmConv2d(16, 24, 3)
-    gemm.load_state_dict(native.state_dict())
-    assert list(gemm.state_dict()) == list(native.state_dict())
-    x = torch.randn(2, 16, 10, 12, requires_grad=True)
-    g = torch.randn(2, 24, 8, 10)
+    native, other = nn.Conv2d(16, 24, 3), BLOCK_CONVS[kind](16, 24, 3)
+    other.load_state_dict(native.state_dict())
+    assert list(other.state_dict()) == list(native.state_dict())
+    x = torch.randn(2, 16, *size, requires_grad=True)
+    g = torch.randn(2, 24, size[0] - 2, size[1] - 2)
     results = []
-    for net in (native, gemm):
+    for net in (native, other):
         x.grad = None
         net.zero_grad()
         out = net(x)
@@ -145,7 +183,9 @@ def test_gemm_convolution_equals_conv2d_outputs_and_gradients():
         results.append([out.detach(), x.grad.clone(), net.weight.grad.clone(), net.bias.grad.clone()])
     for a, b in zip(*results):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    x.grad = None
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = gemm(x)
+        out = other(x)
     out.float().square().mean().backward()
-    assert out.dtype == torch.bfloat16 and x.grad.dtype == torch.float32 and gemm.weight.grad.dtype == torch.float32
+    assert out.dtype == torch.bfloat16 and x.grad.dtype == torch.float32 and other.weight.grad.dtype == torch.float32
+    torch.testing.assert_close(out.float(), results[0][0], rtol=0.05, atol=0.05)

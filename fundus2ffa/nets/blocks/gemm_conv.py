@@ -10,10 +10,10 @@ direct convolution wins (43 -> 83 ms at 256 channels, 66 px), so this is used on
 for: ``generator.block_conv: gemm`` (default ``native``, nn.Conv2d).
 
 The maths is that of ``nn.Conv2d`` (stride 1, no padding: the blocks reflection-pad first) up to the
-order of the float sums (1e-6 relative; tests/nets/test_gemm_conv.py compares outputs and all three
+order of the float sums (1e-6 relative; tests/models/test_step_in_backward.py compares outputs and all three
 gradients). Memory: the backward recomputes the columns from the saved input instead of keeping them
-(the input is what nn.Conv2d keeps too), so the activations kept are the same; the columns live in one
-reused workspace (two buffers of the largest columns seen, per device and dtype). Parameters are
+(the input is what nn.Conv2d keeps too), so the activations kept are the same; the columns live in a
+reused workspace (nets/blocks/workspace.py: two buffers of the largest columns seen, per device and dtype). Parameters are
 ``weight`` and ``bias`` as in nn.Conv2d: checkpoints load into either. Any device and dtype (the
 backward casts to the gradient's dtype, so bf16 autocast works).
 """
@@ -24,22 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-_WORKSPACE: dict = {}
-
-
-def _workspace(slot: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-    """A reused buffer of ``shape`` (grown, never shrunk) per slot, device and dtype: the columns are
-    9.4 MB per call at pix2pixHD's 16 x 16 x 1024 bottleneck, and a fresh allocation per call left the
-    CPU allocator holding about 200 MB more at the peak (measured), where a reused one holds 2 x 9.4 MB."""
-    numel = 1
-    for size in shape:
-        numel *= size
-    key = (slot, like.device, like.dtype)
-    buffer = _WORKSPACE.get(key)
-    if buffer is None or buffer.numel() < numel:
-        buffer = _WORKSPACE[key] = torch.empty(numel, device=like.device, dtype=like.dtype)
-    return buffer[:numel].view(shape)
+from fundus2ffa.nets.blocks.workspace import workspace
 
 
 def _columns(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -47,7 +32,7 @@ def _columns(x: torch.Tensor, k: int) -> torch.Tensor:
     n, c, height, width = x.shape
     out_h, out_w = height - k + 1, width - k + 1
     s_n, s_c, s_h, s_w = x.stride()
-    columns = _workspace("columns", (n, c, k, k, out_h, out_w), x)
+    columns = workspace("columns", (n, c, k, k, out_h, out_w), x)
     columns.copy_(x.as_strided((n, c, k, k, out_h, out_w), (s_n, s_c, s_h, s_w, s_h, s_w)))
     return columns.view(n, c * k * k, out_h * out_w)
 
@@ -82,7 +67,7 @@ class _Im2colConv(torch.autograd.Function):
             grad_w = grad_w.view(weight.shape).to(weight.dtype)
         if ctx.needs_input_grad[0]:
             weight_t = weight.reshape(out_channels, -1).t().to(grad.dtype)
-            columns_grad = _workspace("columns_grad", (n, weight_t.shape[0], grad.shape[-1]), grad)
+            columns_grad = workspace("columns_grad", (n, weight_t.shape[0], grad.shape[-1]), grad)
             for i in range(n):
                 torch.mm(weight_t, grad[i], out=columns_grad[i])
             grad_x = F.fold(columns_grad, (height, width), k).to(x.dtype)
@@ -100,6 +85,3 @@ class GemmConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _Im2colConv.apply(x, self.weight, self.bias)
-
-
-BLOCK_CONVS = {"native": nn.Conv2d, "gemm": GemmConv2d}

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from fundus2ffa.nets.blocks.gemm_conv import BLOCK_CONVS
+from fundus2ffa.nets.blocks.block_conv import BLOCK_CONVS
 from fundus2ffa.nets.blocks.upsample import upsample_layer
 from fundus2ffa.nets.init import init_weights
 from fundus2ffa.nets.norm import norm_layer

@@ -1,0 +1,162 @@
+"""A 3 x 3 convolution computed by Winograd's minimal filtering F(2 x 2, 3 x 3) (Lavin & Gray, "Fast
+Algorithms for Convolutional Neural Networks", CVPR 2016), for the residual blocks of the pix2pixHD and
+Fundus2Video generators (issue 24, ``generator.block_conv: winograd``).
+
+Why: at 256 px the global generator's nine residual blocks run 1024 -> 1024 channel convolutions on a
+16 x 16 map; they are half of a pix2pixHD training iteration on a CPU, and the direct (or im2col, see
+gemm_conv.py) convolution already runs at matmul speed there, so only less arithmetic makes them faster.
+F(2 x 2, 3 x 3) computes each 2 x 2 output tile from a 4 x 4 input tile with 16 multiplications per
+channel pair instead of 36: the convolution becomes 16 independent matrix products (one per point of the
+transformed tile) of the transformed weights (16 x O x C) with the transformed input tiles (16 x C x
+tiles), 2.25x fewer multiply-adds. The backward is the same identity transposed: the input gradient is
+the transposed products folded back over the overlapping tiles, the weight gradient the products of the
+output-tile gradients with the input tiles, transformed back to 3 x 3. cuDNN and oneDNN choose this same
+algorithm for such layers; PyTorch's CPU convolution does not offer it.
+
+Measured per convolution (1024 channels, 16 x 16, one thread, this EPYC; forward + backward with both
+gradients): nn.Conv2d 248 ms, im2col (gemm) 189 ms, this (see the benchmark in the README's performance
+section for the iteration). On large maps with few channels the transforms cost more than they save (64
+channels at 256 x 256: 160 ms direct against 600 ms), so it is used only where it is asked for.
+
+The maths is that of ``nn.Conv2d`` (stride 1, no padding: the blocks reflection-pad first): the identity
+is exact in real arithmetic and differs from the direct sum by float rounding, about 1e-6 relative in
+float32 (the tests compare outputs and all three gradients to 1e-5, and a real pix2pixHD fit's losses and
+weights). Memory: the backward recomputes the transformed tiles and weights from the saved input and
+weight (what nn.Conv2d keeps), so the activations kept are the same; the transformed weights (64 MB at
+1024 channels) live in one reused workspace (nets/blocks/workspace.py). Odd output sizes are computed
+on a zero-extended tile grid and cropped. Any device and dtype (under bf16 autocast it computes in the
+input's dtype, as nn.Conv2d does; the transforms then round in bf16 too). Parameters are ``weight`` and
+``bias`` as in nn.Conv2d: checkpoints load into either.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fundus2ffa.nets.blocks.workspace import workspace
+
+# F(2, 3) (Lavin & Gray eq. 7): input transform B^T, filter transform G, output transform A^T
+_B_T = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
+_G = ((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1))
+_A_T = ((1, 1, 1, 0), (0, 1, -1, -1))
+#: columns of the weight transform per matrix product: small enough to stay in cache
+_CHUNK = 32768
+_TRANSFORMS: dict = {}
+
+
+def _transforms(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The 2-D transforms as matrices on flattened tiles, for ``like``'s device and dtype:
+    input 16 x 16 (``V = K_in^T d``), weight 16 x 9 (``U = K_w g``), output 4 x 16 (``Y = K_out m``)."""
+    key = (like.device, like.dtype)
+    if key not in _TRANSFORMS:
+        b_t, g, a_t = (torch.tensor(m, dtype=torch.float64) for m in (_B_T, _G, _A_T))
+        k_in = torch.einsum("ai,bj->ijab", b_t, b_t).reshape(16, 16)
+        k_w = torch.einsum("ai,bj->abij", g, g).reshape(16, 9)
+        k_out = torch.einsum("ai,bj->abij", a_t, a_t).reshape(4, 16)
+        _TRANSFORMS[key] = tuple(m.to(device=like.device, dtype=like.dtype) for m in (k_in, k_w, k_out))
+    return _TRANSFORMS[key]
+
+
+def _tiles(x: torch.Tensor) -> torch.Tensor:
+    """N x C x (2 th + 2) x (2 tw + 2) -> the transformed input tiles, 16 x (N th tw) x C (tiles by channels:
+    the weight gradient's product reads it as it is, the forward's transposed, each at its fastest)."""
+    n, c = x.shape[:2]
+    k_in = _transforms(x)[0]
+    d = x.unfold(2, 4, 2).unfold(3, 4, 2)  # N C th tw 4 4 (overlapping tiles, stride 2)
+    d = d.permute(4, 5, 0, 2, 3, 1).reshape(16, -1)
+    return torch.mm(k_in.t(), d).view(16, -1, c)
+
+
+def _weight_transform(weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """O x C x 3 x 3 -> 16 x O x C in the "winograd_weight" workspace (in ``like``'s dtype)."""
+    out_channels, in_channels = weight.shape[:2]
+    pairs = out_channels * in_channels
+    k_w = _transforms(like)[1]
+    flat = weight.reshape(pairs, 9).to(like.dtype)
+    u = workspace("winograd_weight", (16, pairs), like)
+    for start in range(0, pairs, _CHUNK):
+        torch.mm(k_w, flat[start:start + _CHUNK].t(), out=u[:, start:start + _CHUNK])
+    return u.view(16, out_channels, in_channels)
+
+
+def _extend(x: torch.Tensor) -> torch.Tensor:
+    """Zero-extend the bottom / right by one where the output height / width is odd (cropped after)."""
+    height, width = x.shape[-2:]
+    return F.pad(x, (0, width % 2, 0, height % 2)) if height % 2 or width % 2 else x
+
+
+class _WinogradConv(torch.autograd.Function):
+    """y = A^T [ (G g G^T) (.) (B^T d B) ] A per tile, summed over input channels (module notes)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        with torch.autocast(device, enabled=False):  # in autocast's dtype, as F.conv2d would be
+            return _WinogradConv._forward(ctx, x, weight, bias, dtype)
+
+    @staticmethod
+    def _forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        n, _, height, width = x.shape
+        out_h, out_w = height - 2, width - 2
+        xe = _extend(x.to(dtype))
+        th, tw = (xe.shape[2] - 2) // 2, (xe.shape[3] - 2) // 2
+        out_channels = weight.shape[0]
+        m = torch.bmm(_weight_transform(weight, xe), _tiles(xe).transpose(1, 2))  # 16 x O x (N th tw)
+        y = torch.mm(_transforms(xe)[2], m.view(16, -1)).view(2, 2, out_channels, n, th, tw)
+        y = y.permute(3, 2, 4, 0, 5, 1).reshape(n, out_channels, 2 * th, 2 * tw)[:, :, :out_h, :out_w]
+        if bias is not None:
+            y = y + bias.to(y.dtype).view(1, out_channels, 1, 1)
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return y.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        n, in_channels, height, width = x.shape
+        out_channels = weight.shape[0]
+        k_in, k_w, k_out = _transforms(grad)
+        xe = _extend(x.to(grad.dtype))
+        th, tw = (xe.shape[2] - 2) // 2, (xe.shape[3] - 2) // 2
+        grad_y = grad
+        if grad.shape[-2:] != (2 * th, 2 * tw):
+            grad_y = F.pad(grad, (0, 2 * tw - grad.shape[-1], 0, 2 * th - grad.shape[-2]))
+        grad_y = grad_y.reshape(n, out_channels, th, 2, tw, 2).permute(3, 5, 1, 0, 2, 4).reshape(4, -1)
+        grad_m = torch.mm(k_out.t(), grad_y).view(16, out_channels, n * th * tw)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_tiles = torch.bmm(_weight_transform(weight, grad).transpose(1, 2), grad_m)  # 16 x C x (N th tw)
+            grad_d = torch.mm(k_in, grad_tiles.view(16, -1)).view(16, in_channels, n, th * tw)
+            grad_d = grad_d.permute(2, 1, 0, 3).reshape(n, in_channels * 16, th * tw)
+            grad_x = F.fold(grad_d, xe.shape[-2:], 4, stride=2)[:, :, :height, :width].to(x.dtype)
+        if ctx.needs_input_grad[1]:
+            pairs = out_channels * in_channels
+            grad_u = workspace("winograd_weight", (16, out_channels, in_channels), grad)
+            torch.bmm(grad_m, _tiles(xe), out=grad_u)
+            grad_u = grad_u.view(16, pairs)
+            grad_w = torch.empty(pairs, 9, dtype=grad.dtype, device=grad.device)
+            chunk = workspace("winograd_chunk", (9, _CHUNK), grad)
+            for start in range(0, pairs, _CHUNK):  # 9 x chunk products, transposed by a copy (2x faster than
+                stop = min(start + _CHUNK, pairs)  # one product writing 9-float rows)
+                torch.mm(k_w.t(), grad_u[:, start:stop], out=chunk[:, :stop - start])
+                grad_w[start:stop].copy_(chunk[:, :stop - start].t())
+            grad_w = grad_w.view(weight.shape).to(weight.dtype)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum((0, 2, 3)).to(weight.dtype)
+        return grad_x, grad_w, grad_b
+
+
+class WinogradConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (3 x 3, stride 1, no padding, no dilation, one group) computed by
+    :class:`_WinogradConv` (module notes); the same parameters and state-dict keys as nn.Conv2d."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True):
+        if kernel_size != 3:
+            raise ValueError(f"WinogradConv2d computes 3 x 3 convolutions (F(2x2, 3x3)), got kernel_size={kernel_size}")
+        super().__init__(in_channels, out_channels, kernel_size, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _WinogradConv.apply(x, self.weight, self.bias)
