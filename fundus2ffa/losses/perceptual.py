@@ -74,9 +74,9 @@ class PerceptualLoss(LossTerm):
 
     def features_distance(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """The loss between two images (usable outside the LossInputs call shape)."""
-        fake_features = self.backbone(self.prepare(fake))
-        with torch.no_grad():
+        with torch.no_grad():  # first: its passing activations are gone before the fake's graph is built
             real_features = self.backbone(self.prepare(real))
+        fake_features = self.backbone(self.prepare(fake))
         terms = [w * self.distance(fake_features[n], real_features[n]) for n, w in zip(self.layers, self.layer_weights)]
         return torch.stack(terms).sum()
 

@@ -43,6 +43,8 @@ _G = ((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1))
 _A_T = ((1, 1, 1, 0), (0, 1, -1, -1))
 #: columns of the weight transform per matrix product: small enough to stay in cache
 _CHUNK = 32768
+#: transformed-weight elements per block of output channels (_blocks)
+_BLOCK_NUMEL = 2**21
 _TRANSFORMS: dict = {}
 
 
@@ -70,7 +72,8 @@ def _tiles(x: torch.Tensor) -> torch.Tensor:
 
 
 def _weight_transform(weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """O x C x 3 x 3 -> 16 x O x C in the "winograd_weight" workspace (in ``like``'s dtype)."""
+    """o x C x 3 x 3 (a block of output channels) -> 16 x o x C in the "winograd_weight" workspace, in
+    ``like``'s dtype."""
     out_channels, in_channels = weight.shape[:2]
     pairs = out_channels * in_channels
     k_w = _transforms(like)[1]
@@ -79,6 +82,26 @@ def _weight_transform(weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     for start in range(0, pairs, _CHUNK):
         torch.mm(k_w, flat[start:start + _CHUNK].t(), out=u[:, start:start + _CHUNK])
     return u.view(16, out_channels, in_channels)
+
+
+def _weight_gradient(grad_u: torch.Tensor, out: torch.Tensor) -> None:
+    """16 x o x C transformed-weight gradient -> ``out`` (o C x 9, the weight's layout): G^T (.) G."""
+    k_w = _transforms(grad_u)[1]
+    grad_u = grad_u.reshape(16, -1)
+    pairs = grad_u.shape[1]
+    chunk = workspace("winograd_chunk", (9, _CHUNK), grad_u)
+    for start in range(0, pairs, _CHUNK):  # 9 x chunk products transposed by a copy: 2x faster than one
+        stop = min(start + _CHUNK, pairs)  # product writing 9-float rows
+        torch.mm(k_w.t(), grad_u[:, start:stop], out=chunk[:, :stop - start])
+        out[start:stop].copy_(chunk[:, :stop - start].t())
+
+
+def _blocks(out_channels: int, in_channels: int) -> list[tuple[int, int]]:
+    """Output-channel ranges whose transformed weights take at most _BLOCK_NUMEL elements (8 MB in float32:
+    128 of 1024 channels), so the whole 16 x O x C tensor (64 MB at pix2pixHD's bottleneck) never exists
+    and each block's stays in cache for its products."""
+    step = max(1, _BLOCK_NUMEL // (16 * in_channels))
+    return [(start, min(start + step, out_channels)) for start in range(0, out_channels, step)]
 
 
 def _extend(x: torch.Tensor) -> torch.Tensor:
@@ -103,8 +126,11 @@ class _WinogradConv(torch.autograd.Function):
         out_h, out_w = height - 2, width - 2
         xe = _extend(x.to(dtype))
         th, tw = (xe.shape[2] - 2) // 2, (xe.shape[3] - 2) // 2
-        out_channels = weight.shape[0]
-        m = torch.bmm(_weight_transform(weight, xe), _tiles(xe).transpose(1, 2))  # 16 x O x (N th tw)
+        out_channels, in_channels = weight.shape[:2]
+        tiles = _tiles(xe).transpose(1, 2)  # 16 x C x (N th tw)
+        m = torch.empty(16, out_channels, tiles.shape[2], dtype=dtype, device=x.device)
+        for start, stop in _blocks(out_channels, in_channels):
+            m[:, start:stop] = torch.bmm(_weight_transform(weight[start:stop], xe), tiles)
         y = torch.mm(_transforms(xe)[2], m.view(16, -1)).view(2, 2, out_channels, n, th, tw)
         y = y.permute(3, 2, 4, 0, 5, 1).reshape(n, out_channels, 2 * th, 2 * tw)[:, :, :out_h, :out_w]
         if bias is not None:
@@ -118,7 +144,7 @@ class _WinogradConv(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         n, in_channels, height, width = x.shape
         out_channels = weight.shape[0]
-        k_in, k_w, k_out = _transforms(grad)
+        k_in, _, k_out = _transforms(grad)
         xe = _extend(x.to(grad.dtype))
         th, tw = (xe.shape[2] - 2) // 2, (xe.shape[3] - 2) // 2
         grad_y = grad
@@ -127,22 +153,25 @@ class _WinogradConv(torch.autograd.Function):
         grad_y = grad_y.reshape(n, out_channels, th, 2, tw, 2).permute(3, 5, 1, 0, 2, 4).reshape(4, -1)
         grad_m = torch.mm(k_out.t(), grad_y).view(16, out_channels, n * th * tw)
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_tiles = torch.bmm(_weight_transform(weight, grad).transpose(1, 2), grad_m)  # 16 x C x (N th tw)
+        need_x, need_w = ctx.needs_input_grad[:2]
+        if need_x:
+            grad_tiles = torch.zeros(16, in_channels, n * th * tw, dtype=grad.dtype, device=grad.device)
+        if need_w:
+            tiles = _tiles(xe)  # 16 x (N th tw) x C
+            grad_w = torch.empty(out_channels * in_channels, 9, dtype=grad.dtype, device=grad.device)
+        for start, stop in _blocks(out_channels, in_channels) if need_x or need_w else ():
+            block = grad_m[:, start:stop]
+            if need_x:  # the block's transformed weights are used, then their workspace holds its gradient
+                grad_tiles.baddbmm_(_weight_transform(weight[start:stop], grad).transpose(1, 2), block)
+            if need_w:
+                grad_u = workspace("winograd_weight", (16, stop - start, in_channels), grad)
+                torch.bmm(block, tiles, out=grad_u)
+                _weight_gradient(grad_u, grad_w[start * in_channels:stop * in_channels])
+        if need_x:
             grad_d = torch.mm(k_in, grad_tiles.view(16, -1)).view(16, in_channels, n, th * tw)
             grad_d = grad_d.permute(2, 1, 0, 3).reshape(n, in_channels * 16, th * tw)
             grad_x = F.fold(grad_d, xe.shape[-2:], 4, stride=2)[:, :, :height, :width].to(x.dtype)
-        if ctx.needs_input_grad[1]:
-            pairs = out_channels * in_channels
-            grad_u = workspace("winograd_weight", (16, out_channels, in_channels), grad)
-            torch.bmm(grad_m, _tiles(xe), out=grad_u)
-            grad_u = grad_u.view(16, pairs)
-            grad_w = torch.empty(pairs, 9, dtype=grad.dtype, device=grad.device)
-            chunk = workspace("winograd_chunk", (9, _CHUNK), grad)
-            for start in range(0, pairs, _CHUNK):  # 9 x chunk products, transposed by a copy (2x faster than
-                stop = min(start + _CHUNK, pairs)  # one product writing 9-float rows)
-                torch.mm(k_w.t(), grad_u[:, start:stop], out=chunk[:, :stop - start])
-                grad_w[start:stop].copy_(chunk[:, :stop - start].t())
+        if need_w:
             grad_w = grad_w.view(weight.shape).to(weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum((0, 2, 3)).to(weight.dtype)
