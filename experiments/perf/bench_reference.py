@@ -13,9 +13,12 @@ never times from different runs. Reported per variant: median seconds per iterat
 peak resident memory (MB) and GFLOP per iteration; then the ratios ours / reference (pix2pixHD) or
 levers / plain (Fundus2Video). The levers: ``model.step_in_backward=true`` (G's Adam step inside
 backward, gradients freed at once), ``model.d_real_once=true`` (pix2pixHD's one D pass on the real
-pair) and, as its own row, ``generator.block_conv=gemm`` (the residual blocks' 3 x 3 convolutions as one
-matrix product each, nets/blocks/gemm_conv.py); all leave the maths unchanged
-(tests/models/test_step_in_backward.py).
+pair) and, as their own rows, the residual blocks' 3 x 3 convolutions as one matrix product each
+(``generator.block_conv=gemm``, nets/blocks/gemm_conv.py) or by Winograd F(2x2, 3x3)
+(``generator.block_conv=winograd``, nets/blocks/winograd_conv.py, with ``loss.vgg.conv=winograd``: the
+VGG's convolutions of 256+ channels too); all leave the maths unchanged (tests/models/test_step_in_backward.py,
+tests/losses/test_perceptual.py). The GFLOP column counts what runs: Winograd's products are fewer
+multiplications for the same convolutions.
 """
 
 import argparse
@@ -35,7 +38,7 @@ FUNDUS2VIDEO = ["model=fundus2video", "data=synthetic_video", "data.image_size=2
 PLAIN = ["model.step_in_backward=false", "model.d_real_once=false", "generator.block_conv=native"]
 LEVERS = ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=native"]
 GEMM = ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=gemm"]
-WINOGRAD = ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=winograd"]
+WINOGRAD = ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=winograd", "loss.vgg.conv=winograd"]
 
 
 def run_reference(perf: Path, args) -> dict:
@@ -78,7 +81,7 @@ def main(argv=None) -> int:
     parser.add_argument("--perf-dir", type=Path, default=REPO.parent / "shared" / "perf")
     parser.add_argument("--variants", nargs="+", help="run only these rows (names as printed; the baseline row is always run)")
     parser.add_argument("--bf16", action="store_true",
-                        help="add the levers + gemm row under trainer.precision=bf16-mixed (its own row: not the fp32 ratio)")
+                        help="add the last row (every lever) under trainer.precision=bf16-mixed (its own row: not the fp32 ratio)")
     args = parser.parse_args(argv)
     perf = args.perf_dir
     if not (perf / "ours_bench.py").is_file():
@@ -87,12 +90,13 @@ def main(argv=None) -> int:
     if args.family == "pix2pixhd":
         variants = {"reference": None, "ours plain": PIX2PIXHD + PLAIN, "ours levers": PIX2PIXHD + LEVERS,
                     "ours levers + gemm blocks": PIX2PIXHD + GEMM,
-                    "ours levers + winograd blocks": PIX2PIXHD + WINOGRAD}
+                    "ours levers + winograd blocks": PIX2PIXHD + WINOGRAD[:3], "ours levers + winograd": PIX2PIXHD + WINOGRAD}
         baseline = "reference"
     else:  # its model has no d_real_once (the window's discriminator passes differ)
-        variants = {"plain": FUNDUS2VIDEO + PLAIN[::2], "levers": FUNDUS2VIDEO + LEVERS[::2],
-                    "levers + gemm blocks": FUNDUS2VIDEO + GEMM[::2],
-                    "levers + winograd blocks": FUNDUS2VIDEO + WINOGRAD[::2]}
+        drop = "model.d_real_once=true"
+        variants = {name: FUNDUS2VIDEO + [o for o in levers if o != drop and o != drop.replace("true", "false")]
+                    for name, levers in (("plain", PLAIN), ("levers", LEVERS), ("levers + gemm blocks", GEMM),
+                                         ("levers + winograd blocks", WINOGRAD[:3]), ("levers + winograd", WINOGRAD))}
         baseline = "plain"
     if args.bf16:
         name = next(reversed(variants))

@@ -32,6 +32,8 @@ class PerceptualLoss(LossTerm):
         imagenet_norm: map [-1, 1] to [0, 1] and normalise with ImageNet statistics (default); false
             feeds the raw [-1, 1] tensor as pix2pixHD's code does.
         weights: VGG19 weight source: a file, torchvision, timm or random (see nets/backbones/vgg.py).
+        conv: native | winograd: how the VGG's convolutions of 256+ channels are computed (same maths;
+            nets/backbones/vgg.py, issue 24).
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class PerceptualLoss(LossTerm):
         distance: str = "mse",
         imagenet_norm: bool = True,
         weights: str | None = None,
+        conv: str = "native",
     ):
         super().__init__(weight)
         if distance not in ("mse", "l1"):
@@ -53,7 +56,7 @@ class PerceptualLoss(LossTerm):
         self.distance = F.mse_loss if distance == "mse" else F.l1_loss
         self.imagenet_norm = imagenet_norm
         # Built only when the term is active, so a weight-0 ablation needs no weights file.
-        backbone = load_vgg19(self.layers, weights) if self.active else None
+        backbone = load_vgg19(self.layers, weights, conv=conv) if self.active else None
         object.__setattr__(self, "backbone", backbone)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)

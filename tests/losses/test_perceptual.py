@@ -67,3 +67,30 @@ def test_loss_decreases_when_optimising_an_image_towards_the_target(vgg_file):
         optimiser.step()
         values.append(value.item())
     assert values[-1] < 0.5 * values[0]
+
+
+def test_winograd_vgg_gives_the_native_loss_features_and_gradient(vgg_file):
+    """loss.vgg.conv=winograd (stages 3-5 by Winograd F(2x2,3x3), issue 24) against native: the same
+    torchvision weights load, the same features, loss and gradient on the fake image (1e-5), on an odd size."""
+    from fundus2ffa.nets.blocks.winograd_conv import WinogradConv2d
+
+    path, _ = vgg_file
+    layers = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+    native = PerceptualLoss(layers=layers, weights=str(path), distance="l1")
+    winograd = PerceptualLoss(layers=layers, weights=str(path), distance="l1", conv="winograd")
+    kinds = [type(m) for m in winograd.backbone.features if isinstance(m, torch.nn.Conv2d)]
+    assert kinds == [torch.nn.Conv2d] * 5 + [WinogradConv2d] * 8  # conv3_2 .. conv5_1: 256+ input channels
+    torch.manual_seed(2)
+    real = torch.rand(1, 1, 72, 88) * 2 - 1
+    values, grads = [], []
+    for loss in (native, winograd):
+        fake = (torch.rand(1, 1, 72, 88, generator=torch.Generator().manual_seed(3)) * 2 - 1).requires_grad_(True)
+        value = loss(LossInputs(cf=real, fake=fake, real=real))
+        value.backward()
+        values.append(value.detach())
+        grads.append(fake.grad)
+        features = loss.backbone(loss.prepare(real))
+        values.append(features["relu5_1"])
+    torch.testing.assert_close(values[2], values[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(values[3], values[1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-8)

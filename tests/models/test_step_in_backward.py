@@ -160,20 +160,22 @@ def test_checkpointed_residual_blocks_give_the_same_outputs_and_gradients(kind):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("kind", ["gemm", "winograd"])
+@pytest.mark.parametrize("kind, padding", [("gemm", 0), ("winograd", 0), ("winograd", 1)])
 @pytest.mark.parametrize("size", [(10, 12), (9, 7)])
-def test_block_convolution_equals_conv2d_outputs_and_gradients(kind, size):
+def test_block_convolution_equals_conv2d_outputs_and_gradients(kind, padding, size):
     """nets/blocks/gemm_conv.py and winograd_conv.py against nn.Conv2d: output, input / weight / bias
-    gradients (1e-5) on even and odd maps (Winograd's 2 x 2 tiles then overhang and are cropped), the same
-    state-dict keys, and a bf16 autocast forward and backward that runs and stays near float32's."""
+    gradients (1e-5) on even and odd maps (Winograd's 2 x 2 tiles then overhang and are cropped), with and
+    without zero padding (the VGG's), the same state-dict keys, and a bf16 autocast forward and backward
+    that runs and stays near float32's."""
     from fundus2ffa.nets.blocks.block_conv import BLOCK_CONVS
 
     torch.manual_seed(0)
-    native, other = nn.Conv2d(16, 24, 3), BLOCK_CONVS[kind](16, 24, 3)
+    native = nn.Conv2d(16, 24, 3, padding=padding)
+    other = BLOCK_CONVS[kind](16, 24, 3, padding=padding) if padding else BLOCK_CONVS[kind](16, 24, 3)
     other.load_state_dict(native.state_dict())
     assert list(other.state_dict()) == list(native.state_dict())
     x = torch.randn(2, 16, *size, requires_grad=True)
-    g = torch.randn(2, 24, size[0] - 2, size[1] - 2)
+    g = torch.randn(2, 24, size[0] - 2 + 2 * padding, size[1] - 2 + 2 * padding)
     results = []
     for net in (native, other):
         x.grad = None

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from fundus2ffa.errors import WeightsError
+from fundus2ffa.nets.blocks.winograd_conv import WinogradConv2d
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +42,26 @@ WEIGHTS_HELP = (
 )
 
 
-class VGG19Features(nn.Module):
-    """VGG19 ``features`` up to the deepest of ``layers``; ``forward`` returns {name: activation}."""
+#: the narrowest input (channels) a convolution computed by Winograd (``conv: winograd``) has: from 256
+#: channels (stages 3-5, at 1/4 of the image side and below) it is faster than oneDNN's direct convolution
+#: on this CPU (256 channels at 64 x 64: 44 -> 39 ms forward; 512 at 32 x 32: 45 -> 33 ms), below it slower
+WINOGRAD_FROM_CHANNELS = 256
 
-    def __init__(self, layers: list[str] | tuple[str, ...]):
+
+class VGG19Features(nn.Module):
+    """VGG19 ``features`` up to the deepest of ``layers``; ``forward`` returns {name: activation}.
+
+    ``conv``: native (nn.Conv2d) | winograd: the convolutions of 256 or more input channels computed by
+    Winograd F(2x2, 3x3) (nets/blocks/winograd_conv.py; the same maths to 1e-6 and the same state-dict
+    keys), a speed option for the frozen perceptual network (issue 24)."""
+
+    def __init__(self, layers: list[str] | tuple[str, ...], conv: str = "native"):
         super().__init__()
         unknown = [name for name in layers if name not in VGG19_LAYERS]
         if unknown:
             raise ValueError(f"unknown VGG19 layers {unknown}; choose from {', '.join(VGG19_LAYERS)}")
+        if conv not in ("native", "winograd"):
+            raise ValueError(f"the VGG19 conv must be native or winograd, got {conv!r}")
         self.layers = tuple(layers)
         depth = max(VGG19_LAYERS.index(name) for name in layers) + 1
         modules, channels = [], 3
@@ -56,7 +69,8 @@ class VGG19Features(nn.Module):
             if name.startswith("conv"):
                 stage = int(name[4])
                 width = min(64 * 2 ** (stage - 1), 512)
-                modules.append(nn.Conv2d(channels, width, 3, padding=1))
+                winograd = conv == "winograd" and channels >= WINOGRAD_FROM_CHANNELS
+                modules.append((WinogradConv2d if winograd else nn.Conv2d)(channels, width, 3, padding=1))
                 channels = width
             elif name.startswith("relu"):
                 modules.append(nn.ReLU(inplace=False))
@@ -96,11 +110,11 @@ def _download(source: str) -> dict:
         raise WeightsError(f"could not get VGG19 weights from {source} ({exc.__class__.__name__}: {exc}); {WEIGHTS_HELP}") from exc
 
 
-def load_vgg19(layers, weights: str | None, config_key: str = "pretrained.vgg19") -> VGG19Features:
+def load_vgg19(layers, weights: str | None, config_key: str = "pretrained.vgg19", conv: str = "native") -> VGG19Features:
     """A frozen, eval-mode :class:`VGG19Features` with weights from ``weights``."""
     if weights in (None, "", "null"):
         raise WeightsError(f"{config_key} is not set: {WEIGHTS_HELP}")
-    net = VGG19Features(layers)
+    net = VGG19Features(layers, conv)
     if weights == "random":
         log.warning("VGG19 perceptual backbone has RANDOM weights (%s=random): use only for tests", config_key)
     else:

@@ -37,6 +37,18 @@ def _columns(x: torch.Tensor, k: int) -> torch.Tensor:
     return columns.view(n, c * k * k, out_h * out_w)
 
 
+def weight_gradient(x: torch.Tensor, grad: torch.Tensor, weight_shape: torch.Size) -> torch.Tensor:
+    """The weight gradient of a stride-1 unpadded convolution, O x C x k x k in ``grad``'s dtype: the output
+    gradient (O x L per image) times the input's columns (L x C k k), images added into one buffer."""
+    n, out_channels = grad.shape[:2]
+    grad = grad.reshape(n, out_channels, -1)
+    columns = _columns(x, weight_shape[-1])
+    grad_w = torch.mm(grad[0], columns[0].t())
+    for i in range(1, n):
+        grad_w.addmm_(grad[i], columns[i].t())
+    return grad_w.view(weight_shape)
+
+
 class _Im2colConv(torch.autograd.Function):
     """out = W (O x CKK) @ columns(x) (+ b), backward by the same two products; columns recomputed."""
 
@@ -60,11 +72,7 @@ class _Im2colConv(torch.autograd.Function):
         grad = grad.reshape(n, out_channels, -1)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[1]:
-            columns = _columns(x.to(grad.dtype), k)
-            grad_w = torch.mm(grad[0], columns[0].t())  # one O x CKK buffer, images added into it
-            for i in range(1, n):
-                grad_w.addmm_(grad[i], columns[i].t())
-            grad_w = grad_w.view(weight.shape).to(weight.dtype)
+            grad_w = weight_gradient(x.to(grad.dtype), grad, weight.shape).to(weight.dtype)
         if ctx.needs_input_grad[0]:
             weight_t = weight.reshape(out_channels, -1).t().to(grad.dtype)
             columns_grad = workspace("columns_grad", (n, weight_t.shape[0], grad.shape[-1]), grad)

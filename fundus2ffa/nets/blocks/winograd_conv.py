@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fundus2ffa.nets.blocks.gemm_conv import weight_gradient
 from fundus2ffa.nets.blocks.workspace import workspace
 
 # F(2, 3) (Lavin & Gray eq. 7): input transform B^T, filter transform G, output transform A^T
@@ -84,24 +85,18 @@ def _weight_transform(weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return u.view(16, out_channels, in_channels)
 
 
-def _weight_gradient(grad_u: torch.Tensor, out: torch.Tensor) -> None:
-    """16 x o x C transformed-weight gradient -> ``out`` (o C x 9, the weight's layout): G^T (.) G."""
-    k_w = _transforms(grad_u)[1]
-    grad_u = grad_u.reshape(16, -1)
-    pairs = grad_u.shape[1]
-    chunk = workspace("winograd_chunk", (9, _CHUNK), grad_u)
-    for start in range(0, pairs, _CHUNK):  # 9 x chunk products transposed by a copy: 2x faster than one
-        stop = min(start + _CHUNK, pairs)  # product writing 9-float rows
-        torch.mm(k_w.t(), grad_u[:, start:stop], out=chunk[:, :stop - start])
-        out[start:stop].copy_(chunk[:, :stop - start].t())
+def _blocks(channels: int, other_channels: int) -> list[tuple[int, int]]:
+    """Ranges of ``channels`` whose transformed weights (16 x block x ``other_channels``) take at most
+    _BLOCK_NUMEL elements (8 MB in float32: 128 of 1024 channels), so the whole 16 x O x C tensor (64 MB
+    at pix2pixHD's bottleneck) never exists and each block's stays in cache for its product."""
+    step = max(1, _BLOCK_NUMEL // (16 * other_channels))
+    return [(start, min(start + step, channels)) for start in range(0, channels, step)]
 
 
-def _blocks(out_channels: int, in_channels: int) -> list[tuple[int, int]]:
-    """Output-channel ranges whose transformed weights take at most _BLOCK_NUMEL elements (8 MB in float32:
-    128 of 1024 channels), so the whole 16 x O x C tensor (64 MB at pix2pixHD's bottleneck) never exists
-    and each block's stays in cache for its products."""
-    step = max(1, _BLOCK_NUMEL // (16 * in_channels))
-    return [(start, min(start + step, out_channels)) for start in range(0, out_channels, step)]
+def _pad(x: torch.Tensor, padding: int) -> torch.Tensor:
+    """Zero padding on all four sides (nn.Conv2d's ``padding``), made afresh in forward and backward so
+    that only the unpadded input is kept, as nn.Conv2d keeps it."""
+    return F.pad(x, (padding,) * 4) if padding else x
 
 
 def _extend(x: torch.Tensor) -> torch.Tensor:
@@ -114,17 +109,19 @@ class _WinogradConv(torch.autograd.Function):
     """y = A^T [ (G g G^T) (.) (B^T d B) ] A per tile, summed over input channels (module notes)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
         device = x.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
         with torch.autocast(device, enabled=False):  # in autocast's dtype, as F.conv2d would be
-            return _WinogradConv._forward(ctx, x, weight, bias, dtype)
+            return _WinogradConv._forward(ctx, x, weight, bias, padding, dtype)
 
     @staticmethod
-    def _forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    def _forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
+                 dtype: torch.dtype) -> torch.Tensor:
+        ctx.padding = padding
         n, _, height, width = x.shape
-        out_h, out_w = height - 2, width - 2
-        xe = _extend(x.to(dtype))
+        out_h, out_w = height + 2 * padding - 2, width + 2 * padding - 2
+        xe = _extend(_pad(x.to(dtype), padding))
         th, tw = (xe.shape[2] - 2) // 2, (xe.shape[3] - 2) // 2
         out_channels, in_channels = weight.shape[:2]
         tiles = _tiles(xe).transpose(1, 2)  # 16 x C x (N th tw)
@@ -145,7 +142,8 @@ class _WinogradConv(torch.autograd.Function):
         n, in_channels, height, width = x.shape
         out_channels = weight.shape[0]
         k_in, _, k_out = _transforms(grad)
-        xe = _extend(x.to(grad.dtype))
+        padding = ctx.padding
+        xe = _extend(_pad(x.to(grad.dtype), padding))
         th, tw = (xe.shape[2] - 2) // 2, (xe.shape[3] - 2) // 2
         grad_y = grad
         if grad.shape[-2:] != (2 * th, 2 * tw):
@@ -153,39 +151,33 @@ class _WinogradConv(torch.autograd.Function):
         grad_y = grad_y.reshape(n, out_channels, th, 2, tw, 2).permute(3, 5, 1, 0, 2, 4).reshape(4, -1)
         grad_m = torch.mm(k_out.t(), grad_y).view(16, out_channels, n * th * tw)
         grad_x = grad_w = grad_b = None
-        need_x, need_w = ctx.needs_input_grad[:2]
-        if need_x:
-            grad_tiles = torch.zeros(16, in_channels, n * th * tw, dtype=grad.dtype, device=grad.device)
-        if need_w:
-            tiles = _tiles(xe)  # 16 x (N th tw) x C
-            grad_w = torch.empty(out_channels * in_channels, 9, dtype=grad.dtype, device=grad.device)
-        for start, stop in _blocks(out_channels, in_channels) if need_x or need_w else ():
-            block = grad_m[:, start:stop]
-            if need_x:  # the block's transformed weights are used, then their workspace holds its gradient
-                grad_tiles.baddbmm_(_weight_transform(weight[start:stop], grad).transpose(1, 2), block)
-            if need_w:
-                grad_u = workspace("winograd_weight", (16, stop - start, in_channels), grad)
-                torch.bmm(block, tiles, out=grad_u)
-                _weight_gradient(grad_u, grad_w[start * in_channels:stop * in_channels])
-        if need_x:
+        if ctx.needs_input_grad[0]:
+            # blocks of input channels: each product runs over all O output channels (a long inner dimension)
+            grad_tiles = torch.empty(16, in_channels, n * th * tw, dtype=grad.dtype, device=grad.device)
+            for start, stop in _blocks(in_channels, out_channels):
+                u = _weight_transform(weight[:, start:stop], grad)  # 16 x O x block
+                torch.bmm(u.transpose(1, 2), grad_m, out=grad_tiles[:, start:stop])
             grad_d = torch.mm(k_in, grad_tiles.view(16, -1)).view(16, in_channels, n, th * tw)
             grad_d = grad_d.permute(2, 1, 0, 3).reshape(n, in_channels * 16, th * tw)
-            grad_x = F.fold(grad_d, xe.shape[-2:], 4, stride=2)[:, :, :height, :width].to(x.dtype)
-        if need_w:
-            grad_w = grad_w.view(weight.shape).to(weight.dtype)
+            grad_x = F.fold(grad_d, xe.shape[-2:], 4, stride=2)
+            grad_x = grad_x[:, :, padding:padding + height, padding:padding + width].to(x.dtype)
+        if ctx.needs_input_grad[1]:
+            # as im2col's product (gemm_conv.py): the same maths, and in the weight's own layout, where the
+            # Winograd route's transform back to 3 x 3 and its transposition cost more than they save
+            grad_w = weight_gradient(_pad(x.to(grad.dtype), padding), grad, weight.shape).to(weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum((0, 2, 3)).to(weight.dtype)
-        return grad_x, grad_w, grad_b
+        return grad_x, grad_w, grad_b, None
 
 
 class WinogradConv2d(nn.Conv2d):
-    """``nn.Conv2d`` (3 x 3, stride 1, no padding, no dilation, one group) computed by
+    """``nn.Conv2d`` (3 x 3, stride 1, zero ``padding``, no dilation, one group) computed by
     :class:`_WinogradConv` (module notes); the same parameters and state-dict keys as nn.Conv2d."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True, padding: int = 0):
         if kernel_size != 3:
             raise ValueError(f"WinogradConv2d computes 3 x 3 convolutions (F(2x2, 3x3)), got kernel_size={kernel_size}")
-        super().__init__(in_channels, out_channels, kernel_size, bias=bias)
+        super().__init__(in_channels, out_channels, kernel_size, bias=bias, padding=padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _WinogradConv.apply(x, self.weight, self.bias)
+        return _WinogradConv.apply(x, self.weight, self.bias, int(self.padding[0]))
