@@ -16,7 +16,8 @@ backward, gradients freed at once), ``model.d_real_once=true`` (pix2pixHD's one 
 pair) and, as their own rows, the residual blocks' 3 x 3 convolutions as one matrix product each
 (``generator.block_conv=gemm``, nets/blocks/gemm_conv.py) or by Winograd F(2x2, 3x3)
 (``generator.block_conv=winograd``, nets/blocks/winograd_conv.py, with ``loss.vgg.conv=winograd``: the
-VGG's convolutions of 256+ channels too); all leave the maths unchanged (tests/models/test_step_in_backward.py,
+VGG's convolutions of 256+ channels too, and ``generator.output_conv=taps``: the 7 x 7 output convolution
+as one matrix product to its tap maps, nets/blocks/tap_conv.py); all leave the maths unchanged (tests/models/test_step_in_backward.py,
 tests/losses/test_perceptual.py). The GFLOP column counts what runs: Winograd's products are fewer
 multiplications for the same convolutions.
 """
@@ -38,7 +39,8 @@ FUNDUS2VIDEO = ["model=fundus2video", "data=synthetic_video", "data.image_size=2
 PLAIN = ["model.step_in_backward=false", "model.d_real_once=false", "generator.block_conv=native"]
 LEVERS = ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=native"]
 GEMM = ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=gemm"]
-WINOGRAD = ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=winograd", "loss.vgg.conv=winograd"]
+WINOGRAD = ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=winograd", "loss.vgg.conv=winograd",
+            "generator.output_conv=taps"]
 
 
 def run_reference(perf: Path, args) -> dict:
@@ -90,13 +92,13 @@ def main(argv=None) -> int:
     if args.family == "pix2pixhd":
         variants = {"reference": None, "ours plain": PIX2PIXHD + PLAIN, "ours levers": PIX2PIXHD + LEVERS,
                     "ours levers + gemm blocks": PIX2PIXHD + GEMM,
-                    "ours levers + winograd blocks": PIX2PIXHD + WINOGRAD[:3], "ours levers + winograd": PIX2PIXHD + WINOGRAD}
+                    "ours levers + winograd blocks": PIX2PIXHD + WINOGRAD[:3], "ours levers + winograd + taps": PIX2PIXHD + WINOGRAD}
         baseline = "reference"
     else:  # its model has no d_real_once (the window's discriminator passes differ)
         drop = "model.d_real_once=true"
         variants = {name: FUNDUS2VIDEO + [o for o in levers if o != drop and o != drop.replace("true", "false")]
                     for name, levers in (("plain", PLAIN), ("levers", LEVERS), ("levers + gemm blocks", GEMM),
-                                         ("levers + winograd blocks", WINOGRAD[:3]), ("levers + winograd", WINOGRAD))}
+                                         ("levers + winograd blocks", WINOGRAD[:3]), ("levers + winograd + taps", WINOGRAD))}
         baseline = "plain"
     if args.bf16:
         name = next(reversed(variants))

@@ -98,7 +98,8 @@ def test_pix2pixhd_levers_leave_losses_and_weights_unchanged_in_a_real_fit(tmp_p
 
     runs = {"plain": ["model.step_in_backward=false", "model.d_real_once=false"],
             "levers": ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=gemm"],
-            "winograd": ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=winograd"]}
+            "winograd": ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=winograd",
+                         "loss.vgg.conv=winograd", "generator.output_conv=taps"]}
     results = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(PairedGAN, "on_train_end", keep)
@@ -160,18 +161,20 @@ def test_checkpointed_residual_blocks_give_the_same_outputs_and_gradients(kind):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("kind, padding", [("gemm", 0), ("winograd", 0), ("winograd", 1)])
+@pytest.mark.parametrize("kind, padding", [("gemm", 0), ("winograd", 0), ("winograd", 1), ("taps", 0)])
 @pytest.mark.parametrize("size", [(10, 12), (9, 7)])
 def test_block_convolution_equals_conv2d_outputs_and_gradients(kind, padding, size):
-    """nets/blocks/gemm_conv.py and winograd_conv.py against nn.Conv2d: output, input / weight / bias
+    """nets/blocks/gemm_conv.py, winograd_conv.py and tap_conv.py against nn.Conv2d: output, input / weight / bias
     gradients (1e-5) on even and odd maps (Winograd's 2 x 2 tiles then overhang and are cropped), with and
     without zero padding (the VGG's), the same state-dict keys, and a bf16 autocast forward and backward
     that runs and stays near float32's."""
     from fundus2ffa.nets.blocks.block_conv import BLOCK_CONVS
+    from fundus2ffa.nets.blocks.tap_conv import TapConv2d
 
     torch.manual_seed(0)
     native = nn.Conv2d(16, 24, 3, padding=padding)
-    other = BLOCK_CONVS[kind](16, 24, 3, padding=padding) if padding else BLOCK_CONVS[kind](16, 24, 3)
+    kinds = {**BLOCK_CONVS, "taps": TapConv2d}
+    other = kinds[kind](16, 24, 3, padding=padding) if padding else kinds[kind](16, 24, 3)
     other.load_state_dict(native.state_dict())
     assert list(other.state_dict()) == list(native.state_dict())
     x = torch.randn(2, 16, *size, requires_grad=True)

@@ -8,25 +8,34 @@ gemm_conv.py) convolution already runs at matmul speed there, so only less arith
 F(2 x 2, 3 x 3) computes each 2 x 2 output tile from a 4 x 4 input tile with 16 multiplications per
 channel pair instead of 36: the convolution becomes 16 independent matrix products (one per point of the
 transformed tile) of the transformed weights (16 x O x C) with the transformed input tiles (16 x C x
-tiles), 2.25x fewer multiply-adds. The backward is the same identity transposed: the input gradient is
-the transposed products folded back over the overlapping tiles, the weight gradient the products of the
-output-tile gradients with the input tiles, transformed back to 3 x 3. cuDNN and oneDNN choose this same
-algorithm for such layers; PyTorch's CPU convolution does not offer it.
+tiles), 2.25x fewer multiply-adds. The input gradient is the same identity transposed (the transposed
+products folded back over the overlapping tiles). The weight gradient is im2col's one product
+(gemm_conv.py ``weight_gradient``), written in the weight's own layout: Winograd's route for it (a
+product per tile point, the transform back to 3 x 3 and a transposing copy into the weight's layout)
+measured 66 ms per bottleneck convolution in the training iteration's profile against about 56. cuDNN
+and oneDNN choose Winograd for such layers; PyTorch's CPU convolution does not offer it.
 
-Measured per convolution (1024 channels, 16 x 16, one thread, this EPYC; forward + backward with both
-gradients): nn.Conv2d 248 ms, im2col (gemm) 189 ms, this (see the benchmark in the README's performance
-section for the iteration). On large maps with few channels the transforms cost more than they save (64
-channels at 256 x 256: 160 ms direct against 600 ms), so it is used only where it is asked for.
+The transformed weights are made per block of 128 output (forward) or input (input gradient) channels:
+the whole 16 x O x C tensor (64 MB at 1024 channels, more than the weight) never exists, and each
+block's 8 MB stays in cache for its product. The weight transform is the cost that remains (about 10 ms
+per pass at 1024 channels), so the saving is smaller than the multiplications': one bottleneck
+convolution, forward + backward with both gradients, one thread on this EPYC, medians of 15 interleaved
+calls: im2col (gemm) 181 ms of CPU, this 164 ms (nn.Conv2d about 240); the iteration's numbers are in
+the README's performance section. On large maps with few channels the transforms cost more than they
+save (64 channels at 256 x 256: 160 ms direct against 600 ms), so it is used only where asked for: the
+generators' residual blocks (``generator.block_conv``) and the VGG loss's convolutions of 256+ channels
+(``loss.vgg.conv``).
 
-The maths is that of ``nn.Conv2d`` (stride 1, no padding: the blocks reflection-pad first): the identity
-is exact in real arithmetic and differs from the direct sum by float rounding, about 1e-6 relative in
-float32 (the tests compare outputs and all three gradients to 1e-5, and a real pix2pixHD fit's losses and
-weights). Memory: the backward recomputes the transformed tiles and weights from the saved input and
-weight (what nn.Conv2d keeps), so the activations kept are the same; the transformed weights (64 MB at
-1024 channels) live in one reused workspace (nets/blocks/workspace.py). Odd output sizes are computed
-on a zero-extended tile grid and cropped. Any device and dtype (under bf16 autocast it computes in the
-input's dtype, as nn.Conv2d does; the transforms then round in bf16 too). Parameters are ``weight`` and
-``bias`` as in nn.Conv2d: checkpoints load into either.
+The maths is that of ``nn.Conv2d`` (stride 1, zero ``padding``; the blocks reflection-pad first): the
+identity is exact in real arithmetic and differs from the direct sum by float rounding, about 1e-6
+relative in float32 (the tests compare outputs and all three gradients to 1e-5, a real pix2pixHD fit's
+losses, weights and outputs, and the VGG loss's features and gradient). Memory: the backward recomputes
+the transformed tiles and weights from the saved (unpadded) input and weight, what nn.Conv2d keeps, so
+the activations kept are the same; the transformed weights live in one reused 8 MB workspace
+(nets/blocks/workspace.py). Odd output sizes are computed on a zero-extended tile grid and cropped. Any
+device and dtype (under bf16 autocast it computes in autocast's dtype, as nn.Conv2d does; the transforms
+then round in bf16 too). Parameters are ``weight`` and ``bias`` as in nn.Conv2d: checkpoints load into
+either.
 """
 
 from __future__ import annotations
@@ -63,8 +72,8 @@ def _transforms(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 
 def _tiles(x: torch.Tensor) -> torch.Tensor:
-    """N x C x (2 th + 2) x (2 tw + 2) -> the transformed input tiles, 16 x (N th tw) x C (tiles by channels:
-    the weight gradient's product reads it as it is, the forward's transposed, each at its fastest)."""
+    """N x C x (2 th + 2) x (2 tw + 2) -> the transformed input tiles, 16 x (N th tw) x C (the forward's
+    product reads them transposed)."""
     n, c = x.shape[:2]
     k_in = _transforms(x)[0]
     d = x.unfold(2, 4, 2).unfold(3, 4, 2)  # N C th tw 4 4 (overlapping tiles, stride 2)

@@ -84,11 +84,12 @@ class Fundus2VideoGenerator(GlobalGenerator):
         encode_taps: str = "code",
         checkpoint_blocks: bool = False,
         block_conv: str = "native",
+        output_conv: str = "native",
     ):
         super().__init__(
             in_channels, out_channels, ngf, n_downsampling, n_blocks, norm, activation, use_dropout,
             max_channels, output_head=True, init_type=init_type, init_gain=init_gain, encode_taps=encode_taps,
-            checkpoint_blocks=checkpoint_blocks, block_conv=block_conv,
+            checkpoint_blocks=checkpoint_blocks, block_conv=block_conv, output_conv=output_conv,
         )
         self.kba = bool(kba)
         stages = list(kba_stages or []) if self.kba else []

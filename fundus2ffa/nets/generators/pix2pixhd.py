@@ -47,6 +47,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from fundus2ffa.nets.blocks.block_conv import BLOCK_CONVS
+from fundus2ffa.nets.blocks.tap_conv import OUTPUT_CONVS
 from fundus2ffa.nets.blocks.upsample import upsample_layer
 from fundus2ffa.nets.init import init_weights
 from fundus2ffa.nets.norm import norm_layer
@@ -114,9 +115,12 @@ class GlobalGenerator(nn.Module):
             (activation checkpointing; the same outputs and gradients, about one more forward of the blocks
             in time). Off by default: at 256 px the blocks run at 16 x 16 and keep little; it pays on
             large images, where the bottleneck is large (issue 24).
-        block_conv: native (nn.Conv2d, default) | gemm: the residual blocks' 3 x 3 convolutions as one matrix
-            product each (nets/blocks/gemm_conv.py: the same maths to 1e-6, about 8 % less time per block
-            convolution on a CPU at a 16 x 16 bottleneck; the same parameters, so checkpoints load either way).
+        block_conv: native (nn.Conv2d, default) | gemm | winograd: how the residual blocks' 3 x 3
+            convolutions are computed (nets/blocks/block_conv.py: the same maths to 1e-6 and the same
+            parameters, so checkpoints load either way; faster on a CPU at a 16 x 16 bottleneck).
+        output_conv: native (nn.Conv2d, default) | taps: the 7 x 7 output convolution as one matrix product
+            to its 49 tap maps and their shifted sum (nets/blocks/tap_conv.py: the same maths to 1e-6 and the
+            same parameters; 189 -> 49 ms forward + backward at 256 px, 64 -> 1 channels, on a CPU).
         encode_taps: code (default) | layer_output: what :meth:`encode` returns at a tap that a later
             activation consumes. code: the activation's output, as pix2pixHD's shared in-place
             ``nn.ReLU(True)`` leaves it in the stored tensor (tap 8 rectified; module docstring);
@@ -143,8 +147,11 @@ class GlobalGenerator(nn.Module):
         encode_taps: str = "code",
         checkpoint_blocks: bool = False,
         block_conv: str = "native",
+        output_conv: str = "native",
     ):
         super().__init__()
+        if output_conv not in OUTPUT_CONVS:
+            raise ValueError(f"generator.output_conv must be one of {'|'.join(OUTPUT_CONVS)}, got {output_conv!r}")
         if encode_taps not in ENCODE_TAPS:
             raise ValueError(f"generator.encode_taps must be one of {'|'.join(ENCODE_TAPS)}, got {encode_taps!r}")
         self.encode_taps = encode_taps
@@ -167,7 +174,7 @@ class GlobalGenerator(nn.Module):
             up = upsample_layer(w_in, w_out, upsample, 3, 1, interpolation=upsample_interpolation)
             layers += [up, norm_fn(w_out), _activation(activation)]
         if output_head:
-            layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
+            layers += [nn.ReflectionPad2d(3), OUTPUT_CONVS[output_conv](ngf, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         for block in self.model:
             if isinstance(block, ResnetBlock):
