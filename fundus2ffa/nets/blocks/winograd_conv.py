@@ -152,7 +152,8 @@ class _WinogradConv(torch.autograd.Function):
         out_channels = weight.shape[0]
         k_in, _, k_out = _transforms(grad)
         padding = ctx.padding
-        xe = _extend(_pad(x.to(grad.dtype), padding))
+        padded = _pad(x.to(grad.dtype), padding)
+        xe = _extend(padded)
         th, tw = (xe.shape[2] - 2) // 2, (xe.shape[3] - 2) // 2
         grad_y = grad
         if grad.shape[-2:] != (2 * th, 2 * tw):
@@ -173,7 +174,7 @@ class _WinogradConv(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             # as im2col's product (gemm_conv.py): the same maths, and in the weight's own layout, where the
             # Winograd route's transform back to 3 x 3 and its transposition cost more than they save
-            grad_w = weight_gradient(_pad(x.to(grad.dtype), padding), grad, weight.shape).to(weight.dtype)
+            grad_w = weight_gradient(padded, grad, weight.shape).to(weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum((0, 2, 3)).to(weight.dtype)
         return grad_x, grad_w, grad_b, None
