@@ -17,7 +17,11 @@ pair) and, as their own rows, the residual blocks' 3 x 3 convolutions as one mat
 (``generator.block_conv=gemm``, nets/blocks/gemm_conv.py) or by Winograd F(2x2, 3x3)
 (``generator.block_conv=winograd``, nets/blocks/winograd_conv.py, with ``loss.vgg.conv=winograd``: the
 VGG's convolutions of 256+ channels too, and ``generator.output_conv=taps``: the 7 x 7 output convolution
-as one matrix product to its tap maps, nets/blocks/tap_conv.py); all leave the maths unchanged (tests/models/test_step_in_backward.py,
+as one matrix product to its tap maps, nets/blocks/tap_conv.py) and, for memory, the lean backward
+(``loss.vgg.lean_backward=true``: the frozen VGG keeps ReLU masks, pool positions and L1 signs instead of
+activations, nets/blocks/frozen_backward.py and losses/sign_l1.py; ``generator.recompute_pointwise=true``:
+the generator keeps only convolution outputs and recomputes norm / ReLU / padding in backward,
+nets/blocks/recompute_pointwise.py); all leave the maths unchanged (tests/models/test_step_in_backward.py,
 tests/losses/test_perceptual.py). The GFLOP column counts what runs: Winograd's products are fewer
 multiplications for the same convolutions.
 """
@@ -41,6 +45,7 @@ LEVERS = ["model.step_in_backward=true", "model.d_real_once=true", "generator.bl
 GEMM = ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=gemm"]
 WINOGRAD = ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=winograd", "loss.vgg.conv=winograd",
             "generator.output_conv=taps"]
+LEAN = WINOGRAD + ["loss.vgg.lean_backward=true", "generator.recompute_pointwise=true"]
 
 
 def run_reference(perf: Path, args) -> dict:
@@ -92,11 +97,13 @@ def main(argv=None) -> int:
     if args.family == "pix2pixhd":
         variants = {"reference": None, "ours plain": PIX2PIXHD + PLAIN, "ours levers": PIX2PIXHD + LEVERS,
                     "ours levers + gemm blocks": PIX2PIXHD + GEMM,
-                    "ours levers + winograd blocks": PIX2PIXHD + WINOGRAD[:3], "ours levers + winograd + taps": PIX2PIXHD + WINOGRAD}
+                    "ours levers + winograd blocks": PIX2PIXHD + WINOGRAD[:3], "ours levers + winograd + taps": PIX2PIXHD + WINOGRAD,
+                    "ours levers + winograd + taps + lean backward": PIX2PIXHD + LEAN}
         baseline = "reference"
     else:  # its model has no d_real_once (the window's discriminator passes differ)
         rows = {"plain": PLAIN, "levers": LEVERS, "levers + gemm blocks": GEMM,
-                "levers + winograd blocks": WINOGRAD[:3], "levers + winograd + taps": WINOGRAD}
+                "levers + winograd blocks": WINOGRAD[:3], "levers + winograd + taps": WINOGRAD,
+                "levers + winograd + taps + lean backward": LEAN}
         variants = {name: FUNDUS2VIDEO + [o for o in levers if not o.startswith("model.d_real_once=")]
                     for name, levers in rows.items()}
         baseline = "plain"

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from fundus2ffa.losses.base import LossInputs, LossTerm
+from fundus2ffa.losses.sign_l1 import sign_l1
 from fundus2ffa.nets.backbones.vgg import load_vgg19
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -34,6 +35,10 @@ class PerceptualLoss(LossTerm):
         weights: VGG19 weight source: a file, torchvision, timm or random (see nets/backbones/vgg.py).
         conv: native | winograd: how the VGG's convolutions of 256+ channels are computed (same maths;
             nets/backbones/vgg.py, issue 24).
+        lean_backward: keep for backward only what the gradient to the fake needs (ReLU masks and pool
+            positions instead of activations, nets/blocks/frozen_backward.py; with ``distance: l1`` the sign
+            of each feature difference, losses/sign_l1.py): the same loss and gradient,
+            about a quarter of the VGG's memory for backward (issue 24). Off by default.
     """
 
     def __init__(
@@ -45,6 +50,7 @@ class PerceptualLoss(LossTerm):
         imagenet_norm: bool = True,
         weights: str | None = None,
         conv: str = "native",
+        lean_backward: bool = False,
     ):
         super().__init__(weight)
         if distance not in ("mse", "l1"):
@@ -53,10 +59,11 @@ class PerceptualLoss(LossTerm):
         self.layer_weights = [1.0] * len(self.layers) if layer_weights is None else [float(w) for w in layer_weights]
         if len(self.layer_weights) != len(self.layers):
             raise ValueError(f"loss.perceptual.layer_weights needs one weight per layer ({len(self.layers)}), got {len(self.layer_weights)}")
-        self.distance = F.mse_loss if distance == "mse" else F.l1_loss
+        # lean_backward's L1 keeps the int8 sign of each difference, not the float difference (losses/sign_l1.py)
+        self.distance = F.mse_loss if distance == "mse" else sign_l1 if lean_backward else F.l1_loss
         self.imagenet_norm = imagenet_norm
         # Built only when the term is active, so a weight-0 ablation needs no weights file.
-        backbone = load_vgg19(self.layers, weights, conv=conv) if self.active else None
+        backbone = load_vgg19(self.layers, weights, conv=conv, lean_backward=lean_backward) if self.active else None
         object.__setattr__(self, "backbone", backbone)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)

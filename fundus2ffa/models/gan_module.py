@@ -23,7 +23,7 @@ from fundus2ffa.metrics.evaluation import evaluation_scores
 from fundus2ffa.metrics.image import MetricTable
 from fundus2ffa.models.ema import EMASettings, ema_update, frozen_copy
 from fundus2ffa.models.schedules import CONVENTIONS, constant_then_linear_decay, linear_decay_factor
-from fundus2ffa.models.step_in_backward import StepInBackward, unsupported_reason
+from fundus2ffa.models.step_in_backward import StepInBackward, make_adam_state, unsupported_reason
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,8 @@ class GANModule(L.LightningModule):
             log.warning("model.step_in_backward=true is not applied (%s): the generator steps after backward", reason)
             return
         self._in_backward[id(raw)] = StepInBackward(raw)
+        for other in optimizers if isinstance(optimizers, list) else []:  # the discriminator's Adam state up front too
+            make_adam_state(getattr(other, "optimizer", other))
 
     def on_train_end(self) -> None:
         super().on_train_end()

@@ -11,6 +11,12 @@ the plain path to 1e-6, tests/models/test_step_in_backward.py); the optimizer's 
 layout, so checkpoints and resume are unchanged. The module still calls ``optimizer.step()`` afterwards:
 with every gradient already None it changes nothing, and Lightning counts the step (``global_step``).
 
+The Adam state (``exp_avg``, ``exp_avg_sq``, ``step``) of every parameter that trains is made when the
+helper is installed, before the first forward, as Adam makes it at its first step (zeros, step 0; a state
+already there, as after a resume, is kept): made during the first backward instead, the 1.46 GB of
+moments land among that iteration's activations and gradients and fragment the heap, which then stays
+larger (issue 24). :func:`make_adam_state` does the same for any other Adam (the discriminator's).
+
 Where it does not apply (a warning says so and the plain step runs): optimizers other than Adam / AdamW,
 amsgrad, a gradient scaler (``precision=16-mixed``: the step must wait for the unscale), and more than one
 process (DDP all-reduces gradients in its own hooks after accumulation).
@@ -43,6 +49,29 @@ def unsupported_reason(optimizer, world_size: int = 1, scaler: bool = False) -> 
     return None
 
 
+def make_adam_state(optimizer: torch.optim.Optimizer) -> None:
+    """Make the state Adam / AdamW makes at its first step, now, for every parameter that trains and has
+    none (module notes); other optimizers are left alone. The same zeros and step count, so the same maths."""
+    if not isinstance(optimizer, (Adam, AdamW)) or any(group.get("amsgrad") for group in optimizer.param_groups):
+        return
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.requires_grad:
+                adam_state(optimizer, p, group)
+
+
+def adam_state(optimizer: torch.optim.Optimizer, p: torch.Tensor, group: dict) -> dict:
+    """``optimizer.state[p]``, made as torch.optim.Adam._init_group makes it where it is empty."""
+    state = optimizer.state[p]
+    if not state:
+        fused = bool(group.get("fused"))
+        dtype = torch.float32 if fused or p.dtype != torch.float64 else torch.float64
+        state["step"] = torch.zeros((), dtype=dtype, device=p.device) if fused else torch.tensor(0.0, dtype=dtype)
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    return state
+
+
 class StepInBackward:
     """Per-parameter Adam steps during backward for the parameters of ``optimizer`` (module notes).
     The hooks act only inside :meth:`during`; :meth:`remove` takes them off."""
@@ -55,23 +84,15 @@ class StepInBackward:
         self.active = False
         self.group_of = {p: group for group in optimizer.param_groups for p in group["params"]}
         self.handles = [p.register_post_accumulate_grad_hook(self._step) for p in self.group_of]
+        make_adam_state(optimizer)  # before the first forward: the moments below the transients (module notes)
 
-    def _state(self, p: torch.Tensor, group: dict) -> dict:
-        state = self.optimizer.state[p]
-        if not state:  # as torch.optim.Adam._init_group creates it
-            fused = bool(group.get("fused"))
-            dtype = torch.float32 if fused or p.dtype != torch.float64 else torch.float64
-            state["step"] = torch.zeros((), dtype=dtype, device=p.device) if fused else torch.tensor(0.0, dtype=dtype)
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        return state
 
     @torch.no_grad()
     def _step(self, p: torch.Tensor) -> None:
         if not self.active or p.grad is None:
             return
         group = self.group_of[p]
-        state = self._state(p, group)
+        state = adam_state(self.optimizer, p, group)
         beta1, beta2 = group["betas"]
         extra = {"decoupled_weight_decay": isinstance(self.optimizer, AdamW) or bool(group.get("decoupled_weight_decay", False))}
         adam_functional.adam(

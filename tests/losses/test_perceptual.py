@@ -94,3 +94,56 @@ def test_winograd_vgg_gives_the_native_loss_features_and_gradient(vgg_file):
     torch.testing.assert_close(values[2], values[0], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(values[3], values[1], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-8)
+
+
+def _saved_bytes(fn) -> int:
+    """Bytes of the distinct tensors autograd keeps for backward while ``fn()`` runs (parameters excluded)."""
+    storages = {}
+
+    def pack(tensor):
+        if not isinstance(tensor, torch.nn.Parameter):
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = fn()
+    return out, sum(storages.values())
+
+
+@pytest.mark.parametrize("conv", ["native", "winograd"])
+def test_lean_backward_vgg_gives_the_same_loss_and_gradient_keeping_a_quarter(vgg_file, conv):
+    """loss.vgg.lean_backward (issue 24): the frozen VGG keeps ReLU masks, pool positions and L1 signs
+    instead of float activations. The loss and the gradient on the fake equal the plain path exactly (the
+    same kernels), on an odd size whose pools drop a row and a column, and less than a third is kept."""
+    path, _ = vgg_file
+    layers = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+    torch.manual_seed(2)
+    real = torch.rand(1, 1, 75, 89) * 2 - 1
+    results = []
+    for lean in (False, True):
+        loss = PerceptualLoss(layers=layers, weights=str(path), distance="l1", conv=conv, lean_backward=lean)
+        fake = (torch.rand(1, 1, 75, 89, generator=torch.Generator().manual_seed(3)) * 2 - 1).requires_grad_(True)
+        value, kept = _saved_bytes(lambda: loss(LossInputs(cf=real, fake=fake, real=real)))
+        value.backward()
+        results.append((value.detach(), fake.grad, kept))
+    (plain, plain_grad, plain_kept), (lean, lean_grad, lean_kept) = results
+    assert torch.equal(lean, plain)
+    torch.testing.assert_close(lean_grad, plain_grad, rtol=1e-6, atol=0)
+    assert lean_kept < plain_kept / 3, (lean_kept, plain_kept)
+
+
+def test_sign_l1_equals_l1_loss_value_and_both_gradients():
+    from fundus2ffa.losses.sign_l1 import sign_l1
+
+    a = torch.randn(2, 5, 7, 9, requires_grad=True)
+    b = torch.randn(2, 5, 7, 9, requires_grad=True)
+    with torch.no_grad():
+        b[0, 0, 0, :3] = a[0, 0, 0, :3]  # zero differences: sgn 0, as autograd's abs
+    expected = torch.nn.functional.l1_loss(a, b)
+    grads = torch.autograd.grad(3.5 * expected, (a, b))
+    value = sign_l1(a, b)
+    assert torch.equal(value, expected)
+    for got, want in zip(torch.autograd.grad(3.5 * value, (a, b)), grads):
+        assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="one shape"):
+        sign_l1(a, b[:1])

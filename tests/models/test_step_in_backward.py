@@ -99,18 +99,21 @@ def test_pix2pixhd_levers_leave_losses_and_weights_unchanged_in_a_real_fit(tmp_p
     runs = {"plain": ["model.step_in_backward=false", "model.d_real_once=false"],
             "levers": ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=gemm"],
             "winograd": ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=winograd",
-                         "loss.vgg.conv=winograd", "generator.output_conv=taps"]}
+                         "loss.vgg.conv=winograd", "generator.output_conv=taps"],
+            "lean": ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=winograd",
+                     "loss.vgg.conv=winograd", "generator.output_conv=taps", "loss.vgg.lean_backward=true",
+                     "generator.recompute_pointwise=true"]}
     results = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(PairedGAN, "on_train_end", keep)
         for name, levers in runs.items():
             patch.setattr(PairedGAN, "_name", name, raising=False)
             results[name] = _fit(tmp_path, name, *levers)
-    assert installed == {"plain": False, "levers": True, "winograd": True}
+    assert installed == {"plain": False, "levers": True, "winograd": True, "lean": True}
     assert len(results["plain"]["losses"]) == 3
     cancelled = _biases_cancelled_by_norm(PairedGAN)
     assert "generator.model.1.bias" in cancelled and not any("weight" in key for key in cancelled)
-    for name in ("levers", "winograd"):
+    for name in ("levers", "winograd", "lean"):
         assert results[name]["losses"] == pytest.approx(results["plain"]["losses"], rel=1e-5)
         for key, value in weights["plain"].items():
             if key not in cancelled:
@@ -159,6 +162,44 @@ def test_checkpointed_residual_blocks_give_the_same_outputs_and_gradients(kind):
     torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-6, atol=1e-7)
     for a, b in zip(grads[0][1], grads[1][1]):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("kind", ["global", "fundus2video"])
+def test_recomputing_pointwise_layers_gives_the_same_outputs_and_gradients_keeping_less(kind):
+    """generator.recompute_pointwise (issue 24): InstanceNorm / ReLU / padding recomputed in backward from
+    the kept convolution outputs. The same output and parameter gradients, bit for bit (the same kernels
+    on the same inputs), with the attention of Fundus2Video between segments, and less kept for backward."""
+    from fundus2ffa.nets.generators.fundus2video import Fundus2VideoGenerator
+    from fundus2ffa.nets.generators.pix2pixhd import GlobalGenerator
+
+    def make(recompute: bool):
+        torch.manual_seed(0)
+        if kind == "global":
+            return GlobalGenerator(3, 1, ngf=8, n_downsampling=2, n_blocks=2, recompute_pointwise=recompute)
+        return Fundus2VideoGenerator(ngf=8, n_downsampling=2, n_blocks=2, kba_hidden=8, kba_stages=("bottleneck", "decoder1"),
+                                     recompute_pointwise=recompute)
+
+    x = torch.randn(2, 3 if kind == "global" else 6, 36, 44)
+    results = []
+    for recompute in (False, True):
+        net = make(recompute).train()
+        kept = {}
+
+        def pack(tensor):
+            if not isinstance(tensor, nn.Parameter):
+                kept[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            out = net(x)
+        out.square().mean().backward()
+        results.append((out.detach(), [p.grad.clone() for p in net.parameters()], sum(kept.values())))
+    assert torch.equal(results[1][0], results[0][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        assert torch.equal(b, a)
+    assert results[1][2] < 0.8 * results[0][2], (results[1][2], results[0][2])
+    with torch.no_grad():  # evaluation runs the plain sequential
+        assert torch.equal(make(True).eval()(x), make(False).eval()(x))
 
 
 @pytest.mark.parametrize("kind, padding", [("gemm", 0), ("winograd", 0), ("winograd", 1), ("taps", 0)])

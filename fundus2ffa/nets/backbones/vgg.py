@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from fundus2ffa.errors import WeightsError
+from fundus2ffa.nets.blocks.frozen_backward import frozen_forward
 from fundus2ffa.nets.blocks.winograd_conv import WinogradConv2d
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,13 @@ class VGG19Features(nn.Module):
 
     ``conv``: native (nn.Conv2d) | winograd: the convolutions of 256 or more input channels computed by
     Winograd F(2x2, 3x3) (nets/blocks/winograd_conv.py; the same maths to 1e-6 and the same state-dict
-    keys), a speed option for the frozen perceptual network (issue 24)."""
+    keys), a speed option for the frozen perceptual network (issue 24).
 
-    def __init__(self, layers: list[str] | tuple[str, ...], conv: str = "native"):
+    ``lean_backward``: with frozen weights, keep for backward only what the input gradient needs (ReLU
+    masks, max-pool positions, no convolution inputs: nets/blocks/frozen_backward.py); the same values and
+    input gradient, about a quarter of the memory (issue 24). Layers whose weights train run as usual."""
+
+    def __init__(self, layers: list[str] | tuple[str, ...], conv: str = "native", lean_backward: bool = False):
         super().__init__()
         unknown = [name for name in layers if name not in VGG19_LAYERS]
         if unknown:
@@ -63,6 +68,7 @@ class VGG19Features(nn.Module):
         if conv not in ("native", "winograd"):
             raise ValueError(f"the VGG19 conv must be native or winograd, got {conv!r}")
         self.layers = tuple(layers)
+        self.lean_backward = bool(lean_backward)
         depth = max(VGG19_LAYERS.index(name) for name in layers) + 1
         modules, channels = [], 3
         for name in VGG19_LAYERS[:depth]:
@@ -81,8 +87,9 @@ class VGG19Features(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {}
+        lean = self.lean_backward and torch.is_grad_enabled() and x.requires_grad
         for index, module in enumerate(self.features):
-            x = module(x)
+            x = frozen_forward(module, x) if lean else module(x)
             if index in self._wanted:
                 out[self._wanted[index]] = x
         return out
@@ -110,11 +117,12 @@ def _download(source: str) -> dict:
         raise WeightsError(f"could not get VGG19 weights from {source} ({exc.__class__.__name__}: {exc}); {WEIGHTS_HELP}") from exc
 
 
-def load_vgg19(layers, weights: str | None, config_key: str = "pretrained.vgg19", conv: str = "native") -> VGG19Features:
+def load_vgg19(layers, weights: str | None, config_key: str = "pretrained.vgg19", conv: str = "native",
+               lean_backward: bool = False) -> VGG19Features:
     """A frozen, eval-mode :class:`VGG19Features` with weights from ``weights``."""
     if weights in (None, "", "null"):
         raise WeightsError(f"{config_key} is not set: {WEIGHTS_HELP}")
-    net = VGG19Features(layers, conv)
+    net = VGG19Features(layers, conv, lean_backward)
     if weights == "random":
         log.warning("VGG19 perceptual backbone has RANDOM weights (%s=random): use only for tests", config_key)
     else:

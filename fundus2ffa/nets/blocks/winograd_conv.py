@@ -141,20 +141,21 @@ class _WinogradConv(torch.autograd.Function):
         y = y.permute(3, 2, 4, 0, 5, 1).reshape(n, out_channels, 2 * th, 2 * tw)[:, :, :out_h, :out_w]
         if bias is not None:
             y = y + bias.to(y.dtype).view(1, out_channels, 1, 1)
-        ctx.save_for_backward(x, weight)
+        # the input only for the weight gradient: a frozen weight (the perceptual VGG) keeps the weight alone
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, weight)
+        ctx.input_shape, ctx.input_dtype = x.shape, x.dtype
         ctx.has_bias = bias is not None
         return y.contiguous()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
-        n, in_channels, height, width = x.shape
+        n, in_channels, height, width = ctx.input_shape
         out_channels = weight.shape[0]
         k_in, _, k_out = _transforms(grad)
         padding = ctx.padding
-        padded = _pad(x.to(grad.dtype), padding)
-        xe = _extend(padded)
-        th, tw = (xe.shape[2] - 2) // 2, (xe.shape[3] - 2) // 2
+        padded_h, padded_w = height + 2 * padding, width + 2 * padding
+        th, tw = (padded_h + padded_h % 2 - 2) // 2, (padded_w + padded_w % 2 - 2) // 2
         grad_y = grad
         if grad.shape[-2:] != (2 * th, 2 * tw):
             grad_y = F.pad(grad, (0, 2 * tw - grad.shape[-1], 0, 2 * th - grad.shape[-2]))
@@ -169,12 +170,12 @@ class _WinogradConv(torch.autograd.Function):
                 torch.bmm(u.transpose(1, 2), grad_m, out=grad_tiles[:, start:stop])
             grad_d = torch.mm(k_in, grad_tiles.view(16, -1)).view(16, in_channels, n, th * tw)
             grad_d = grad_d.permute(2, 1, 0, 3).reshape(n, in_channels * 16, th * tw)
-            grad_x = F.fold(grad_d, xe.shape[-2:], 4, stride=2)
-            grad_x = grad_x[:, :, padding:padding + height, padding:padding + width].to(x.dtype)
+            grad_x = F.fold(grad_d, (2 * th + 2, 2 * tw + 2), 4, stride=2)
+            grad_x = grad_x[:, :, padding:padding + height, padding:padding + width].to(ctx.input_dtype)
         if ctx.needs_input_grad[1]:
             # as im2col's product (gemm_conv.py): the same maths, and in the weight's own layout, where the
             # Winograd route's transform back to 3 x 3 and its transposition cost more than they save
-            grad_w = weight_gradient(padded, grad, weight.shape).to(weight.dtype)
+            grad_w = weight_gradient(_pad(x.to(grad.dtype), padding), grad, weight.shape).to(weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum((0, 2, 3)).to(weight.dtype)
         return grad_x, grad_w, grad_b, None

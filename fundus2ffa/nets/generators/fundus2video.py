@@ -85,11 +85,13 @@ class Fundus2VideoGenerator(GlobalGenerator):
         checkpoint_blocks: bool = False,
         block_conv: str = "native",
         output_conv: str = "native",
+        recompute_pointwise: bool = False,
     ):
         super().__init__(
             in_channels, out_channels, ngf, n_downsampling, n_blocks, norm, activation, use_dropout,
             max_channels, output_head=True, init_type=init_type, init_gain=init_gain, encode_taps=encode_taps,
             checkpoint_blocks=checkpoint_blocks, block_conv=block_conv, output_conv=output_conv,
+            recompute_pointwise=recompute_pointwise,
         )
         self.kba = bool(kba)
         stages = list(kba_stages or []) if self.kba else []
@@ -146,17 +148,13 @@ class Fundus2VideoGenerator(GlobalGenerator):
             maps are still computed and returned, so they can be supervised).
         """
         self.check_size(x)
-        if not self.kba_positions:
-            out = self.model(x)
-            return (out, {}) if return_attention else out
-        after = {index: stage for stage, index in self.kba_positions.items()}
-        maps = {}
-        for i, layer in enumerate(self.model):
-            x = layer(x)
-            stage = after.get(i)
-            if stage is not None:
-                attention = self.attention[stage](x)
-                maps[stage] = attention
-                boost = oracle[stage] if oracle is not None and stage in oracle else attention
-                x = x * (1.0 + boost)
+        maps, start = {}, 0
+        for index, stage in sorted((index, stage) for stage, index in self.kba_positions.items()):
+            x = self.run_layers(x, start, index + 1)
+            start = index + 1
+            attention = self.attention[stage](x)
+            maps[stage] = attention
+            boost = oracle[stage] if oracle is not None and stage in oracle else attention
+            x = x * (1.0 + boost)
+        x = self.run_layers(x, start)
         return (x, maps) if return_attention else x

@@ -47,6 +47,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from fundus2ffa.nets.blocks.block_conv import BLOCK_CONVS
+from fundus2ffa.nets.blocks.recompute_pointwise import run_recomputing_pointwise
 from fundus2ffa.nets.blocks.tap_conv import OUTPUT_CONVS
 from fundus2ffa.nets.blocks.upsample import upsample_layer
 from fundus2ffa.nets.init import init_weights
@@ -121,6 +122,11 @@ class GlobalGenerator(nn.Module):
         output_conv: native (nn.Conv2d, default) | taps: the 7 x 7 output convolution as one matrix product
             to its 49 tap maps and their shifted sum (nets/blocks/tap_conv.py: the same maths to 1e-6 and the
             same parameters; 189 -> 49 ms forward + backward at 256 px, 64 -> 1 channels, on a CPU).
+        recompute_pointwise: keep only the convolution outputs for backward and recompute each
+            InstanceNorm, activation and padding from them in backward (selective activation checkpointing,
+            nets/blocks/recompute_pointwise.py): the same values and gradients, two thirds of the memory kept
+            at the full-resolution stages, for one more pass of those elementwise layers. Off by default
+            (issue 24).
         encode_taps: code (default) | layer_output: what :meth:`encode` returns at a tap that a later
             activation consumes. code: the activation's output, as pix2pixHD's shared in-place
             ``nn.ReLU(True)`` leaves it in the stored tensor (tap 8 rectified; module docstring);
@@ -148,8 +154,10 @@ class GlobalGenerator(nn.Module):
         checkpoint_blocks: bool = False,
         block_conv: str = "native",
         output_conv: str = "native",
+        recompute_pointwise: bool = False,
     ):
         super().__init__()
+        self.recompute_pointwise = bool(recompute_pointwise)
         if output_conv not in OUTPUT_CONVS:
             raise ValueError(f"generator.output_conv must be one of {'|'.join(OUTPUT_CONVS)}, got {output_conv!r}")
         if encode_taps not in ENCODE_TAPS:
@@ -222,9 +230,17 @@ class GlobalGenerator(nn.Module):
         if self.pad_to_multiple:
             x, crop = pad_to_multiple(x, 2**self.n_downsampling)
             if crop is not None:
-                return self.model(x)[..., crop[0], crop[1]]
+                return self.run_layers(x)[..., crop[0], crop[1]]
         self.check_size(x)
-        return self.model(x)
+        return self.run_layers(x)
+
+    def run_layers(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """``self.model[start:stop](x)``; in training with ``recompute_pointwise``, keeping only the
+        convolution outputs for backward (nets/blocks/recompute_pointwise.py)."""
+        layers = self.model[start:stop]
+        if self.recompute_pointwise and self.training and torch.is_grad_enabled():
+            return run_recomputing_pointwise(layers, x)
+        return layers(x)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map before the output head (``ngf`` channels at full resolution)."""
