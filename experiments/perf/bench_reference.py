@@ -36,9 +36,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PIX2PIXHD = ["model=pix2pixhd", "data.image_size=256", "pretrained.vgg19=random", "loss.vgg.imagenet_norm=false",
+PIX2PIXHD = ["model=pix2pixhd", "pretrained.vgg19=random", "loss.vgg.imagenet_norm=false",
              "data.reader.num_pairs=16"]
-FUNDUS2VIDEO = ["model=fundus2video", "data=synthetic_video", "data.image_size=256", "pretrained.vgg19=random",
+FUNDUS2VIDEO = ["model=fundus2video", "data=synthetic_video", "pretrained.vgg19=random",
                 "data.reader.num_eyes=8", "data.batch_size=1"]
 PLAIN = ["model.step_in_backward=false", "model.d_real_once=false", "generator.block_conv=native"]
 LEVERS = ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=native"]
@@ -50,7 +50,7 @@ LEAN = WINOGRAD + ["loss.vgg.lean_backward=true", "generator.recompute_pointwise
 
 def run_reference(perf: Path, args) -> dict:
     out = subprocess.run([sys.executable, str(perf / "ref_pix2pixhd.py"), "--output_nc", "1", "--iterations", str(args.iterations),
-                          "--warmup", str(args.warmup), "--threads", str(args.threads)],
+                          "--warmup", str(args.warmup), "--threads", str(args.threads), "--size", str(args.size)],
                          cwd=REPO, env=_env(), capture_output=True, text=True)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if not lines:
@@ -64,7 +64,7 @@ def run_ours(perf: Path, overrides: list[str], args) -> dict:
         result_file = Path(folder) / "bench.json"
         out = subprocess.run([sys.executable, str(perf / "ours_bench.py"), "--threads", str(args.threads), "--no-bare",
                               "--iterations", str(args.iterations), "--warmup", str(args.warmup), "--json", str(result_file),
-                              *overrides], cwd=REPO, env=_env(), capture_output=True, text=True)
+                              *overrides, f"data.image_size={args.size}"], cwd=REPO, env=_env(), capture_output=True, text=True)
         if not result_file.is_file():
             raise SystemExit(f"fundus2ffa's run failed ({' '.join(overrides)}):\n{out.stderr[-2000:]}")
         r = next(iter(json.loads(result_file.read_text()).values()))
@@ -85,6 +85,7 @@ def main(argv=None) -> int:
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--size", type=int, default=256, help="image side in pixels (both codes; the issue's ratios are at 256)")
     parser.add_argument("--perf-dir", type=Path, default=REPO.parent / "shared" / "perf")
     parser.add_argument("--variants", nargs="+", help="run only these rows (names as printed; the baseline row is always run)")
     parser.add_argument("--bf16", action="store_true",
@@ -123,7 +124,7 @@ def main(argv=None) -> int:
             print(f"round {round_}/{args.rounds} {name}: {r['s']:.2f} s/it wall, {r['cpu_s']:.2f} s CPU, "
                   f"{r['peak_mb']:.0f} MB peak, {r['gflop']:.1f} GFLOP", flush=True)
     median = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in results.items()}
-    print(f"\n| {args.family} ({args.rounds} rounds, medians, {args.threads} thread) | s/iteration | CPU s/iteration | "
+    print(f"\n| {args.family} ({args.size} px, {args.rounds} rounds, medians, {args.threads} thread) | s/iteration | CPU s/iteration | "
           f"peak MB | GFLOP | time / {baseline} | CPU time / {baseline} | peak / {baseline} |\n|---|---|---|---|---|---|---|---|")
     base = median[baseline]
     for name, m in median.items():
