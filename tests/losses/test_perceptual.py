@@ -147,3 +147,15 @@ def test_sign_l1_equals_l1_loss_value_and_both_gradients():
         assert torch.equal(got, want)
     with pytest.raises(ValueError, match="one shape"):
         sign_l1(a, b[:1])
+
+
+def test_lean_feature_matching_gives_the_same_loss_and_gradient():
+    from fundus2ffa.losses.feature_matching import feature_matching
+
+    torch.manual_seed(0)
+    fake = [[torch.randn(1, 4, 9, 9, requires_grad=True), torch.randn(1, 8, 5, 5, requires_grad=True), torch.randn(1, 1, 3, 3)]]
+    real = [[torch.randn(1, 4, 9, 9), torch.randn(1, 8, 5, 5), torch.randn(1, 1, 3, 3)]]
+    plain, lean = feature_matching(fake, real), feature_matching(fake, real, lean_backward=True)
+    assert torch.equal(lean, plain)
+    for a, b in zip(torch.autograd.grad(plain, fake[0][:2]), torch.autograd.grad(lean, fake[0][:2])):
+        assert torch.equal(b, a)
