@@ -132,6 +132,10 @@ def main(argv=None) -> int:
     for name, m in median.items():
         print(f"| {name} | {m['s']:.2f} | {m['cpu_s']:.2f} | {m['peak_mb']:.0f} | {m['gflop']:.1f} | {m['s'] / base['s']:.3f} | "
               f"{m['cpu_s'] / base['cpu_s']:.3f} | {m['peak_mb'] / base['peak_mb']:.3f} |")
+    print(f"\nper round, time / {baseline} (interleaved pairs; their median beside the ratio of medians above):")
+    for name, rs in results.items():
+        ratios = [r["s"] / b["s"] for r, b in zip(rs, results[baseline])]
+        print(f"  {name}: {', '.join(f'{x:.3f}' for x in ratios)} (median {statistics.median(ratios):.3f})")
     return 0
 
 
