@@ -21,8 +21,7 @@ as one matrix product to its tap maps, nets/blocks/tap_conv.py) and, for memory,
 (``loss.vgg.lean_backward=true``: the frozen VGG keeps ReLU masks, pool positions and L1 signs instead of
 activations, nets/blocks/frozen_backward.py and losses/sign_l1.py; ``generator.recompute_pointwise=true``:
 the generator keeps only convolution outputs and recomputes norm / ReLU / padding in backward,
-nets/blocks/recompute_pointwise.py; ``discriminator.recompute_pointwise=true``: the same for D's
-InstanceNorm + LeakyReLU; ``loss.feature_matching.lean_backward=true``: L1 signs); all leave the maths unchanged (tests/models/test_step_in_backward.py,
+nets/blocks/recompute_pointwise.py; ``loss.feature_matching.lean_backward=true``: L1 signs); all leave the maths unchanged (tests/models/test_step_in_backward.py,
 tests/losses/test_perceptual.py). The GFLOP column counts what runs: Winograd's products are fewer
 multiplications for the same convolutions.
 """
@@ -46,8 +45,7 @@ LEVERS = ["model.step_in_backward=true", "model.d_real_once=true", "generator.bl
 GEMM = ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=gemm"]
 WINOGRAD = ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=winograd", "loss.vgg.conv=winograd",
             "generator.output_conv=taps"]
-LEAN = WINOGRAD + ["loss.vgg.lean_backward=true", "generator.recompute_pointwise=true", "discriminator.recompute_pointwise=true",
-                   "loss.feature_matching.lean_backward=true"]
+LEAN = WINOGRAD + ["loss.vgg.lean_backward=true", "generator.recompute_pointwise=true", "loss.feature_matching.lean_backward=true"]
 
 
 def run_reference(perf: Path, args) -> dict:

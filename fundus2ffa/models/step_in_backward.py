@@ -86,7 +86,6 @@ class StepInBackward:
         self.handles = [p.register_post_accumulate_grad_hook(self._step) for p in self.group_of]
         make_adam_state(optimizer)  # before the first forward: the moments below the transients (module notes)
 
-
     @torch.no_grad()
     def _step(self, p: torch.Tensor) -> None:
         if not self.active or p.grad is None:

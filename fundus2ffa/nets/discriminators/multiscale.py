@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fundus2ffa.nets.blocks.recompute_pointwise import run_recomputing_pointwise
 from fundus2ffa.nets.init import init_weights
 from fundus2ffa.nets.norm import norm_layer
 
@@ -30,10 +29,8 @@ from fundus2ffa.nets.norm import norm_layer
 class NLayerDiscriminator(nn.Module):
     """One scale of the pix2pixHD discriminator; returns the list of its block outputs."""
 
-    def __init__(self, in_channels: int, ndf: int = 64, n_layers: int = 3, norm: str = "instance", max_channels: int = 512,
-                 recompute_pointwise: bool = False):
+    def __init__(self, in_channels: int, ndf: int = 64, n_layers: int = 3, norm: str = "instance", max_channels: int = 512):
         super().__init__()
-        self.recompute_pointwise = bool(recompute_pointwise)
         norm_fn = norm_layer(norm)
         blocks = [nn.Sequential(nn.Conv2d(in_channels, ndf, 4, 2, 2), nn.LeakyReLU(0.2))]
         width = ndf
@@ -46,9 +43,8 @@ class NLayerDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []
-        recompute = self.recompute_pointwise and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = run_recomputing_pointwise(block, x) if recompute else block(x)
+            x = block(x)
             features.append(x)
         return features
 
@@ -64,10 +60,6 @@ class MultiscaleDiscriminator(nn.Module):
         norm: instance (pix2pixHD) | batch | none.
         max_channels: width cap (512, as pix2pixHD).
         init_type / init_gain: N(0, 0.02) convolutions.
-        recompute_pointwise: keep the convolution outputs and the block outputs for backward, recompute
-            each InstanceNorm + LeakyReLU from them (nets/blocks/recompute_pointwise.py): the same values and
-            gradients, a third less kept per normalised block (pix2pixHD's in-place LeakyReLU keeps as
-            little). Off by default (issue 24).
     """
 
     def __init__(
@@ -80,14 +72,12 @@ class MultiscaleDiscriminator(nn.Module):
         max_channels: int = 512,
         init_type: str = "normal",
         init_gain: float = 0.02,
-        recompute_pointwise: bool = False,
     ):
         super().__init__()
         if num_D < 1:
             raise ValueError(f"discriminator.num_D must be >= 1, got {num_D}")
         self.num_D, self.n_layers = num_D, n_layers
-        self.scales = nn.ModuleList(NLayerDiscriminator(in_channels, ndf, n_layers, norm, max_channels, recompute_pointwise)
-                                    for _ in range(num_D))
+        self.scales = nn.ModuleList(NLayerDiscriminator(in_channels, ndf, n_layers, norm, max_channels) for _ in range(num_D))
         init_weights(self, init_type, init_gain)
 
     @staticmethod

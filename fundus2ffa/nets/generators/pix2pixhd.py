@@ -237,7 +237,7 @@ class GlobalGenerator(nn.Module):
     def run_layers(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """``self.model[start:stop](x)``; in training with ``recompute_pointwise``, keeping only the
         convolution outputs for backward (nets/blocks/recompute_pointwise.py)."""
-        layers = self.model[start:stop]
+        layers = self.model if start == 0 and stop is None else self.model[start:stop]
         if self.recompute_pointwise and self.training and torch.is_grad_enabled():
             return run_recomputing_pointwise(layers, x)
         return layers(x)
