@@ -136,7 +136,7 @@ class GANModule(L.LightningModule):
             log.warning("model.step_in_backward=true is not applied (%s): the generator steps after backward", reason)
             return
         self._in_backward[id(raw)] = StepInBackward(raw)
-        for other in optimizers if isinstance(optimizers, list) else []:  # the discriminator's Adam state up front too
+        for other in optimizers[1:] if isinstance(optimizers, list) else []:  # the discriminator's Adam state up front too
             make_adam_state(getattr(other, "optimizer", other))
 
     def on_train_end(self) -> None:
