@@ -9,11 +9,18 @@ F(2 x 2, 3 x 3) computes each 2 x 2 output tile from a 4 x 4 input tile with 16 
 channel pair instead of 36: the convolution becomes 16 independent matrix products (one per point of the
 transformed tile) of the transformed weights (16 x O x C) with the transformed input tiles (16 x C x
 tiles), 2.25x fewer multiply-adds. The input gradient is the same identity transposed (the transposed
-products folded back over the overlapping tiles). The weight gradient is im2col's one product
-(gemm_conv.py ``weight_gradient``), written in the weight's own layout: Winograd's route for it (a
-product per tile point, the transform back to 3 x 3 and a transposing copy into the weight's layout)
-measured 66 ms per bottleneck convolution in the training iteration's profile against about 56. cuDNN
-and oneDNN choose Winograd for such layers; PyTorch's CPU convolution does not offer it.
+products folded back over the overlapping tiles). The weight gradient takes Winograd's route too where
+there are enough tiles to pay for it: 16 products of the transformed output gradient (16 x O x tiles,
+made for the input gradient anyway) with the recomputed input tiles (16 x tiles x C), then the transform
+back to 3 x 3 (``g = G^T dU G``), per block of 128 output channels, as a wide product and one
+transposing copy into the weight's layout. Its products run over the tiles (a short inner dimension), and
+the transform back costs about 24 ms per 1024 x 1024 weight whatever the map, so with few tiles im2col's
+one product (gemm_conv.py ``weight_gradient``) is as fast or faster. One 1024-channel convolution's
+forward + backward, one thread, medians of 9 interleaved calls, im2col's weight gradient against
+Winograd's: 64 tiles (one 16 x 16 map: pix2pixHD's bottleneck at 256 px, batch 1) 247 against 251 ms,
+128 tiles 325 against 335, 256 tiles (one 32 x 32 map: 512 px) 532 against 470, and four 16 x 16 maps
+557 against 501; hence Winograd's route from 256 tiles on (``WINOGRAD_WEIGHT_GRADIENT_MIN_TILES``).
+cuDNN and oneDNN choose Winograd for such layers; PyTorch's CPU convolution does not offer it.
 
 The transformed weights are made per block of 128 output (forward) or input (input gradient) channels:
 the whole 16 x O x C tensor (64 MB at 1024 channels, more than the weight) never exists, and each
@@ -31,7 +38,8 @@ identity is exact in real arithmetic and differs from the direct sum by float ro
 relative in float32 (the tests compare outputs and all three gradients to 1e-5, a real pix2pixHD fit's
 losses, weights and outputs, and the VGG loss's features and gradient). Memory: the backward recomputes
 the transformed tiles and weights from the saved (unpadded) input and weight, what nn.Conv2d keeps, so
-the activations kept are the same; the transformed weights live in one reused 8 MB workspace
+the activations kept are the same; the transformed weights (and, in Winograd's weight gradient, each
+block's dU) live in one reused 8 MB workspace, the transform back in a 4.5 MB one
 (nets/blocks/workspace.py). Odd output sizes are computed on a zero-extended tile grid and cropped. Any
 device and dtype (under bf16 autocast it computes in autocast's dtype, as nn.Conv2d does; the transforms
 then round in bf16 too). Parameters are ``weight`` and ``bias`` as in nn.Conv2d: checkpoints load into
@@ -55,6 +63,9 @@ _A_T = ((1, 1, 1, 0), (0, 1, -1, -1))
 _CHUNK = 32768
 #: transformed-weight elements per block of output channels (_blocks)
 _BLOCK_NUMEL = 2**21
+#: the weight gradient by Winograd's route from this many 2 x 2 output tiles (batch x tile rows x tile
+#: columns) on; im2col's product below it (module notes: the transform back costs the same at any size)
+WINOGRAD_WEIGHT_GRADIENT_MIN_TILES = 256
 _TRANSFORMS: dict = {}
 
 
@@ -102,6 +113,26 @@ def _blocks(channels: int, other_channels: int) -> list[tuple[int, int]]:
     return [(start, min(start + step, channels)) for start in range(0, channels, step)]
 
 
+def _weight_gradient(xe: torch.Tensor, grad_m: torch.Tensor, weight_shape: torch.Size) -> torch.Tensor:
+    """dL/dg, O x C x 3 x 3 in ``grad_m``'s dtype, by Winograd's route: per block of output channels
+    ``dU = dM V`` (16 products over the tiles, into the "winograd_weight" workspace, which the input gradient
+    has finished with), ``g = K_w^T dU`` (one wide product into the "winograd_weight_gradient" workspace) and
+    a transposing copy into the weight's layout. ``xe``: the padded, zero-extended input; ``grad_m``: the
+    transformed output gradient, 16 x O x tiles."""
+    out_channels, in_channels = weight_shape[:2]
+    k_w = _transforms(grad_m)[1]
+    tiles = _tiles(xe.to(grad_m.dtype))  # 16 x tiles x C
+    grad_w = torch.empty(out_channels, in_channels * 9, dtype=grad_m.dtype, device=grad_m.device)
+    for start, stop in _blocks(out_channels, in_channels):
+        pairs = (stop - start) * in_channels
+        grad_u = workspace("winograd_weight", (16, stop - start, in_channels), grad_m)
+        torch.bmm(grad_m[:, start:stop], tiles, out=grad_u)
+        back = workspace("winograd_weight_gradient", (9, pairs), grad_m)
+        torch.mm(k_w.t(), grad_u.view(16, pairs), out=back)
+        grad_w[start:stop].view(pairs, 9).copy_(back.t())
+    return grad_w.view(weight_shape)
+
+
 def _pad(x: torch.Tensor, padding: int) -> torch.Tensor:
     """Zero padding on all four sides (nn.Conv2d's ``padding``), made afresh in forward and backward so
     that only the unpadded input is kept, as nn.Conv2d keeps it."""
@@ -136,7 +167,7 @@ class _WinogradConv(torch.autograd.Function):
         tiles = _tiles(xe).transpose(1, 2)  # 16 x C x (N th tw)
         m = torch.empty(16, out_channels, tiles.shape[2], dtype=dtype, device=x.device)
         for start, stop in _blocks(out_channels, in_channels):
-            m[:, start:stop] = torch.bmm(_weight_transform(weight[start:stop], xe), tiles)
+            torch.bmm(_weight_transform(weight[start:stop], xe), tiles, out=m[:, start:stop])
         y = torch.mm(_transforms(xe)[2], m.view(16, -1)).view(2, 2, out_channels, n, th, tw)
         y = y.permute(3, 2, 4, 0, 5, 1).reshape(n, out_channels, 2 * th, 2 * tw)[:, :, :out_h, :out_w]
         if bias is not None:
@@ -173,9 +204,11 @@ class _WinogradConv(torch.autograd.Function):
             grad_x = F.fold(grad_d, (2 * th + 2, 2 * tw + 2), 4, stride=2)
             grad_x = grad_x[:, :, padding:padding + height, padding:padding + width].to(ctx.input_dtype)
         if ctx.needs_input_grad[1]:
-            # as im2col's product (gemm_conv.py): the same maths, and in the weight's own layout, where the
-            # Winograd route's transform back to 3 x 3 and its transposition cost more than they save
-            grad_w = weight_gradient(_pad(x.to(grad.dtype), padding), grad, weight.shape).to(weight.dtype)
+            if n * th * tw >= WINOGRAD_WEIGHT_GRADIENT_MIN_TILES:
+                grad_w = _weight_gradient(_extend(_pad(x, padding)), grad_m, weight.shape)
+            else:  # im2col's one product (gemm_conv.py): with few tiles the transform back costs what it saves
+                grad_w = weight_gradient(_pad(x.to(grad.dtype), padding), grad, weight.shape)
+            grad_w = grad_w.to(weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum((0, 2, 3)).to(weight.dtype)
         return grad_x, grad_w, grad_b, None
