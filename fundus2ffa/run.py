@@ -249,6 +249,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     from fundus2ffa import checkpoint as ckpt_io
     from fundus2ffa import loader
     from fundus2ffa.builders import build, build_callbacks, build_loggers, build_trainer
+    from fundus2ffa.host_allocator import configure_host_allocator
 
     if cfg.get("ckpt_path") and Path(str(cfg.ckpt_path)).is_file() and cfg.get("task") in ("train", "test", "predict"):
         cfg = loader.run_config(cfg, _cli_overrides() if overrides is None else overrides)
@@ -259,6 +260,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         check_run_folder(cfg.paths.output_dir, cfg, ignore=HYDRA_FILES)
     elif cfg.get("ckpt_path"):
         log.info("%s", task_summary(cfg))
+    configure_host_allocator(cfg.get("host_allocator"))
     L.seed_everything(cfg.seed, workers=True)
     if cfg.task == "predict":
         from fundus2ffa.inference.predict import predict

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fundus2ffa"
 
 # Rooms from the bottom up; a module may import its own room or a lower one.
 LAYERS = [
-    {"errors", "config", "targets", "writers", "weights", "plots", "progress"},  # foundations: no model, no data
+    {"errors", "config", "targets", "writers", "weights", "plots", "progress", "host_allocator"},  # foundations: no model, no data
     {"nets", "priors"},  # plain nn.Modules and pure functions
     {"losses", "data", "registration"},
     {"metrics", "results_page"},

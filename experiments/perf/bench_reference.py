@@ -21,8 +21,10 @@ as one matrix product to its tap maps, nets/blocks/tap_conv.py) and, for memory,
 (``loss.vgg.lean_backward=true``: the frozen VGG keeps ReLU masks, pool positions and L1 signs instead of
 activations, nets/blocks/frozen_backward.py and losses/sign_l1.py; ``generator.recompute_pointwise=true``:
 the generator keeps only convolution outputs and recomputes norm / ReLU / padding in backward,
-nets/blocks/recompute_pointwise.py; ``loss.feature_matching.lean_backward=true``: L1 signs); all leave the maths unchanged (tests/models/test_step_in_backward.py,
-tests/losses/test_perceptual.py). The GFLOP column counts what runs: Winograd's products are fewer
+nets/blocks/recompute_pointwise.py; ``loss.feature_matching.lean_backward=true``: L1 signs) and, for the
+host allocator, ``host_allocator.keep_freed=true`` (glibc keeps freed memory instead of faulting it in
+afresh every step, fundus2ffa/host_allocator.py); all leave the maths unchanged (tests/models/test_step_in_backward.py,
+tests/losses/test_perceptual.py; the allocator computes nothing). The GFLOP column counts what runs: Winograd's products are fewer
 multiplications for the same convolutions.
 """
 
@@ -46,6 +48,7 @@ GEMM = ["model.step_in_backward=true", "model.d_real_once=true", "generator.bloc
 WINOGRAD = ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=winograd", "loss.vgg.conv=winograd",
             "generator.output_conv=taps"]
 LEAN = WINOGRAD + ["loss.vgg.lean_backward=true", "generator.recompute_pointwise=true", "loss.feature_matching.lean_backward=true"]
+KEEP_FREED = ["host_allocator.keep_freed=true"]
 
 
 def run_reference(perf: Path, args) -> dict:
@@ -99,12 +102,15 @@ def main(argv=None) -> int:
         variants = {"reference": None, "ours plain": PIX2PIXHD + PLAIN, "ours levers": PIX2PIXHD + LEVERS,
                     "ours levers + gemm blocks": PIX2PIXHD + GEMM,
                     "ours levers + winograd blocks": PIX2PIXHD + WINOGRAD[:3], "ours levers + winograd + taps": PIX2PIXHD + WINOGRAD,
-                    "ours levers + winograd + taps + lean backward": PIX2PIXHD + LEAN}
+                    "ours levers + winograd + taps + lean backward": PIX2PIXHD + LEAN,
+                    "ours levers + winograd + taps + keep freed": PIX2PIXHD + WINOGRAD + KEEP_FREED,
+                    "ours levers + winograd + taps + lean backward + keep freed": PIX2PIXHD + LEAN + KEEP_FREED}
         baseline = "reference"
     else:  # its model has no d_real_once (the window's discriminator passes differ)
         rows = {"plain": PLAIN, "levers": LEVERS, "levers + gemm blocks": GEMM,
                 "levers + winograd blocks": WINOGRAD[:3], "levers + winograd + taps": WINOGRAD,
-                "levers + winograd + taps + lean backward": LEAN}
+                "levers + winograd + taps + lean backward": LEAN, "levers + winograd + taps + keep freed": WINOGRAD + KEEP_FREED,
+                "levers + winograd + taps + lean backward + keep freed": LEAN + KEEP_FREED}
         variants = {name: FUNDUS2VIDEO + [o for o in levers if not o.startswith("model.d_real_once=")]
                     for name, levers in rows.items()}
         baseline = "plain"
