@@ -8,7 +8,7 @@ block above the largest it has freed) by ``mmap`` and gives it back by ``munmap`
 the top of its heap to the kernel when more than a threshold of it is free; memory obtained afresh is
 zeroed page by page on first touch. A benchmark process of pix2pixHD at 256 px (start-up and eight
 iterations) took 1.9-2.3 million minor page faults and 4.5-4.7 s of system time; with freed memory kept
-(no ``mmap`` for large blocks, no trimming of the heap) 0.9 million (mostly start-up's) and 2.2-2.4 s,
+(no ``mmap`` for large blocks, no trimming of the heap) 0.9 million and 2.2-2.4 s,
 and the iteration 6.74 and 6.34 s
 against 7.56 and 6.99 s (two interleaved pairs of processes, every lever on; the peak resident memory the
 same, 3804-3860 MB, because the heap's high-water mark is the peak either way). The README's
