@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
+# pytest-xdist workers for make test / test-fast: one per core of the 2-core CI machine (each runs one torch thread).
+TEST_WORKERS ?= 2
 
 .PHONY: install train test test-fast bench bench-reference smoke clean-outputs
 
@@ -20,12 +22,12 @@ train: $(STAMP)
 	$(PY) -m fundus2ffa.run $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # Your own loop: everything but the tests marked slow (the model x data smoke matrix, the README commands);
 # `make test` (CI) runs them all.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m fundus2ffa.bench $(ARGS)

@@ -21,6 +21,11 @@ UWF_SIZE = (213, 170)  # width x height of every UWF fixture image
 FFA_FRAMES = FIXTURES / "ffa_frames" / "origin_data"  # 6 real FFA frames (Apache-2.0)
 
 register_resolvers()
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs the suite in two pytest-xdist workers (one per core of the 2-core CI machine): one
+    # intra-op thread each, and for the commands the tests start, so that two workers never run four threads.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
