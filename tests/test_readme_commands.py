@@ -40,6 +40,7 @@ OTHER = {
     "python -m fundus2ffa.report": "tests/test_report.py, tests/test_zhang2024.py",
     "python -m fundus2ffa.weights": "tests/test_weights.py; .ci/run fetches before the tests",
     "python -m fundus2ffa.bench": "tests/test_bench.py",
+    "python -m fundus2ffa.host_allocator": "tests/test_host_allocator.py::test_a_run_started_with_tcmalloc_trains_on_it",
     "python -m fundus2ffa.app": "tests/test_browser.py::test_demo_upload_round_trip",
     "python -m fundus2ffa.results_page": "tests/test_results_page.py (write_results_page), tests/test_browser.py",
     "python -m fundus2ffa.transfer": "tests/transfer/ (its own commands and checks)",

@@ -23,7 +23,9 @@ activations, nets/blocks/frozen_backward.py and losses/sign_l1.py; ``generator.r
 the generator keeps only convolution outputs and recomputes norm / ReLU / padding in backward,
 nets/blocks/recompute_pointwise.py; ``loss.feature_matching.lean_backward=true``: L1 signs) and, for the
 host allocator, ``host_allocator.keep_freed=true`` (glibc keeps freed memory instead of faulting it in
-afresh every step, fundus2ffa/host_allocator.py); all leave the maths unchanged (tests/models/test_step_in_backward.py,
+afresh every step, fundus2ffa/host_allocator.py) or ``host_allocator.library=tcmalloc`` (the process runs on
+gperftools' tcmalloc, preloaded with LD_PRELOAD; the reference gets a row of its own on tcmalloc too, so
+that the allocator's share of a ratio shows); all leave the maths unchanged (tests/models/test_step_in_backward.py,
 tests/losses/test_perceptual.py; the allocator computes nothing). The GFLOP column counts what runs: Winograd's products are fewer
 multiplications for the same convolutions.
 """
@@ -37,6 +39,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from fundus2ffa.host_allocator import LIBRARIES, find_library
+
 REPO = Path(__file__).resolve().parents[2]
 PIX2PIXHD = ["model=pix2pixhd", "pretrained.vgg19=random", "loss.vgg.imagenet_norm=false",
              "data.reader.num_pairs=16"]
@@ -49,12 +53,14 @@ WINOGRAD = ["model.step_in_backward=true", "model.d_real_once=true", "generator.
             "generator.output_conv=taps"]
 LEAN = WINOGRAD + ["loss.vgg.lean_backward=true", "generator.recompute_pointwise=true", "loss.feature_matching.lean_backward=true"]
 KEEP_FREED = ["host_allocator.keep_freed=true"]
+TCMALLOC = ["host_allocator.library=tcmalloc"]
+REFERENCE = "reference"  # first entry of a reference row; the rest name only its malloc (TCMALLOC)
 
 
-def run_reference(perf: Path, args) -> dict:
+def run_reference(perf: Path, overrides: list[str], args) -> dict:
     out = subprocess.run([sys.executable, str(perf / "ref_pix2pixhd.py"), "--output_nc", "1", "--iterations", str(args.iterations),
                           "--warmup", str(args.warmup), "--threads", str(args.threads), "--size", str(args.size)],
-                         cwd=REPO, env=_env(), capture_output=True, text=True)
+                         cwd=REPO, env=_env(overrides), capture_output=True, text=True)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if not lines:
         raise SystemExit(f"the reference run failed:\n{out.stderr[-2000:]}")
@@ -67,7 +73,7 @@ def run_ours(perf: Path, overrides: list[str], args) -> dict:
         result_file = Path(folder) / "bench.json"
         out = subprocess.run([sys.executable, str(perf / "ours_bench.py"), "--threads", str(args.threads), "--no-bare",
                               "--iterations", str(args.iterations), "--warmup", str(args.warmup), "--json", str(result_file),
-                              *overrides, f"data.image_size={args.size}"], cwd=REPO, env=_env(), capture_output=True, text=True)
+                              *overrides, f"data.image_size={args.size}"], cwd=REPO, env=_env(overrides), capture_output=True, text=True)
         if not result_file.is_file():
             raise SystemExit(f"fundus2ffa's run failed ({' '.join(overrides)}):\n{out.stderr[-2000:]}")
         r = next(iter(json.loads(result_file.read_text()).values()))
@@ -76,8 +82,18 @@ def run_ours(perf: Path, overrides: list[str], args) -> dict:
     return {"s": r["seconds_per_iteration"], "cpu_s": cpu_s, "peak_mb": r["peak_memory_mb"], "gflop": r["gflops_per_iteration"]}
 
 
-def _env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
+def _env(overrides: list[str]) -> dict:
+    """One thread; LD_PRELOAD for a row that names a malloc library (``host_allocator.library=...``)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
+    env.pop("LD_PRELOAD", None)
+    library = next((o.split("=", 1)[1] for o in overrides if o.startswith("host_allocator.library=")), "null")
+    if library not in ("null", "system"):
+        path = find_library(library)
+        if path is None:
+            raise SystemExit(f"a row runs on {library}, which is not installed here ({LIBRARIES[library][2]}); "
+                             "leave that row out with --variants")
+        env["LD_PRELOAD"] = path
+    return env
 
 
 def main(argv=None) -> int:
@@ -99,18 +115,23 @@ def main(argv=None) -> int:
         print(f"no reference benchmark at {perf} (../shared/perf beside the checkout): nothing to compare; give --perf-dir")
         return 0
     if args.family == "pix2pixhd":
-        variants = {"reference": None, "ours plain": PIX2PIXHD + PLAIN, "ours levers": PIX2PIXHD + LEVERS,
+        variants = {"reference": [REFERENCE], "reference + tcmalloc": [REFERENCE] + TCMALLOC,
+                    "ours plain": PIX2PIXHD + PLAIN, "ours levers": PIX2PIXHD + LEVERS,
                     "ours levers + gemm blocks": PIX2PIXHD + GEMM,
                     "ours levers + winograd blocks": PIX2PIXHD + WINOGRAD[:3], "ours levers + winograd + taps": PIX2PIXHD + WINOGRAD,
                     "ours levers + winograd + taps + lean backward": PIX2PIXHD + LEAN,
                     "ours levers + winograd + taps + keep freed": PIX2PIXHD + WINOGRAD + KEEP_FREED,
-                    "ours levers + winograd + taps + lean backward + keep freed": PIX2PIXHD + LEAN + KEEP_FREED}
+                    "ours levers + winograd + taps + lean backward + keep freed": PIX2PIXHD + LEAN + KEEP_FREED,
+                    "ours levers + winograd + taps + tcmalloc": PIX2PIXHD + WINOGRAD + TCMALLOC,
+                    "ours levers + winograd + taps + lean backward + tcmalloc": PIX2PIXHD + LEAN + TCMALLOC}
         baseline = "reference"
     else:  # its model has no d_real_once (the window's discriminator passes differ)
         rows = {"plain": PLAIN, "levers": LEVERS, "levers + gemm blocks": GEMM,
                 "levers + winograd blocks": WINOGRAD[:3], "levers + winograd + taps": WINOGRAD,
                 "levers + winograd + taps + lean backward": LEAN, "levers + winograd + taps + keep freed": WINOGRAD + KEEP_FREED,
-                "levers + winograd + taps + lean backward + keep freed": LEAN + KEEP_FREED}
+                "levers + winograd + taps + lean backward + keep freed": LEAN + KEEP_FREED,
+                "plain + tcmalloc": PLAIN + TCMALLOC, "levers + winograd + taps + tcmalloc": WINOGRAD + TCMALLOC,
+                "levers + winograd + taps + lean backward + tcmalloc": LEAN + TCMALLOC}
         variants = {name: FUNDUS2VIDEO + [o for o in levers if not o.startswith("model.d_real_once=")]
                     for name, levers in rows.items()}
         baseline = "plain"
@@ -125,7 +146,7 @@ def main(argv=None) -> int:
     results = {name: [] for name in variants}
     for round_ in range(1, args.rounds + 1):
         for name, overrides in variants.items():
-            r = run_reference(perf, args) if overrides is None else run_ours(perf, overrides, args)
+            r = run_reference(perf, overrides, args) if overrides[:1] == [REFERENCE] else run_ours(perf, overrides, args)
             results[name].append(r)
             print(f"round {round_}/{args.rounds} {name}: {r['s']:.2f} s/it wall, {r['cpu_s']:.2f} s CPU, "
                   f"{r['peak_mb']:.0f} MB peak, {r['gflop']:.1f} GFLOP", flush=True)
