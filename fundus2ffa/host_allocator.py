@@ -106,7 +106,7 @@ def check_library(name: str | None) -> str:
     if path is None:
         raise ConfigError(f"host_allocator.library={name}, but no {name} library is installed here ({LIBRARIES[name][2]}); "
                           "or set host_allocator.library=null to run on the C library's malloc")
-    raise ConfigError(f"host_allocator.library={name}, but this process runs on {loaded}'s malloc: a malloc library is "
+    raise ConfigError(f"host_allocator.library={name}, but this process runs on {loaded} malloc: a malloc library is "
                       f"chosen when the process starts. Start the command with LD_PRELOAD={path} in front "
                       f"(LD_PRELOAD=$(python -m fundus2ffa.host_allocator {name}) python -m fundus2ffa.run ...)")
 
