@@ -8,9 +8,8 @@ block above the largest it has freed) by ``mmap`` and gives it back by ``munmap`
 the top of its heap to the kernel when more than a threshold of it is free; memory obtained afresh is
 zeroed page by page on first touch. A benchmark process of pix2pixHD at 256 px (start-up and eight
 iterations) took 1.9-2.3 million minor page faults and 4.5-4.7 s of system time; with freed memory kept
-(no ``mmap`` for large blocks, no trimming of the heap) 0.9 million and 2.2-2.4 s,
-and the iteration 6.74 and 6.34 s
-against 7.56 and 6.99 s (two interleaved pairs of processes, every lever on; the peak resident memory the
+(no ``mmap`` for large blocks, no trimming of the heap) 0.9 million and 2.2-2.4 s, and the iteration
+6.74 and 6.34 s against 7.56 and 6.99 s (two interleaved pairs of processes, every lever on; the peak resident memory the
 same, 3804-3860 MB, because the heap's high-water mark is the peak either way). The README's
 performance section has the side-by-side numbers.
 
@@ -30,8 +29,9 @@ line on stderr. Why tcmalloc (gperftools' tcmalloc_minimal): it serves large blo
 keeps freed spans, so a step's tensors are not faulted in afresh, and it packs them so that the heap holds
 little free memory at the peak. pix2pixHD at 256 px, every lever and the lean backward, 3 interleaved
 rounds: peak 3476 MB against 3862 on glibc with ``keep_freed``, and at that peak 2757 MB allocated in a
-heap of 2816 MB; the numbers beside the reference's are in the README's performance section. jemalloc is accepted too (its default returns freed
-pages within seconds: 6.3 million page faults in the same process against 0.84 million with tcmalloc).
+heap of 2816 MB; the numbers beside the reference's are in the README's performance section. jemalloc
+is accepted too (its default returns freed pages within seconds: 6.3 million page faults in the same
+process against 0.84 million with tcmalloc).
 """
 
 from __future__ import annotations

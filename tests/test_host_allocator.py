@@ -29,8 +29,9 @@ print(kept, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 4)
 """
 
 
-def _page_faults_per_step(keep_freed: str) -> tuple[str, int]:
-    out = subprocess.run([sys.executable, "-c", PROBE, keep_freed], cwd=REPO, capture_output=True, text=True, timeout=120)
+def _page_faults_per_step(keep_freed: str, preload: str | None = None) -> tuple[str, int]:
+    env = {**os.environ, "LD_PRELOAD": preload} if preload else None
+    out = subprocess.run([sys.executable, "-c", PROBE, keep_freed], cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     kept, faults = out.stdout.split()
     return kept, int(faults)
@@ -79,8 +80,5 @@ def test_a_run_started_with_tcmalloc_trains_on_it(tmp_path):
 
 @needs_tcmalloc
 def test_tcmalloc_reuses_freed_memory_without_keep_freed():
-    out = subprocess.run([sys.executable, "-c", PROBE, "false"], cwd=REPO, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "LD_PRELOAD": TCMALLOC})
-    assert out.returncode == 0, out.stderr[-2000:]
-    kept, faults = out.stdout.split()
-    assert kept == "False" and int(faults) < 0.25 * sum(SIZES_MB) * 256, faults
+    kept, faults = _page_faults_per_step("false", preload=TCMALLOC)
+    assert kept == "False" and faults < 0.25 * sum(SIZES_MB) * 256, faults
