@@ -84,11 +84,9 @@ class PerceptualLoss(LossTerm):
 
     def features_distance(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """The loss between two images (usable outside the LossInputs call shape)."""
-        with torch.no_grad():  # first: its passing activations are gone before the fake's graph is built
-            real_features = self.backbone(self.prepare(real))
-        fake_features = self.backbone(self.prepare(fake))
-        terms = [w * self.distance(fake_features[n], real_features[n]) for n, w in zip(self.layers, self.layer_weights)]
-        return torch.stack(terms).sum()
+        # layer by layer, each layer's term as soon as both features exist (VGG19Features.paired: less alive at once)
+        values = {name: self.distance(f, r) for name, f, r in self.backbone.paired(self.prepare(fake), self.prepare(real))}
+        return torch.stack([w * values[n] for n, w in zip(self.layers, self.layer_weights)]).sum()
 
     def forward(self, inputs: LossInputs) -> torch.Tensor:
         return self.features_distance(inputs.fake, inputs.real)

@@ -452,9 +452,7 @@ class AutoregressiveVideoGAN(GANModule):
             km_terms = self.gan_km.discriminator_terms(outputs[2], outputs[3])
             loss = loss + 0.5 * (km_terms["real"] + km_terms["fake"])
             terms.update({f"{k}_km": v for k, v in km_terms.items()})
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        opt_d.step()
+        self.backward_and_step(loss, opt_d)
         self.untoggle_optimizer(opt_d)
         terms = {name: value.detach() for name, value in terms.items()}
         terms["total"] = loss.detach()

@@ -37,6 +37,13 @@ class PairedGAN(GANModule):
         d_real_once: with update_order g_first and a term that needs D's features of the real pair (feature
             matching), run D on the real pair once, with D's gradients, and use it for G's term (detached)
             and D's loss, as pix2pixHD's forward does (D is not updated in between: the same maths).
+        d_free_terms_first: evaluate the generator's terms that read no discriminator output (the VGG, L1,
+            ...) right after the generator's forward, before any discriminator pass, instead of after them:
+            their forward's passing activations (the VGG's largest at full resolution) then sit on the
+            generator's kept graph only, not also on the discriminator's (issue 24: pix2pixHD's peak, which
+            falls inside the VGG's forward). The same values, summed in the same order (bit for bit the
+            same loss); off by default: with update_order d_first the terms' kept graphs then wait through
+            the discriminator's step.
         ema: {enabled, decay, start_step, every_n_steps}: EMA generator (models/ema.py).
         generator_input_size: None, or [height, width]: the generator runs at this size whatever the data's:
             training pairs (and their masks) not already at it are resized to it, and ``translate`` resizes
@@ -69,6 +76,7 @@ class PairedGAN(GANModule):
         generator_input_resize: str = "pil_bicubic",
         step_in_backward: bool = False,
         d_real_once: bool = True,
+        d_free_terms_first: bool = False,
     ):
         super().__init__()
         if generator_input_resize not in INPUT_RESIZES:
@@ -148,17 +156,23 @@ class PairedGAN(GANModule):
         pred_real = pred_real if pred_real is not None else self.discriminate(cf, real)
         terms = self.gan.discriminator_terms(pred_real, self.discriminate(cf, fake.detach()))
         loss = 0.5 * (terms["real"] + terms["fake"])
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        opt_d.step()
+        self.backward_and_step(loss, opt_d)
         self.untoggle_optimizer(opt_d)
         self.log_terms("d", {**terms, "total": loss}, batch_size)
 
-    def _generator_step(self, opt_g, batch, fake, batch_size: int, pred_real=None) -> None:
+    def _d_free_values(self, batch, fake) -> dict[str, torch.Tensor]:
+        """The values of the active terms that read no discriminator output (``d_free_terms_first``)."""
+        inputs = LossInputs(cf=batch["cf"], real=batch["ffa"], fake=fake, fov=batch.get("fov"))
+        return {name: self.losses[name](inputs) for name in self.active_terms
+                if not (self.losses[name].needs_pred_fake or self.losses[name].needs_pred_real)}
+
+    def _generator_step(self, opt_g, batch, fake, batch_size: int, pred_real=None, early=None) -> None:
+        """G's objective, backward and step; ``early``: term values already computed (``_d_free_values``)."""
         self.toggle_optimizer(opt_g)
         cf, real = batch["cf"], batch["ffa"]
         inputs = LossInputs(cf=cf, real=real, fake=fake, fov=batch.get("fov"))
-        terms = {name: self.losses[name] for name in self.active_terms}
+        early = early or {}
+        terms = {name: self.losses[name] for name in self.active_terms if name not in early}
         if self.discriminator is not None and any(t.needs_pred_fake for t in terms.values()):
             inputs.pred_fake = self.discriminate(cf, fake)
         if self.discriminator is not None and any(t.needs_pred_real for t in terms.values()):
@@ -167,7 +181,8 @@ class PairedGAN(GANModule):
             else:
                 with torch.no_grad():
                     inputs.pred_real = self.discriminate(cf, real)
-        values = {name: term(inputs) for name, term in terms.items()}
+        later = {name: term(inputs) for name, term in terms.items()}
+        values = {name: early[name] if name in early else later[name] for name in self.active_terms}  # the summing order
         loss = sum(self.losses[name].weight * value for name, value in values.items())
         self.backward_and_step(loss, opt_g)
         self.untoggle_optimizer(opt_g)
@@ -185,10 +200,11 @@ class PairedGAN(GANModule):
         if self.discriminator is None:
             self._generator_step(opt_g, batch, fake, batch_size)
             return
+        early = self._d_free_values(batch, fake) if self.hparams.get("d_free_terms_first", False) else None
         opt_d = optimizers[1]
         if self.hparams.update_order == "d_first":
             self._discriminator_step(opt_d, cf, real, fake, batch_size)
-            self._generator_step(opt_g, batch, fake, batch_size)
+            self._generator_step(opt_g, batch, fake, batch_size, early=early)
         else:
             pred_real = None
             if self.hparams.get("d_real_once", True) and any(self.losses[n].needs_pred_real for n in self.active_terms):
@@ -197,7 +213,7 @@ class PairedGAN(GANModule):
                 self.toggle_optimizer(opt_d)
                 pred_real = self.discriminate(cf, real)
                 self.untoggle_optimizer(opt_d)
-            self._generator_step(opt_g, batch, fake, batch_size, pred_real)
+            self._generator_step(opt_g, batch, fake, batch_size, pred_real, early)
             self._discriminator_step(opt_d, cf, real, fake, batch_size, pred_real)
 
 

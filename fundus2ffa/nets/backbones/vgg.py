@@ -94,6 +94,23 @@ class VGG19Features(nn.Module):
                 out[self._wanted[index]] = x
         return out
 
+    def paired(self, x: torch.Tensor, target: torch.Tensor):
+        """Yield ``(name, x's feature, target's feature)`` at each of ``layers``, shallowest first, running
+        the two images through the network layer by layer together, ``target`` without gradient.
+
+        The values are ``forward``'s; what differs is what is alive at once: a loss that reads each pair
+        as it comes (losses/perceptual.py) never holds all of both images' features, and the gradient of
+        a shallow layer's term is made in backward only when backward reaches that layer (autograd runs
+        the later-made nodes first) instead of waiting from the start of backward (issue 24: pix2pixHD's
+        peak memory falls in the perceptual loss's forward or backward)."""
+        lean = self.lean_backward and torch.is_grad_enabled() and x.requires_grad
+        for index, module in enumerate(self.features):
+            with torch.no_grad():
+                target = module(target)
+            x = frozen_forward(module, x) if lean else module(x)
+            if index in self._wanted:
+                yield self._wanted[index], x, target
+
 
 def _state_dict_from_file(path: Path) -> dict:
     if not path.is_file():

@@ -146,12 +146,20 @@ def _extend(x: torch.Tensor) -> torch.Tensor:
 
 
 class _WinogradConv(torch.autograd.Function):
-    """y = A^T [ (G g G^T) (.) (B^T d B) ] A per tile, summed over input channels (module notes)."""
+    """y = A^T [ (G g G^T) (.) (B^T d B) ] A per tile, summed over input channels (module notes).
+
+    With ``pre`` (a function without parameters, such as InstanceNorm -> ReLU -> padding) the convolution's
+    input is ``pre(x)``: ``x`` is kept for backward instead of ``pre(x)``, and ``pre`` runs again in
+    backward to give the input and the gradient through it (:meth:`WinogradConv2d.forward_from`)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int, pre=None) -> torch.Tensor:
         device = x.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        ctx.pre = pre
+        if pre is not None:
+            ctx.save_for_backward(x, weight)
+            x = pre(x)
         with torch.autocast(device, enabled=False):  # in autocast's dtype, as F.conv2d would be
             return _WinogradConv._forward(ctx, x, weight, bias, padding, dtype)
 
@@ -173,7 +181,8 @@ class _WinogradConv(torch.autograd.Function):
         if bias is not None:
             y = y + bias.to(y.dtype).view(1, out_channels, 1, 1)
         # the input only for the weight gradient: a frozen weight (the perceptual VGG) keeps the weight alone
-        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, weight)
+        if ctx.pre is None:
+            ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, weight)
         ctx.input_shape, ctx.input_dtype = x.shape, x.dtype
         ctx.has_bias = bias is not None
         return y.contiguous()
@@ -181,6 +190,20 @@ class _WinogradConv(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
+        if ctx.pre is not None:  # the convolution's input again, with the graph of pre to take its gradient through
+            with torch.enable_grad():
+                # a view, not the leaf itself: a leaf input breaks module-level backward hooks (torch's
+                # FlopCounterMode, register_multi_grad_hook) under the nested torch.autograd.grad below
+                kept = x.detach().requires_grad_().view_as(x)
+                x = ctx.pre(kept)
+        grads = _WinogradConv._backward(ctx, x.detach() if ctx.pre is not None else x, weight, grad)
+        if ctx.pre is not None and grads[0] is not None:
+            grads = (torch.autograd.grad(x, kept, grads[0])[0], *grads[1:])
+        return (*grads, None, None)
+
+    @staticmethod
+    def _backward(ctx, x: torch.Tensor | None, weight: torch.Tensor, grad: torch.Tensor):
+        """The input, weight and bias gradients of the convolution of ``x`` (None without a weight gradient)."""
         n, in_channels, height, width = ctx.input_shape
         out_channels = weight.shape[0]
         k_in, _, k_out = _transforms(grad)
@@ -199,7 +222,10 @@ class _WinogradConv(torch.autograd.Function):
             for start, stop in _blocks(in_channels, out_channels):
                 u = _weight_transform(weight[:, start:stop], grad)  # 16 x O x block
                 torch.bmm(u.transpose(1, 2), grad_m, out=grad_tiles[:, start:stop])
+            if not ctx.needs_input_grad[1]:
+                del grad_m  # a frozen weight (the perceptual VGG): each of these goes as soon as it is read,
             grad_d = torch.mm(k_in, grad_tiles.view(16, -1)).view(16, in_channels, n, th * tw)
+            del grad_tiles  # so that at most two tile-sized tensors coexist (issue 24: the VGG's backward was the peak)
             grad_d = grad_d.permute(2, 1, 0, 3).reshape(n, in_channels * 16, th * tw)
             grad_x = F.fold(grad_d, (2 * th + 2, 2 * tw + 2), 4, stride=2)
             grad_x = grad_x[:, :, padding:padding + height, padding:padding + width].to(ctx.input_dtype)
@@ -211,7 +237,7 @@ class _WinogradConv(torch.autograd.Function):
             grad_w = grad_w.to(weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum((0, 2, 3)).to(weight.dtype)
-        return grad_x, grad_w, grad_b, None
+        return grad_x, grad_w, grad_b
 
 
 class WinogradConv2d(nn.Conv2d):
@@ -225,3 +251,10 @@ class WinogradConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _WinogradConv.apply(x, self.weight, self.bias, int(self.padding[0]))
+
+    def forward_from(self, x: torch.Tensor, pre) -> torch.Tensor:
+        """``self(pre(x))`` keeping ``x``, not ``pre(x)``, for backward: ``pre`` (layers without parameters:
+        padding, a norm without affine weights, an activation) runs again in backward. The same values
+        and gradients; in a pix2pixHD residual block the tensor kept is then one that is kept anyway
+        (nets/generators/pix2pixhd.py ``ResnetBlock``, ``recompute_pointwise``)."""
+        return _WinogradConv.apply(x, self.weight, self.bias, int(self.padding[0]), pre)

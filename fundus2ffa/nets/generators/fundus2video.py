@@ -86,12 +86,13 @@ class Fundus2VideoGenerator(GlobalGenerator):
         block_conv: str = "native",
         output_conv: str = "native",
         recompute_pointwise: bool = False,
+        recompute_full_resolution: bool = False,
     ):
         super().__init__(
             in_channels, out_channels, ngf, n_downsampling, n_blocks, norm, activation, use_dropout,
             max_channels, output_head=True, init_type=init_type, init_gain=init_gain, encode_taps=encode_taps,
             checkpoint_blocks=checkpoint_blocks, block_conv=block_conv, output_conv=output_conv,
-            recompute_pointwise=recompute_pointwise,
+            recompute_pointwise=recompute_pointwise, recompute_full_resolution=recompute_full_resolution,
         )
         self.kba = bool(kba)
         stages = list(kba_stages or []) if self.kba else []

@@ -47,9 +47,10 @@ import torch.utils.checkpoint
 from torch import nn
 
 from fundus2ffa.nets.blocks.block_conv import BLOCK_CONVS
-from fundus2ffa.nets.blocks.recompute_pointwise import run_recomputing_pointwise
+from fundus2ffa.nets.blocks.recompute_pointwise import full_resolution_convolutions, run_recomputing_pointwise
 from fundus2ffa.nets.blocks.tap_conv import OUTPUT_CONVS
 from fundus2ffa.nets.blocks.upsample import upsample_layer
+from fundus2ffa.nets.blocks.winograd_conv import WinogradConv2d
 from fundus2ffa.nets.init import init_weights
 from fundus2ffa.nets.norm import norm_layer
 from fundus2ffa.nets.padding import pad_to_multiple
@@ -82,12 +83,27 @@ class ResnetBlock(nn.Module):
 
     #: recompute the body in backward instead of keeping its activations (GlobalGenerator checkpoint_blocks)
     checkpoint = False
+    #: keep only the block's input and its convolutions' outputs for backward (GlobalGenerator recompute_pointwise)
+    recompute_pointwise = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.checkpoint and self.training and torch.is_grad_enabled():
             # the same maths (dropout's random state is replayed); memory for time
             return x + torch.utils.checkpoint.checkpoint(self.body, x, use_reentrant=False)
+        if self.recompute_pointwise and self.training and torch.is_grad_enabled() and self._recomputable():
+            # each Winograd convolution keeps what comes before its padding / norm / activation, which is
+            # kept anyway (the block's input, the first convolution's output) and runs those layers again
+            # in backward: 3 maps kept instead of 5.5 (2 x 1.27 padded, 3 x 1), the same values and gradients
+            pad1, conv1, norm1, act1, pad2, conv2, norm2 = self.body
+            hidden = conv1.forward_from(x, pad1)
+            return x + norm2(conv2.forward_from(hidden, lambda h: pad2(act1(norm1(h)))))
         return x + self.body(x)
+
+    def _recomputable(self) -> bool:
+        """Winograd convolutions (``forward_from``), no dropout and no parameters in the recomputed layers."""
+        layers = list(self.body)
+        return len(layers) == 7 and all(isinstance(layers[i], WinogradConv2d) for i in (1, 5)) \
+            and not any(p.requires_grad for i in (0, 2, 3, 4) for p in layers[i].parameters())
 
 
 class GlobalGenerator(nn.Module):
@@ -127,6 +143,12 @@ class GlobalGenerator(nn.Module):
             nets/blocks/recompute_pointwise.py): the same values and gradients, two thirds of the memory kept
             at the full-resolution stages, for one more pass of those elementwise layers. Off by default
             (issue 24).
+        recompute_full_resolution: with ``recompute_pointwise``, the convolutions whose output is at the
+            input's resolution, but for the output convolution (so the 7 x 7 stem and the last upsampling),
+            are recomputed in backward too instead of keeping their outputs: the same values and gradients
+            again, 32 MB less kept at 256 px (4x per doubling of the side) for 3.6 GFLOP more (about 1 % of
+            a pix2pixHD iteration). The output convolution keeps its input either way (its weight gradient
+            reads it), so recomputing it would only run its forward again. Off by default (issue 24).
         encode_taps: code (default) | layer_output: what :meth:`encode` returns at a tap that a later
             activation consumes. code: the activation's output, as pix2pixHD's shared in-place
             ``nn.ReLU(True)`` leaves it in the stored tensor (tap 8 rectified; module docstring);
@@ -155,9 +177,13 @@ class GlobalGenerator(nn.Module):
         block_conv: str = "native",
         output_conv: str = "native",
         recompute_pointwise: bool = False,
+        recompute_full_resolution: bool = False,
     ):
         super().__init__()
         self.recompute_pointwise = bool(recompute_pointwise)
+        if recompute_full_resolution and not recompute_pointwise:
+            raise ValueError("generator.recompute_full_resolution=true needs generator.recompute_pointwise=true "
+                             "(it recomputes convolutions inside the pointwise segments)")
         if output_conv not in OUTPUT_CONVS:
             raise ValueError(f"generator.output_conv must be one of {'|'.join(OUTPUT_CONVS)}, got {output_conv!r}")
         if encode_taps not in ENCODE_TAPS:
@@ -187,6 +213,12 @@ class GlobalGenerator(nn.Module):
         for block in self.model:
             if isinstance(block, ResnetBlock):
                 block.checkpoint = bool(checkpoint_blocks)
+                block.recompute_pointwise = self.recompute_pointwise
+        #: convolutions recomputed in backward with recompute_full_resolution (nets/blocks/recompute_pointwise.py):
+        #: not the output convolution, which keeps its input either way and would only run its forward again
+        output = self.model[self.head_start + 1] if output_head else None
+        self.recomputed_convolutions = [conv for conv in full_resolution_convolutions(self.model) if conv is not output] \
+            if recompute_full_resolution else []
         #: width of the feature map before the head (what the local enhancer adds its features to)
         self.feature_channels = ngf
         init_weights(self, init_type, init_gain)
@@ -239,7 +271,7 @@ class GlobalGenerator(nn.Module):
         convolution outputs for backward (nets/blocks/recompute_pointwise.py)."""
         layers = self.model if start == 0 and stop is None else self.model[start:stop]
         if self.recompute_pointwise and self.training and torch.is_grad_enabled():
-            return run_recomputing_pointwise(layers, x)
+            return run_recomputing_pointwise(layers, x, recompute=self.recomputed_convolutions)
         return layers(x)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
