@@ -159,3 +159,28 @@ def test_lean_feature_matching_gives_the_same_loss_and_gradient():
     assert torch.equal(lean, plain)
     for a, b in zip(torch.autograd.grad(plain, fake[0][:2]), torch.autograd.grad(lean, fake[0][:2])):
         assert torch.equal(b, a)
+
+
+def test_paired_features_are_forwards_and_mask_bits_round_trip(vgg_file):
+    """VGG19Features.paired (the perceptual loss's lockstep pass, issue 24) yields forward's features of
+    both images, shallowest first, the target's without gradient; the lean ReLU's bit-packed masks unpack
+    to the masks they packed."""
+    from fundus2ffa.nets.backbones.vgg import load_vgg19
+    from fundus2ffa.nets.blocks.frozen_backward import pack_bits, unpack_bits
+
+    path, _ = vgg_file
+    layers = ["relu3_1", "relu1_1", "relu2_1"]
+    net = load_vgg19(layers, str(path))
+    torch.manual_seed(0)
+    x, target = torch.randn(1, 3, 40, 36, requires_grad=True), torch.randn(1, 3, 40, 36)
+    paired = list(net.paired(x, target))
+    assert [name for name, _, _ in paired] == ["relu1_1", "relu2_1", "relu3_1"]
+    with torch.no_grad():
+        want_x, want_target = net(x), net(target)
+    for name, feature, target_feature in paired:
+        assert torch.equal(feature, want_x[name]) and torch.equal(target_feature, want_target[name])
+        assert feature.requires_grad and not target_feature.requires_grad
+    mask = torch.rand(3, 5, 8) > 0.5
+    packed = pack_bits(mask)
+    assert packed.dtype == torch.uint8 and packed.numel() == mask.numel() // 8
+    assert torch.equal(unpack_bits(packed, mask.shape), mask)
