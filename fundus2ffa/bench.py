@@ -29,6 +29,7 @@ from fundus2ffa.callbacks.timing import IterationTimer
 from fundus2ffa.config import HelpFormatter, config_dir, register_resolvers
 from fundus2ffa.host_allocator import configure_host_allocator
 from fundus2ffa.losses.base import LossInputs
+from fundus2ffa.nets.blocks.matmul import configure_cpu_matmul
 from fundus2ffa.builders import build
 from fundus2ffa.writers import write_json
 
@@ -74,7 +75,8 @@ def compose_bench(overrides: list[str], out_dir: str):
 
 def framework_run(cfg, iterations: int, warmup: int) -> tuple[IterationTimer, torch.device]:
     """A real ``Trainer.fit`` of ``warmup + iterations`` (+2: one counted for FLOPs, one spare) batches."""
-    configure_host_allocator(cfg.get("host_allocator"))  # as python -m fundus2ffa.run applies it
+    configure_host_allocator(cfg.get("host_allocator"))  # as python -m fundus2ffa.run applies them
+    configure_cpu_matmul(cfg.get("cpu_matmul"))
     with open_dict(cfg):
         cfg.trainer.max_epochs = 1
         cfg.trainer.limit_train_batches = iterations + warmup + 2

@@ -250,6 +250,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     from fundus2ffa import loader
     from fundus2ffa.builders import build, build_callbacks, build_loggers, build_trainer
     from fundus2ffa.host_allocator import configure_host_allocator
+    from fundus2ffa.nets.blocks.matmul import configure_cpu_matmul
 
     if cfg.get("ckpt_path") and Path(str(cfg.ckpt_path)).is_file() and cfg.get("task") in ("train", "test", "predict"):
         cfg = loader.run_config(cfg, _cli_overrides() if overrides is None else overrides)
@@ -261,6 +262,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     elif cfg.get("ckpt_path"):
         log.info("%s", task_summary(cfg))
     configure_host_allocator(cfg.get("host_allocator"))
+    configure_cpu_matmul(cfg.get("cpu_matmul"))
     L.seed_everything(cfg.seed, workers=True)
     if cfg.task == "predict":
         from fundus2ffa.inference.predict import predict

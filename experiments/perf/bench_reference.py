@@ -23,7 +23,8 @@ activations, nets/blocks/frozen_backward.py and losses/sign_l1.py; ``generator.r
 the generator keeps only convolution outputs and recomputes norm / ReLU / padding in backward,
 nets/blocks/recompute_pointwise.py; ``loss.feature_matching.lean_backward=true``: L1 signs), the reordering
 levers (``model.d_free_terms_first=true``: the VGG's term before D's passes, models/paired_gan.py;
-``generator.recompute_full_resolution=true``: the stem and the last upsampling recomputed too) and, for the
+``generator.recompute_full_resolution=true``: the stem and the last upsampling recomputed too), the CPU
+matrix products of those convolutions by oneDNN (``cpu_matmul=onednn``, nets/blocks/matmul.py) and, for the
 host allocator, ``host_allocator.keep_freed=true`` (glibc keeps freed memory instead of faulting it in
 afresh every step, fundus2ffa/host_allocator.py) or ``host_allocator.library=tcmalloc`` (the process runs on
 gperftools' tcmalloc, preloaded with LD_PRELOAD; the reference gets a row of its own on tcmalloc too, so
@@ -56,6 +57,8 @@ WINOGRAD = ["model.step_in_backward=true", "model.d_real_once=true", "generator.
 LEAN = WINOGRAD + ["loss.vgg.lean_backward=true", "generator.recompute_pointwise=true", "loss.feature_matching.lean_backward=true"]
 #: memory levers that change only when things are computed: the VGG before D's passes, full-resolution convolutions recomputed
 REORDERED = ["model.d_free_terms_first=true", "generator.recompute_full_resolution=true"]
+#: the CPU matrix products of the Winograd / im2col / tap convolutions by oneDNN (AVX-512) instead of MKL
+ONEDNN = ["cpu_matmul=onednn"]
 KEEP_FREED = ["host_allocator.keep_freed=true"]
 TCMALLOC = ["host_allocator.library=tcmalloc"]
 REFERENCE = "reference"  # first entry of a reference row; the rest name only its malloc (TCMALLOC)
@@ -128,7 +131,10 @@ def main(argv=None) -> int:
                     "ours levers + winograd + taps + lean backward + keep freed": PIX2PIXHD + LEAN + KEEP_FREED,
                     "ours levers + winograd + taps + tcmalloc": PIX2PIXHD + WINOGRAD + TCMALLOC,
                     "ours levers + winograd + taps + lean backward + tcmalloc": PIX2PIXHD + LEAN + TCMALLOC,
-                    "ours levers + winograd + taps + lean backward + reordered + tcmalloc": PIX2PIXHD + LEAN + REORDERED + TCMALLOC}
+                    "ours levers + winograd + taps + lean backward + reordered + tcmalloc": PIX2PIXHD + LEAN + REORDERED + TCMALLOC,
+                    "ours levers + winograd + taps + onednn + tcmalloc": PIX2PIXHD + WINOGRAD + ONEDNN + TCMALLOC,
+                    "ours levers + winograd + taps + lean backward + reordered + onednn + tcmalloc":
+                        PIX2PIXHD + LEAN + REORDERED + ONEDNN + TCMALLOC}
         baseline = "reference"
     else:  # its model has no d_real_once (the window's discriminator passes differ)
         rows = {"plain": PLAIN, "levers": LEVERS, "levers + gemm blocks": GEMM,
@@ -138,7 +144,10 @@ def main(argv=None) -> int:
                 "plain + tcmalloc": PLAIN + TCMALLOC, "levers + winograd + taps + tcmalloc": WINOGRAD + TCMALLOC,
                 "levers + winograd + taps + lean backward + tcmalloc": LEAN + TCMALLOC,
                 "levers + winograd + taps + lean backward + full-resolution recompute + tcmalloc":
-                    LEAN + REORDERED[1:] + TCMALLOC}
+                    LEAN + REORDERED[1:] + TCMALLOC,
+                "levers + winograd + taps + onednn + tcmalloc": WINOGRAD + ONEDNN + TCMALLOC,
+                "levers + winograd + taps + lean backward + full-resolution recompute + onednn + tcmalloc":
+                    LEAN + REORDERED[1:] + ONEDNN + TCMALLOC}
         variants = {name: FUNDUS2VIDEO + [o for o in levers if not o.startswith("model.d_real_once=")]
                     for name, levers in rows.items()}
         baseline = "plain"

@@ -8,6 +8,7 @@ from torch import nn
 
 from conftest import compose_run
 from fundus2ffa.models.step_in_backward import StepInBackward, unsupported_reason
+from fundus2ffa.nets.blocks.matmul import configure_cpu_matmul
 from fundus2ffa.run import run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -102,13 +103,17 @@ def test_pix2pixhd_levers_leave_losses_and_weights_unchanged_in_a_real_fit(tmp_p
                          "loss.vgg.conv=winograd", "generator.output_conv=taps"],
             "lean": ["model.step_in_backward=true", "model.d_real_once=true", "generator.block_conv=winograd",
                      "loss.vgg.conv=winograd", "generator.output_conv=taps", "loss.vgg.lean_backward=true",
-                     "generator.recompute_pointwise=true", "loss.feature_matching.lean_backward=true"]}
+                     "generator.recompute_pointwise=true", "loss.feature_matching.lean_backward=true",
+                     "model.d_free_terms_first=true", "generator.recompute_full_resolution=true", "cpu_matmul=onednn"]}
     results = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(PairedGAN, "on_train_end", keep)
-        for name, levers in runs.items():
-            patch.setattr(PairedGAN, "_name", name, raising=False)
-            results[name] = _fit(tmp_path, name, *levers)
+        try:
+            for name, levers in runs.items():
+                patch.setattr(PairedGAN, "_name", name, raising=False)
+                results[name] = _fit(tmp_path, name, *levers)
+        finally:
+            configure_cpu_matmul("torch")  # the setting holds for the process (this xdist worker)
     assert installed == {"plain": False, "levers": True, "winograd": True, "lean": True}
     assert len(results["plain"]["losses"]) == 3
     cancelled = _biases_cancelled_by_norm(PairedGAN)

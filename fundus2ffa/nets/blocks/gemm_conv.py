@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fundus2ffa.nets.blocks.matmul import matmul, mm
 from fundus2ffa.nets.blocks.workspace import workspace
 
 
@@ -43,9 +44,9 @@ def weight_gradient(x: torch.Tensor, grad: torch.Tensor, weight_shape: torch.Siz
     n, out_channels = grad.shape[:2]
     grad = grad.reshape(n, out_channels, -1)
     columns = _columns(x, weight_shape[-1])
-    grad_w = torch.mm(grad[0], columns[0].t())
+    grad_w = mm(grad[0], columns[0].t())
     for i in range(1, n):
-        grad_w.addmm_(grad[i], columns[i].t())
+        grad_w += mm(grad[i], columns[i].t())
     return grad_w.view(weight_shape)
 
 
@@ -57,7 +58,7 @@ class _Im2colConv(torch.autograd.Function):
         n, _, height, width = x.shape
         out_channels, _, k, _ = weight.shape
         columns = _columns(x, k)
-        out = torch.matmul(weight.reshape(out_channels, -1).to(columns.dtype), columns)
+        out = matmul(weight.reshape(out_channels, -1).to(columns.dtype), columns)
         if bias is not None:
             out = out + bias.to(out.dtype).view(1, out_channels, 1)
         ctx.save_for_backward(x, weight)
@@ -77,7 +78,7 @@ class _Im2colConv(torch.autograd.Function):
             weight_t = weight.reshape(out_channels, -1).t().to(grad.dtype)
             columns_grad = workspace("columns_grad", (n, weight_t.shape[0], grad.shape[-1]), grad)
             for i in range(n):
-                torch.mm(weight_t, grad[i], out=columns_grad[i])
+                mm(weight_t, grad[i], out=columns_grad[i])
             grad_x = F.fold(columns_grad, (height, width), k).to(x.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum((0, 2)).to(weight.dtype)

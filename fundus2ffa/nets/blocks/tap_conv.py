@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fundus2ffa.nets.blocks.matmul import matmul, mm
+
 
 def _tap_weight(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """O x C x k x k -> (O k k) x C: row (o, i, j) holds tap (i, j) of output channel o."""
@@ -42,7 +44,7 @@ class _TapConv(torch.autograd.Function):
         out_channels, _, k, _ = weight.shape
         out_h, out_w = height - k + 1, width - k + 1
         with torch.autocast(device, enabled=False):
-            maps = torch.matmul(_tap_weight(weight, dtype), x.to(dtype).reshape(n, in_channels, height * width))
+            maps = matmul(_tap_weight(weight, dtype), x.to(dtype).reshape(n, in_channels, height * width))
             maps = maps.view(n, out_channels, k, k, height, width)
             y = maps[:, :, 0, 0, :out_h, :out_w].clone()
             for i in range(k):
@@ -68,12 +70,12 @@ class _TapConv(torch.autograd.Function):
         grad_maps = grad_maps.view(n, out_channels * k * k, height * width)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.matmul(_tap_weight(weight, grad.dtype).t(), grad_maps).view(x.shape).to(x.dtype)
+            grad_x = matmul(_tap_weight(weight, grad.dtype).t(), grad_maps).view(x.shape).to(x.dtype)
         if ctx.needs_input_grad[1]:
             pixels = x.to(grad.dtype).reshape(n, in_channels, height * width)
-            grad_w = torch.mm(grad_maps[0], pixels[0].t())
+            grad_w = mm(grad_maps[0], pixels[0].t())
             for b in range(1, n):
-                grad_w.addmm_(grad_maps[b], pixels[b].t())
+                grad_w += mm(grad_maps[b], pixels[b].t())
             grad_w = grad_w.view(out_channels, k, k, in_channels).permute(0, 3, 1, 2).contiguous().to(weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum((0, 2, 3)).to(weight.dtype)

@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fundus2ffa.nets.blocks.gemm_conv import weight_gradient
+from fundus2ffa.nets.blocks.matmul import bmm, mm
 from fundus2ffa.nets.blocks.workspace import workspace
 
 # F(2, 3) (Lavin & Gray eq. 7): input transform B^T, filter transform G, output transform A^T
@@ -89,7 +90,7 @@ def _tiles(x: torch.Tensor) -> torch.Tensor:
     k_in = _transforms(x)[0]
     d = x.unfold(2, 4, 2).unfold(3, 4, 2)  # N C th tw 4 4 (overlapping tiles, stride 2)
     d = d.permute(4, 5, 0, 2, 3, 1).reshape(16, -1)
-    return torch.mm(k_in.t(), d).view(16, -1, c)
+    return mm(k_in.t(), d).view(16, -1, c)
 
 
 def _weight_transform(weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -101,7 +102,7 @@ def _weight_transform(weight: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     flat = weight.reshape(pairs, 9).to(like.dtype)
     u = workspace("winograd_weight", (16, pairs), like)
     for start in range(0, pairs, _CHUNK):
-        torch.mm(k_w, flat[start:start + _CHUNK].t(), out=u[:, start:start + _CHUNK])
+        mm(k_w, flat[start:start + _CHUNK].t(), out=u[:, start:start + _CHUNK])
     return u.view(16, out_channels, in_channels)
 
 
@@ -126,9 +127,9 @@ def _weight_gradient(xe: torch.Tensor, grad_m: torch.Tensor, weight_shape: torch
     for start, stop in _blocks(out_channels, in_channels):
         pairs = (stop - start) * in_channels
         grad_u = workspace("winograd_weight", (16, stop - start, in_channels), grad_m)
-        torch.bmm(grad_m[:, start:stop], tiles, out=grad_u)
+        bmm(grad_m[:, start:stop], tiles, out=grad_u)
         back = workspace("winograd_weight_gradient", (9, pairs), grad_m)
-        torch.mm(k_w.t(), grad_u.view(16, pairs), out=back)
+        mm(k_w.t(), grad_u.view(16, pairs), out=back)
         grad_w[start:stop].view(pairs, 9).copy_(back.t())
     return grad_w.view(weight_shape)
 
@@ -175,8 +176,8 @@ class _WinogradConv(torch.autograd.Function):
         tiles = _tiles(xe).transpose(1, 2)  # 16 x C x (N th tw)
         m = torch.empty(16, out_channels, tiles.shape[2], dtype=dtype, device=x.device)
         for start, stop in _blocks(out_channels, in_channels):
-            torch.bmm(_weight_transform(weight[start:stop], xe), tiles, out=m[:, start:stop])
-        y = torch.mm(_transforms(xe)[2], m.view(16, -1)).view(2, 2, out_channels, n, th, tw)
+            bmm(_weight_transform(weight[start:stop], xe), tiles, out=m[:, start:stop])
+        y = mm(_transforms(xe)[2], m.view(16, -1)).view(2, 2, out_channels, n, th, tw)
         y = y.permute(3, 2, 4, 0, 5, 1).reshape(n, out_channels, 2 * th, 2 * tw)[:, :, :out_h, :out_w]
         if bias is not None:
             y = y + bias.to(y.dtype).view(1, out_channels, 1, 1)
@@ -214,17 +215,17 @@ class _WinogradConv(torch.autograd.Function):
         if grad.shape[-2:] != (2 * th, 2 * tw):
             grad_y = F.pad(grad, (0, 2 * tw - grad.shape[-1], 0, 2 * th - grad.shape[-2]))
         grad_y = grad_y.reshape(n, out_channels, th, 2, tw, 2).permute(3, 5, 1, 0, 2, 4).reshape(4, -1)
-        grad_m = torch.mm(k_out.t(), grad_y).view(16, out_channels, n * th * tw)
+        grad_m = mm(k_out.t(), grad_y).view(16, out_channels, n * th * tw)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             # blocks of input channels: each product runs over all O output channels (a long inner dimension)
             grad_tiles = torch.empty(16, in_channels, n * th * tw, dtype=grad.dtype, device=grad.device)
             for start, stop in _blocks(in_channels, out_channels):
                 u = _weight_transform(weight[:, start:stop], grad)  # 16 x O x block
-                torch.bmm(u.transpose(1, 2), grad_m, out=grad_tiles[:, start:stop])
+                bmm(u.transpose(1, 2), grad_m, out=grad_tiles[:, start:stop])
             if not ctx.needs_input_grad[1]:
                 del grad_m  # a frozen weight (the perceptual VGG): each of these goes as soon as it is read,
-            grad_d = torch.mm(k_in, grad_tiles.view(16, -1)).view(16, in_channels, n, th * tw)
+            grad_d = mm(k_in, grad_tiles.view(16, -1)).view(16, in_channels, n, th * tw)
             del grad_tiles  # so that at most two tile-sized tensors coexist (issue 24: the VGG's backward was the peak)
             grad_d = grad_d.permute(2, 1, 0, 3).reshape(n, in_channels * 16, th * tw)
             grad_x = F.fold(grad_d, (2 * th + 2, 2 * tw + 2), 4, stride=2)
